@@ -1,0 +1,68 @@
+"""Shared-prefix KV caches: run a common prefix once, then fork it for every batch.
+
+Every chat prompt starts with the same header, and every prompt of a template attack with the
+same template text. Running that prefix once and extending a copy of its cache is exact up to
+float rounding (tests/test_kvcache.py checks logits and activations against the full pass).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+
+@dataclass
+class PrefixCache:
+    """The HF KV cache of one prefix, computed under whatever hooks were active at the time."""
+
+    ids: list[int]
+    cache: object | None  # transformers Cache; None when the prefix is empty
+    stop_at_layer: int | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def fork(self, batch: int):
+        """An independent copy of the cache repeated `batch` times (the original is untouched)."""
+        if self.cache is None:
+            return None
+        with torch.no_grad():
+            c = copy.deepcopy(self.cache)
+        c.batch_repeat_interleave(batch)
+        return c
+
+    def full_mask(self, mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch prefix_plus_pos"]:
+        """Attention mask covering the prefix (all ones) followed by the batch's own mask."""
+        ones = torch.ones(mask.shape[0], len(self.ids), dtype=mask.dtype, device=mask.device)
+        return torch.cat([ones, mask], dim=1)
+
+
+def new_cache(model):
+    """An empty HF cache shaped for this model (sliding-window layers included, e.g. Gemma)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.original_model.config)
+
+
+@torch.no_grad()
+def build_prefix_cache(
+    model, ids: list[int], stop_at_layer: int | None = None, fwd_hooks: list | None = None
+) -> PrefixCache:
+    """Run `ids` once (batch 1) and keep its KV cache; layers at or past `stop_at_layer` are skipped."""
+    if not ids:
+        return PrefixCache([], None, stop_at_layer)
+    tokens = torch.tensor([ids], dtype=torch.long, device=model.cfg.device)
+    cache = new_cache(model)
+    model.run_with_hooks(
+        tokens,
+        fwd_hooks=fwd_hooks or [],
+        return_type=None,
+        stop_at_layer=stop_at_layer,
+        past_key_values=cache,
+        logits_to_keep=1,
+    )
+    return PrefixCache(list(ids), cache, stop_at_layer)
