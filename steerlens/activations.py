@@ -129,3 +129,57 @@ def paired_mean_diff(
     if a.shape != b.shape:
         raise SteerlensError(f"paired sets differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     return (a.float() - b.float()).mean(0)
+
+
+@torch.no_grad()
+def collect_continuations(
+    model,
+    rows: list[list[int]],
+    continuations: Sequence[int],
+    layers: Sequence[int],
+    site: str = "resid_pre",
+    prefix: list[int] | None = None,
+    batch_size: int = 16,
+    desc: str | None = "activations",
+) -> Float[Tensor, "batch cont layer d_model"]:
+    """Activations at one appended token, for each of several tokens after the same rows.
+
+    A CAA pair differs only in its last token ("A" vs "B"): the shared part is run once and
+    each ending is a single-token step from a copy of its KV cache.
+    """
+    import copy
+
+    layers = check_layers(model, layers)
+    stop = stop_layer(model, layers)
+    pre = build_prefix_cache(model, list(prefix or []), stop)
+    device = model.cfg.device
+    out = torch.empty(len(rows), len(continuations), len(layers), model.cfg.d_model, device=device)
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=desc is None,
+                      leave=False):
+        chunk = rows[start : start + batch_size]
+        ids, mask = left_pad(chunk, _pad_id(model))
+        ids, mask = ids.to(device), pre.full_mask(mask.to(device))
+        cache = pre.fork(len(chunk))
+        if cache is None:
+            from steerlens.kvcache import new_cache
+
+            cache = new_cache(model)
+        model.run_with_hooks(ids, attention_mask=mask, past_key_values=cache, return_type=None,
+                             stop_at_layer=stop, logits_to_keep=1)
+        step_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        for c, tok_id in enumerate(continuations):
+            grabbed: dict[int, Tensor] = {}
+
+            def grab(x, hook, layer):
+                grabbed[layer] = x[:, -1].float()
+                return x
+
+            hooks = [(hook_name(lay, site), lambda x, hook, lay=lay: grab(x, hook, lay))
+                     for lay in layers]
+            step = torch.full((len(chunk), 1), int(tok_id), dtype=torch.long, device=device)
+            model.run_with_hooks(step, fwd_hooks=hooks, attention_mask=step_mask,
+                                 past_key_values=copy.deepcopy(cache), return_type=None,
+                                 stop_at_layer=stop, logits_to_keep=1)
+            out[start : start + len(chunk), c] = rearrange(
+                torch.stack([grabbed[lay] for lay in layers]), "layer batch d -> batch layer d")
+    return out

@@ -192,3 +192,32 @@ def generate_naive(model, rows: list[list[int]], n_suffix: int, steering: Steeri
             ids.append(nxt)
         outs.append(new)
     return outs
+
+
+@torch.no_grad()
+def next_token_logits(
+    model,
+    prefix: list[int],
+    bodies: list[list[int]],
+    suffix: list[int],
+    steering: Steering | None = None,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Logits of the first response token for each `prefix + body + suffix`, float32 [n, vocab].
+
+    The prefix runs once; only the last position is unembedded. Steering "after the
+    instruction" acts on the suffix, as it does during generation.
+    """
+    steering = steering or Steering()
+    with steering.window(0):
+        pre = build_prefix_cache(model, prefix, fwd_hooks=steering.hooks())
+    out = []
+    for start in range(0, len(bodies), batch_size):
+        chunk = [b + suffix for b in bodies[start : start + batch_size]]
+        ids, mask = left_pad(chunk, _pad_id(model.tokenizer))
+        ids, mask = ids.to(model.cfg.device), mask.to(model.cfg.device)
+        with steering.apply(model, tail=len(suffix)):
+            logits = model(ids, attention_mask=pre.full_mask(mask),
+                           past_key_values=pre.fork(len(chunk)), logits_to_keep=1)
+        out.append(logits[:, -1].float())
+    return torch.cat(out)

@@ -1,0 +1,5 @@
+import sys
+
+from steerlens.audit import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny random Qwen2 chat model with a locally trained tokenizer (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+CHATML = (
+    "{% for m in messages %}"
+    "{% if loop.first and m['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a tiny test model.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A byte-level BPE trained on the shipped prompts, with ChatML special tokens."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from steerlens.data import load_caa, load_instructions, load_jbb
+
+    texts = [x.instruction for x in load_instructions("harmful_train")[:100]]
+    texts += [x.instruction for x in load_instructions("harmless_train")[:100]]
+    texts += [b.goal for b in load_jbb("harmful")] + [i.question for i in load_caa("refusal")[:50]]
+    texts += ["(A) (B) A B Sure, here is I'm sorry I cannot As an AI"]
+    bpe = ByteLevelBPETokenizer()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe.train_from_iterator(texts, vocab_size=600, min_frequency=2, special_tokens=special,
+                            show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", padding_side="left")
+    tok.chat_template = CHATML
+    return tok
+
+
+def save_tiny_model(path, family: str = "qwen2", seed: int = 0, n_layers: int = 4) -> str:
+    """Write a tiny random HF model of a family plus the tiny tokenizer to `path`."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer()
+    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=2048, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    cfgs = {
+        "qwen2": lambda: tf.Qwen2Config(**common),
+        "llama": lambda: tf.LlamaConfig(**common),
+        "mistral": lambda: tf.MistralConfig(**common, sliding_window=None),
+        "gemma2": lambda: tf.Gemma2Config(**common, head_dim=16, sliding_window=64,
+                                          query_pre_attn_scalar=16),
+    }
+    cfg = cfgs[family]()
+    model = tf.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():  # random init is small; scale up so hooks make visible changes
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.mul_(4.0)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from steerlens.models import load_model
+
+    torch.set_grad_enabled(False)
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded 0.5B (skipped when its packages are not installed)."""
+    from steerlens.errors import ModelError
+    from steerlens.models import load_model
+
+    torch.set_grad_enabled(False)
+    try:
+        return load_model("qwen2.5-coder-0.5b-instruct", device="cpu")
+    except ModelError as e:
+        pytest.skip(f"embedded model unavailable: {e}")
