@@ -64,15 +64,26 @@ def orthogonalize(
 def orthonormal_basis(
     vectors: Float[Tensor, "k d"], tol: float = 1e-8
 ) -> Float[Tensor, "r d"]:
-    """Orthonormal rows spanning `vectors` (QR with rank detection; r <= k)."""
+    """Orthonormal rows spanning `vectors`, in order (Gram-Schmidt via QR), dependent rows dropped.
+
+    Order matters: the first j output rows span the first j inputs, so truncating a basis to
+    k keeps the k leading directions (e.g. the first principal components).
+    """
     v = _f64(vectors)
     if v.ndim != 2 or v.shape[0] == 0:
         raise SteerlensError("a subspace needs a non-empty (k, d_model) set of vectors")
-    u, s, _ = torch.linalg.svd(v.T, full_matrices=False)
-    rank = int((s > tol * s.max().clamp_min(_EPS)).sum())
-    if rank == 0:
+    rows: list[Tensor] = []
+    for row in v:
+        w = row.clone()
+        for _ in range(2):  # re-orthogonalise once for numerical stability
+            for b in rows:
+                w = w - (w @ b) * b
+        n = w.norm()
+        if n > tol * row.norm().clamp_min(_EPS) and n > _EPS:
+            rows.append(w / n)
+    if not rows:
         raise SteerlensError("the vectors spanning the subspace are all zero")
-    return u[:, :rank].T.contiguous()
+    return torch.stack(rows)
 
 
 def projector(basis: Float[Tensor, "k d"]) -> Float[Tensor, "d d"]:
