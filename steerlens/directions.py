@@ -95,12 +95,16 @@ class SteeringVector:
 
 
 def caa_rows(tokenizer, items: Sequence[ABItem], system: str | None = None):
-    """Token rows (question + EOI + "(") after the chat header, and the ids of "A" and "B"."""
+    """Token rows (question + EOI + "(") after the chat header, and the id of each answer letter.
+
+    Most items are A/B; a few CAA sets (survival-instinct) use letters up to H.
+    """
     tpl = chat_template(tokenizer, system)
     tail = tokenizer(tpl.suffix + "(", add_special_tokens=False)["input_ids"]
     rows = [tokenizer(it.question, add_special_tokens=False)["input_ids"] + tail for it in items]
     letters = {}
-    for letter in "AB":
+    used = sorted({it.matching for it in items} | {it.not_matching for it in items} | {"A", "B"})
+    for letter in used:
         ids = tokenizer(letter, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise SteerlensError(f"answer letter {letter!r} is not one token for this tokenizer")
@@ -128,13 +132,15 @@ def caa_vector(
     layers = check_layers(model, layers)
     tok = model.tokenizer
     rows, letters = caa_rows(tok, items, system)
-    acts = collect_continuations(model, rows, [letters["A"], letters["B"]], layers, site,
+    order = list(letters)
+    acts = collect_continuations(model, rows, [letters[x] for x in order], layers, site,
                                  prefix=header_ids(tok, system), batch_size=batch_size,
                                  desc=f"CAA {behaviour}")
     idx = torch.arange(len(items), device=acts.device)
-    match = torch.tensor([0 if it.matching == "A" else 1 for it in items], device=acts.device)
+    match = torch.tensor([order.index(it.matching) for it in items], device=acts.device)
+    other = torch.tensor([order.index(it.not_matching) for it in items], device=acts.device)
     pos = acts[idx, match]
-    neg = acts[idx, 1 - match]
+    neg = acts[idx, other]
     vec = paired_mean_diff(pos, neg).cpu()
     meta = {"kind": "caa", "behaviour": behaviour, "model": getattr(model, "steerlens_name", ""),
             "site": site, "position": "answer letter after '(' in the assistant turn",

@@ -112,10 +112,13 @@ def behaviour_effect(
     n_tail = len(_ids(tok, chat_template(tok, system).suffix + "("))
     bodies = [r[:-n_tail] for r in rows]
     suffix = rows[0][-n_tail:]
-    match = torch.tensor([0 if it.matching == "A" else 1 for it in items])
+    match = torch.tensor([letters[it.matching] for it in items])
+    other = torch.tensor([letters[it.not_matching] for it in items])
+    idx = torch.arange(len(items))
     out = {}
     for name, s in settings.items():
-        logits = next_token_logits(model, header_ids(tok, system), bodies, suffix, s, batch_size)
-        ab = torch.log_softmax(logits[:, [letters["A"], letters["B"]]].cpu(), -1).exp()
-        out[name] = float(ab[torch.arange(len(items)), match].mean())
+        logits = next_token_logits(model, header_ids(tok, system), bodies, suffix, s,
+                                   batch_size).cpu()
+        pair = torch.stack([logits[idx, match], logits[idx, other]], dim=1)
+        out[name] = float(torch.softmax(pair, -1)[:, 0].mean())
     return out

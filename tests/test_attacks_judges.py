@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from steerlens.attacks import ATTACKS, Attack, get_attack
+from steerlens.errors import SteerlensError
+from steerlens.judges import RefusalStringJudge, refusal_score, refusal_token_ids
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_segments_reassemble_render(name):
+    a = get_attack(name)
+    head, body, tail = a.segments("GOAL TEXT", "Sure, here is X")
+    assert head + body + tail == a.render("GOAL TEXT", "Sure, here is X")
+    assert "GOAL TEXT" in body
+    h2, _, t2 = a.segments("other", "other target")
+    assert (h2, t2) == (head, tail), "head and tail must not depend on the goal"
+
+
+def test_template_validation_and_unknown():
+    with pytest.raises(SteerlensError, match="placeholder"):
+        Attack("bad", "no goal here")
+    with pytest.raises(SteerlensError, match="unknown attack"):
+        get_attack("dan-9000")
+    assert "AIM" in get_attack("aim").template
+
+
+def test_refusal_judge_opening_only_and_case():
+    j = RefusalStringJudge(window=60)
+    assert j.is_refusal("I'M SORRY, but I can't help with that.")
+    assert j.is_refusal("I\u2019m sorry, no.")
+    late = "Sure! Here is a detailed plan. " * 3 + "I cannot stress enough how fun this is."
+    assert not j.is_refusal(late)
+    assert j.judge(["g", "g"], ["Sure, here it is", "I cannot do that"]) == [True, False]
+    assert j.decided("I cannot") and not j.decided("Sure") and j.decided("x" * 60)
+
+
+def test_refusal_score(tiny_model):
+    ids = refusal_token_ids(tiny_model.tokenizer)
+    assert ids
+    logits = torch.full((2, len(tiny_model.tokenizer)), -10.0)
+    logits[0, ids[0]] = 10.0
+    s = refusal_score(logits, ids)
+    assert s[0] > 5 and s[1] < -5
