@@ -335,8 +335,9 @@ def run_audit(cfg: dict, resume: bool = False, report: bool = True) -> dict:
         _stage("logit refusal screening (no generation)")
         t = time.time()
         sc = refusal_screen(model, get_attack(cfg["attacks"][0]), goals, settings, bs, system)
-        write_json(screen_path, {"attack": cfg["attacks"][0], "scores": sc,
-                                 "seconds": time.time() - t})
+        write_json(screen_path, {"attack": cfg["attacks"][0], "scores": sc})
+        # Timings vary run to run, so they stay out of the results files.
+        write_json(out / "timings.json", {"screen_seconds": time.time() - t})
 
     eff_path = out / "behaviour_effect.json"
     if not eff_path.exists() and cfg["behaviours"]:

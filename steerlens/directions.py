@@ -90,7 +90,10 @@ class SteeringVector:
         layers = meta.pop("layers", list(range(vecs.shape[0])))
         if vecs.ndim == 1:
             vecs = vecs[None]
-        check_vector(vecs, name=f"vector in {path}")
+        if not torch.isfinite(vecs).all():
+            raise SteerlensError(f"vector in {path} contains NaN or inf", fix="rebuild the vector")
+        # A zero row is legitimate (e.g. CAA at layer 0 with balanced letters); using it to
+        # steer is what fails, in ActivationAddition.
         return cls(vecs.float(), [int(x) for x in layers], meta)
 
 

@@ -66,7 +66,7 @@ def summarize(run: str | Path) -> dict:
             rho = spearmanr([-p[0] for p in pairs], [p[1] for p in pairs])
             screening = {"attack": attack, "spearman_neg_score_vs_asr": float(rho.statistic),
                          "p_value": float(rho.pvalue), "n_settings": len(pairs),
-                         "screen_seconds": sc.get("seconds")}
+                         }
     summary = {"rows": rows, "benign": benign, "regressions": regressions,
                "screening": screening, "overlap": overlap}
     if (run / "behaviour_effect.json").exists():
