@@ -24,7 +24,6 @@ from steerlens.activations import (
 from steerlens.data import ABItem
 from steerlens.errors import SteerlensError
 from steerlens.generation import next_token_logits
-from steerlens.geometry import check_vector
 from steerlens.judges import refusal_score, refusal_token_ids
 from steerlens.prompts import chat_template, header_ids
 from steerlens.steering import Steering, ablation, addition

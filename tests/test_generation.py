@@ -1,8 +1,8 @@
 import torch
 
-from steerlens.evaluate import attack_prompts
 from steerlens.attacks import get_attack
 from steerlens.data import load_jbb
+from steerlens.evaluate import attack_prompts
 from steerlens.generation import generate_grid, generate_naive, next_token_logits
 from steerlens.prompts import header_ids, tokenize_chat
 from steerlens.steering import Steering, ablation, addition, combine
