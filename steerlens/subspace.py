@@ -133,3 +133,65 @@ def overlap_curves(
         frac.append(float(fraction_in_subspace(v, q)))
         angle.append(float(torch.rad2deg(principal_angles(v[None], q)[0])))
     return {"fraction_in_subspace": frac, "principal_angle_deg": angle}
+
+
+def mitigation_experiment(
+    model,
+    vectors: dict[str, Tensor],
+    layer: int,
+    multiplier: float,
+    refusal_dir: Tensor,
+    subspace: Subspace,
+    harmful: Sequence[str],
+    ks: Sequence[int] | None = None,
+    system: str | None = None,
+    batch_size: int = 16,
+) -> dict:
+    """Does k-D orthogonalisation restore baseline refusal where the 1-D projection does not?
+
+    For each behaviour vector: the mean logit refusal score on harmful prompts (no generation)
+    under baseline, raw `+m·v`, 1-D orthogonalised and k-D orthogonalised steering for every k
+    in `ks`. `restored_fraction` = 1 - |shift after mitigation| / |raw shift| (1 = fully restored).
+    Also returns the ablation effect of each k (harmful refusal score with the first k basis
+    directions ablated), the ablation-based evidence for choosing k.
+    """
+    from steerlens.generation import next_token_logits
+    from steerlens.geometry import orthogonalize, orthogonalize_subspace
+    from steerlens.judges import refusal_score, refusal_token_ids
+    from steerlens.prompts import chat_template, header_ids
+    from steerlens.steering import Steering, ablation, addition
+
+    tok = model.tokenizer
+    ks = list(ks) if ks is not None else list(range(1, subspace.k + 1))
+    hdr = header_ids(tok, system)
+    suffix = tok(chat_template(tok, system).suffix, add_special_tokens=False)["input_ids"]
+    bodies = [tok(s, add_special_tokens=False)["input_ids"] for s in harmful]
+    ids = refusal_token_ids(tok)
+    dev = model.cfg.device
+
+    def steer(vec: Tensor) -> Steering:
+        # A vector orthogonalised to nothing is no steering at all (not an error).
+        if float(vec.norm()) <= 1e-6 * float(v.norm()):
+            return Steering()
+        return addition(vec, layer, multiplier)
+
+    def score(steering: Steering) -> float:
+        logits = next_token_logits(model, hdr, bodies, suffix, steering, batch_size)
+        return float(refusal_score(logits, ids).mean())
+
+    base = score(Steering())
+    out: dict = {"baseline": base, "layer": layer, "multiplier": multiplier, "ks": ks,
+                 "vectors": {}}
+    for name, v in vectors.items():
+        v = v.float().to(dev)
+        rec = {"raw": score(steer(v)), "perp1": score(steer(orthogonalize(v, refusal_dir.to(dev))))}
+        for k in ks:
+            rec[f"perpk{k}"] = score(steer(orthogonalize_subspace(v, subspace.basis[:k].to(dev))))
+        shift = rec["raw"] - base
+        rec["restored_fraction"] = {
+            key: (1 - abs(rec[key] - base) / abs(shift)) if abs(shift) > 1e-9 else None
+            for key in rec if key != "raw"}
+        out["vectors"][name] = rec
+    out["ablation_by_k"] = {k: score(ablation(subspace.basis[:k].to(dev), model.cfg.n_layers))
+                            for k in ks}
+    return out

@@ -63,3 +63,24 @@ def test_stacked_estimator_and_curves():
 def test_choose_k():
     assert choose_k_by_variance([0.6, 0.3, 0.1], 0.5) == 1
     assert choose_k_by_variance([0.3, 0.3, 0.4], 0.9) == 3
+
+
+def test_mitigation_experiment_on_tiny_model(tiny_model):
+    from steerlens.data import load_instructions
+    from steerlens.subspace import mitigation_experiment
+
+    g = torch.Generator().manual_seed(3)
+    d = tiny_model.cfg.d_model
+    r = torch.randn(d, generator=g)
+    v = 2 * r + torch.randn(d, generator=g)
+    other = torch.randn(d, generator=g)
+    sub = stacked_subspace(torch.stack([r, v - 2 * r, other]))
+    harmful = [x.instruction for x in load_instructions("harmful_val")[:4]]
+    res = mitigation_experiment(tiny_model, {"v": v * 3}, 1, 2.0, r, sub, harmful, ks=[1, 2])
+    rec = res["vectors"]["v"]
+    assert set(rec) >= {"raw", "perp1", "perpk1", "perpk2", "restored_fraction"}
+    # k=1 spans r only: identical to the 1-D mitigation; k=2 spans v entirely: full restoration.
+    assert abs(rec["perpk1"] - rec["perp1"]) < 1e-4
+    assert abs(rec["perpk2"] - res["baseline"]) < 1e-6
+    assert rec["restored_fraction"]["perpk2"] == 1.0
+    assert set(res["ablation_by_k"]) == {1, 2}
