@@ -9,7 +9,7 @@ import torch
 from steerlens.attacks import Attack
 from steerlens.data import ABItem, Behavior
 from steerlens.directions import caa_rows
-from steerlens.generation import generate_grid, next_token_logits
+from steerlens.generation import generate_grid, next_token_logits_grid
 from steerlens.geometry import orthogonalize, orthogonalize_subspace, rescale
 from steerlens.judges import RefusalStringJudge, refusal_score, refusal_token_ids
 from steerlens.prompts import chat_template, header_ids
@@ -95,8 +95,8 @@ def refusal_screen(
     tok = model.tokenizer
     prefix, bodies, suffix = attack_prompts(tok, attack, behaviors, system)
     ids = refusal_token_ids(tok)
-    return {n: refusal_score(next_token_logits(model, prefix, bodies, suffix, s, batch_size),
-                             ids).tolist() for n, s in settings.items()}
+    logits = next_token_logits_grid(model, prefix, bodies, suffix, settings, batch_size)
+    return {n: refusal_score(v, ids).tolist() for n, v in logits.items()}
 
 
 def behaviour_effect(
@@ -116,9 +116,10 @@ def behaviour_effect(
     other = torch.tensor([letters[it.not_matching] for it in items])
     idx = torch.arange(len(items))
     out = {}
-    for name, s in settings.items():
-        logits = next_token_logits(model, header_ids(tok, system), bodies, suffix, s,
-                                   batch_size).cpu()
+    grid = next_token_logits_grid(model, header_ids(tok, system), bodies, suffix, settings,
+                                  batch_size)
+    for name, logits in grid.items():
+        logits = logits.cpu()
         pair = torch.stack([logits[idx, match], logits[idx, other]], dim=1)
         out[name] = float(torch.softmax(pair, -1)[:, 0].mean())
     return out

@@ -221,3 +221,35 @@ def next_token_logits(
                            past_key_values=pre.fork(len(chunk)), logits_to_keep=1)
         out.append(logits[:, -1].float())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def next_token_logits_grid(
+    model,
+    prefix: list[int],
+    bodies: list[list[int]],
+    suffix: list[int],
+    settings: dict[str, Steering],
+    batch_size: int = 16,
+) -> dict[str, torch.Tensor]:
+    """`next_token_logits` for many settings: settings that leave the prompt untouched share
+    one prompt cache per batch and only run the suffix; the others run on their own."""
+    out: dict[str, list[torch.Tensor]] = {n: [] for n in settings}
+    shared = [n for n, s in settings.items() if not s.touches_prompt]
+    for n, s in settings.items():
+        if n not in shared:
+            out[n] = [next_token_logits(model, prefix, bodies, suffix, s, batch_size)]
+    if shared:
+        plain = build_prefix_cache(model, prefix)
+        for start in range(0, len(bodies), batch_size):
+            chunk = bodies[start : start + batch_size]
+            base_cache, base_mask = _prompt_cache(model, plain, chunk, None)
+            step = torch.tensor([suffix] * len(chunk), dtype=torch.long, device=model.cfg.device)
+            mask = torch.cat([base_mask, torch.ones_like(step)], dim=1)
+            for n in shared:
+                with settings[n].apply(model, tail=len(suffix)):
+                    logits = model(step, attention_mask=mask,
+                                   past_key_values=_fork(base_cache, len(chunk)),
+                                   logits_to_keep=1)
+                out[n].append(logits[:, -1].float())
+    return {n: torch.cat(v) for n, v in out.items()}

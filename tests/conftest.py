@@ -92,3 +92,19 @@ def embedded_model():
         return load_model("qwen2.5-coder-0.5b-instruct", device="cpu")
     except ModelError as e:
         pytest.skip(f"embedded model unavailable: {e}")
+
+
+def audit_args(model_dir, out, *extra):
+    """A small audit on the tiny model: 2 behaviours x 2 attacks x 3 goals, 4 new tokens."""
+    return ["--model", model_dir, "--out", str(out), "--behaviours", "sycophancy", "refusal",
+            "--attacks", "none", "refusal_suppression", "--multipliers", "2", "--n-goals", "3",
+            "--n-benign", "2", "--max-new-tokens", "4", "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_model_dir, tmp_path_factory):
+    from steerlens.audit import main
+
+    out = tmp_path_factory.mktemp("run") / "a"
+    assert main(audit_args(tiny_model_dir, out)) == 0
+    return out

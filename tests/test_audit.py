@@ -9,25 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import audit_args as _args
 
 from steerlens.audit import main
 
 
-def _args(model_dir, out, *extra):
-    return ["--model", model_dir, "--out", str(out), "--behaviours", "sycophancy", "refusal",
-            "--attacks", "none", "refusal_suppression", "--multipliers", "2", "--n-goals", "3",
-            "--n-benign", "2", "--max-new-tokens", "4", "--device", "cpu", *extra]
-
-
 def _cells(run):
     return {p.name: p.read_bytes() for p in sorted((Path(run) / "cells").glob("*.json"))}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "a"
-    assert main(_args(tiny_model_dir, out)) == 0
-    return out
 
 
 def test_cli_end_to_end(finished_run):

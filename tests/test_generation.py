@@ -61,3 +61,19 @@ def test_next_token_logits_equals_full_forward(tiny_model):
     suffix = b.input_ids[0, -b.n_suffix:].tolist()
     got = next_token_logits(tiny_model, header_ids(tok), bodies, suffix)
     assert torch.allclose(got, ref, atol=1e-4)
+
+
+def test_logits_grid_equals_per_setting(tiny_model):
+    from steerlens.generation import next_token_logits_grid
+
+    tok = tiny_model.tokenizer
+    instr = ["Write a poem", "How to steal a car?", "Hello there friend"]
+    b = tokenize_chat(tok, instr)
+    bodies = [tok(x, add_special_tokens=False)["input_ids"] for x in instr]
+    suffix = b.input_ids[0, -b.n_suffix:].tolist()
+    settings = _settings(tiny_model)
+    grid = next_token_logits_grid(tiny_model, header_ids(tok), bodies, suffix, settings,
+                                  batch_size=2)
+    for name, s in settings.items():
+        ref = next_token_logits(tiny_model, header_ids(tok), bodies, suffix, s, batch_size=2)
+        assert torch.allclose(grid[name], ref, atol=1e-4), name
