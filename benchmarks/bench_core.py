@@ -95,22 +95,27 @@ def main() -> None:
     rows["activations"] = {"hf_tok_s": n_tok / hf_fwd_s, "ours_tok_s": n_tok / ours_act_s,
                            "ratio": hf_fwd_s / ours_act_s, "layer": layer}
 
-    # 3. Template attack cell: prefix + shared prompt cache vs naive (no sharing).
-    attack = get_attack("refusal_suppression")
-    prefix, a_bodies, a_suffix = attack_prompts(tok, attack, goals)
-    settings = {f"s{i}": addition(v * (i + 1), layer, 1.0) for i in range(3)}
-    settings["baseline"] = Steering()
-    _, shared_s = _timed(lambda: generate_grid(m, prefix, a_bodies, a_suffix, settings, 8,
-                                               args.n, desc=None))
+    # 3. Template attack cells: prefix + shared prompt cache vs naive (no prefix, one call per
+    # setting). AIM is a long template (the lever's use case); refusal suppression a short one.
+    rows["attack_cell"] = {}
+    for attack_name in ("aim", "refusal_suppression"):
+        attack = get_attack(attack_name)
+        prefix, a_bodies, a_suffix = attack_prompts(tok, attack, goals)
+        for n_set in (1, 4):
+            settings = {f"s{i}": addition(v * (i + 1), layer, 1.0) for i in range(n_set - 1)}
+            settings["baseline"] = Steering()
+            _, shared_s = _timed(lambda: generate_grid(m, prefix, a_bodies, a_suffix, settings,
+                                                       8, args.n, desc=None))
 
-    def naive():
-        # No shared prefix and one call per setting, so no prompt cache crosses settings.
-        for name, s in settings.items():
-            generate_grid(m, [], [prefix + x for x in a_bodies], a_suffix, {name: s}, 8, args.n,
-                          desc=None)
-    _, naive_s = _timed(naive)
-    rows["attack_cell"] = {"shared_s": shared_s, "naive_s": naive_s, "ratio": shared_s / naive_s,
-                           "settings": len(settings)}
+            def naive():
+                for name, s in settings.items():
+                    generate_grid(m, [], [prefix + x for x in a_bodies], a_suffix, {name: s}, 8,
+                                  args.n, desc=None)
+
+            _, naive_s = _timed(naive)
+            rows["attack_cell"][f"{attack_name}/{n_set}"] = {
+                "shared_s": shared_s, "naive_s": naive_s, "ratio": shared_s / naive_s,
+                "prompt_tokens": len(prefix) + len(a_suffix) + max(map(len, a_bodies))}
 
     # 4. Logit screening vs generated ASR over settings (attack none).
     none = get_attack("none")
@@ -130,13 +135,16 @@ def main() -> None:
                       "peak_rss_gb": rss_peak, "load_s": load_s}
 
     print("| benchmark | ours | reference | ratio |\n|---|---|---|---|")
-    g, a, c, s = rows["generation"], rows["activations"], rows["attack_cell"], rows["screening"]
+    g, a, s = rows["generation"], rows["activations"], rows["screening"]
     print(f"| steered generation new tok/s vs HF generate (batch {args.n}, {args.new} new) | "
           f"{g['ours_tok_s']:.1f} | {g['hf_tok_s']:.1f} | {g['ratio']:.2f}x |")
     print(f"| activation collection tok/s vs HF forward (layer {a['layer']}) | "
           f"{a['ours_tok_s']:.1f} | {a['hf_tok_s']:.1f} | {a['ratio']:.2f}x |")
-    print(f"| template-attack cell, {c['settings']} settings, with reuse vs without (s) | "
-          f"{c['shared_s']:.1f} | {c['naive_s']:.1f} | {c['ratio']:.2f}x |")
+    for key, c in rows["attack_cell"].items():
+        att, n_set = key.split("/")
+        print(f"| {att} cell (~{c['prompt_tokens']} prompt tokens), {n_set} setting(s), "
+              f"8 new: with prefix/prompt reuse vs without (s) | {c['shared_s']:.1f} | "
+              f"{c['naive_s']:.1f} | {c['ratio']:.2f}x |")
     print(f"| logit screening vs generated ASR: Spearman / cost (s) | {s['spearman']:.2f} / "
           f"{s['screen_s']:.1f} | {s['generate_s']:.1f} | {s['cost_ratio']:.2f}x |")
     mem = rows["memory"]

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.errors import SteerlensError
-from steerlens.kvcache import PrefixCache, build_prefix_cache
+from steerlens.kvcache import PrefixCache, build_prefix_cache, fold_prefix
 from steerlens.prompts import left_pad
 
 SITES = ("resid_pre", "resid_mid", "resid_post")
@@ -78,6 +78,7 @@ def collect_resid(
     stop = stop_layer(model, layers)
     hooks_extra = list(fwd_hooks or [])
     if not isinstance(prefix, PrefixCache):
+        prefix, rows = fold_prefix(model, list(prefix or []), rows)
         prefix = build_prefix_cache(model, list(prefix or []), stop, hooks_extra)
     device = model.cfg.device
     out = torch.empty(len(rows), len(layers), len(positions), model.cfg.d_model, device=device)
@@ -151,7 +152,8 @@ def collect_continuations(
 
     layers = check_layers(model, layers)
     stop = stop_layer(model, layers)
-    pre = build_prefix_cache(model, list(prefix or []), stop)
+    prefix, rows = fold_prefix(model, list(prefix or []), rows)
+    pre = build_prefix_cache(model, prefix, stop)
     device = model.cfg.device
     out = torch.empty(len(rows), len(continuations), len(layers), model.cfg.d_model, device=device)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=desc is None,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from steerlens.kvcache import PrefixCache, build_prefix_cache
+from steerlens.kvcache import PrefixCache, build_prefix_cache, fold_prefix
 from steerlens.prompts import left_pad
 from steerlens.steering import Steering
 
@@ -136,6 +136,7 @@ def generate_grid(
     """Greedy completions of `prefix + body + suffix` for every body under every steering setting."""
     if not bodies:
         return {name: [] for name in settings}
+    prefix, bodies = fold_prefix(model, prefix, bodies)
     stop_ids = stop_token_ids(model.tokenizer)
     order = _order(bodies)
     results: dict[str, list[Completion | None]] = {n: [None] * len(bodies) for n in settings}
@@ -209,6 +210,7 @@ def next_token_logits(
     instruction" acts on the suffix, as it does during generation.
     """
     steering = steering or Steering()
+    prefix, bodies = fold_prefix(model, prefix, bodies)
     with steering.window(0):
         pre = build_prefix_cache(model, prefix, fwd_hooks=steering.hooks())
     out = []
@@ -235,6 +237,7 @@ def next_token_logits_grid(
     """`next_token_logits` for many settings: settings that leave the prompt untouched share
     one prompt cache per batch and only run the suffix; the others run on their own."""
     out: dict[str, list[torch.Tensor]] = {n: [] for n in settings}
+    prefix, bodies = fold_prefix(model, prefix, bodies)
     shared = [n for n, s in settings.items() if not s.touches_prompt]
     for n, s in settings.items():
         if n not in shared:

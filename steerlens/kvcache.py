@@ -66,3 +66,23 @@ def build_prefix_cache(
         logits_to_keep=1,
     )
     return PrefixCache(list(ids), cache, stop_at_layer)
+
+
+def has_sliding_window(model) -> bool:
+    """True for models with sliding-window attention layers (Gemma-2/3, windowed Mistral)."""
+    cfg = model.original_model.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return bool(getattr(cfg, "sliding_window", None)) and (
+        getattr(cfg, "use_sliding_window", True) is not False)
+
+
+def fold_prefix(model, prefix: list[int], bodies: list[list[int]]):
+    """(prefix, bodies) to use: shared as given, or with the prefix folded into every row.
+
+    A shared prefix puts batch padding between prefix and body. Full attention ignores masked
+    keys wherever they sit, but a sliding window counts key *positions*, so interior pads
+    would shrink it; for such models the prefix goes back into each row (pads stay leftmost).
+    """
+    if prefix and has_sliding_window(model):
+        return [], [list(prefix) + list(b) for b in bodies]
+    return prefix, bodies

@@ -236,11 +236,16 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype=None)
     path = resolve_model_path(name)
     try:
         bridge = TransformerBridge.boot_transformers(path, device=device, dtype=torch_dtype)
-    except OSError as e:
-        raise ModelError(
-            f"could not load model {name!r}: {e}",
-            fix="check the name; hub models need network access (or a local HF directory)",
-        ) from e
+    except Exception as e:  # transformers/safetensors raise many types for bad files
+        if name in EMBEDDED:
+            raise ModelError(f"the cached conversion of {name!r} at {path} is corrupt: {e}",
+                             fix=f"delete {path} and load again (it is rebuilt)") from e
+        if isinstance(e, (OSError, ValueError)):
+            raise ModelError(
+                f"could not load model {name!r}: {e}",
+                fix="check the name; hub models need network access (or a local HF directory)",
+            ) from e
+        raise
     bridge.eval()
     tok = bridge.tokenizer
     tok.padding_side = "left"

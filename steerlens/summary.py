@@ -62,8 +62,9 @@ def summarize(run: str | Path) -> dict:
                                         if r["attack"] == attack and r["setting"] == n))
                  for n, v in sc["scores"].items()
                  if any(r["attack"] == attack and r["setting"] == n for r in rows)]
-        if len(pairs) >= 3:
-            rho = spearmanr([-p[0] for p in pairs], [p[1] for p in pairs])
+        xs, ys = [-p[0] for p in pairs], [p[1] for p in pairs]
+        if len(pairs) >= 3 and len(set(xs)) > 1 and len(set(ys)) > 1:
+            rho = spearmanr(xs, ys)
             screening = {"attack": attack, "spearman_neg_score_vs_asr": float(rho.statistic),
                          "p_value": float(rho.pvalue), "n_settings": len(pairs),
                          }
