@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (finished stages and cells are kept)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="run evaluation cells here (default) or as Ray actors")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--ray-workers", type=int, default=None,
+                   help="Ray actors, each holding one model (default: one per GPU or CPU)")
     return p
 
 
@@ -158,7 +164,8 @@ def _stage(msg: str) -> None:
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
-def run_audit(cfg: dict, resume: bool = False, report: bool = True) -> dict:
+def run_audit(cfg: dict, resume: bool = False, report: bool = True, backend: str = "local",
+              address: str | None = None, workers: int | None = None) -> dict:
     """Run (or resume) the whole audit and return the summary."""
     from steerlens.attacks import get_attack
     from steerlens.data import load_caa, load_instructions, load_jbb
@@ -169,7 +176,7 @@ def run_audit(cfg: dict, resume: bool = False, report: bool = True) -> dict:
         normalize_per_layer,
         select_refusal_direction,
     )
-    from steerlens.evaluate import behaviour_effect, refusal_screen, run_attack, steering_settings
+    from steerlens.evaluate import behaviour_effect, refusal_screen, steering_settings
     from steerlens.models import load_model
     from steerlens.steering import Steering
     from steerlens.summary import summarize
@@ -296,39 +303,35 @@ def run_audit(cfg: dict, resume: bool = False, report: bool = True) -> dict:
 
     goals = load_jbb("harmful")[: cfg["n_goals"]]
     cells_dir = out / "cells"
-    for a in cfg["attacks"]:
-        attack = get_attack(a)
-        todo = {n: s for n, s in settings.items() if not (cells_dir / f"{a}__{n}.json").exists()}
-        if not todo:
-            continue
-        _stage(f"attack {a}: {len(todo)} settings x {len(goals)} goals")
-        # Generate in chunks of settings so finished cells land on disk early.
-        names_todo = list(todo)
-        for i in range(0, len(names_todo), 4):
-            part = {n: todo[n] for n in names_todo[i : i + 4]}
-            res = run_attack(model, attack, goals, part, max_new_tokens=cfg["max_new_tokens"],
-                             batch_size=bs, system=system)
-            for n, r in res.items():
-                write_json(cells_dir / f"{a}__{n}.json",
-                           {"attack": a, "setting": n, **setting_meta[n],
-                            "goals": [g.goal for g in goals],
-                            "categories": [g.category for g in goals], **r})
+    from steerlens.backends import Job, run_local, run_ray
 
+    jobs: list[Job] = []
+    kw = dict(max_new_tokens=cfg["max_new_tokens"], batch_size=bs, system=system)
+    for a in cfg["attacks"]:
+        get_attack(a)
+        todo = [n for n in settings if not (cells_dir / f"{a}__{n}.json").exists()]
+        # Chunks of settings, so finished cells land on disk early (and spread over workers).
+        for i in range(0, len(todo), 4):
+            jobs.append(Job(a, goals, {n: settings[n] for n in todo[i : i + 4]}, **kw))
     if cfg["n_benign"]:
         benign = load_jbb("benign")[: cfg["n_benign"]]
-        ben_settings = {n: s for n, s in settings.items()
-                        if setting_meta[n]["kind"] in ("baseline", "+")}
-        todo = {n: s for n, s in ben_settings.items()
-                if not (cells_dir / f"benign__{n}.json").exists()}
+        todo = [n for n in settings if setting_meta[n]["kind"] in ("baseline", "+")
+                and not (cells_dir / f"benign__{n}.json").exists()]
         if todo:
-            _stage(f"false refusals on {len(benign)} benign goals")
-            res = run_attack(model, get_attack("none"), benign, todo,
-                             max_new_tokens=cfg["max_new_tokens"], batch_size=bs, system=system)
+            jobs.append(Job("benign", benign, {n: settings[n] for n in todo}, **kw))
+    if jobs:
+        _stage(f"evaluation grid: {len(jobs)} jobs on the {backend} backend")
+        if backend == "ray":
+            runner = run_ray(jobs, cfg["model"], cfg["device"], cfg["dtype"],
+                             address=address, workers=workers)
+        else:
+            runner = run_local(model, jobs)
+        for job, res in runner:
             for n, r in res.items():
-                write_json(cells_dir / f"benign__{n}.json",
-                           {"attack": "benign", "setting": n, **setting_meta[n],
-                            "goals": [g.goal for g in benign],
-                            "categories": [g.category for g in benign], **r})
+                write_json(cells_dir / f"{job.attack}__{n}.json",
+                           {"attack": job.attack, "setting": n, **setting_meta[n],
+                            "goals": [g.goal for g in job.goals],
+                            "categories": [g.category for g in job.goals], **r})
 
     screen_path = out / "screen.json"
     if not screen_path.exists():
@@ -382,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = resolve_config(args)
     print(json.dumps({k: v for k, v in cfg.items()}, indent=1), file=sys.stderr)
     try:
-        summary = run_audit(cfg, resume=args.resume, report=not args.no_report)
+        summary = run_audit(cfg, resume=args.resume, report=not args.no_report,
+                            backend=args.backend, address=args.address, workers=args.ray_workers)
     except SteerlensError as e:
         print(f"steerlens: error: {e}", file=sys.stderr)
         return 2
