@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None,
                    help="system prompt (default: the chat template's own default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="prompts per forward batch (default 0: chosen from free memory, at most "
+                        "16 on CPU and 64 on CUDA)")
     p.add_argument("--out", default="runs/audit", help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (finished stages and cells are kept)")
@@ -190,6 +192,12 @@ def run_audit(cfg: dict, resume: bool = False, report: bool = True, backend: str
     torch.set_grad_enabled(False)
     n_layers = model.cfg.n_layers
     bs = cfg["batch_size"]
+    if bs <= 0:
+        from steerlens.memory import auto_batch_size
+
+        cuda = str(model.cfg.device).startswith("cuda")
+        bs = auto_batch_size(model, 640 + cfg["max_new_tokens"], cap=64 if cuda else 16)
+        _stage(f"batch size {bs} (from free memory)")
     system = cfg["system"]
 
     # 1. Refusal direction (Arditi selection) on the Arditi train/val splits, never on JBB.
@@ -356,7 +364,7 @@ def run_audit(cfg: dict, resume: bool = False, report: bool = True, backend: str
 
     summary = summarize(out)
     summary["seconds_this_session"] = time.time() - t0
-    write_json(out / "manifest.json", manifest(cfg, model))
+    write_json(out / "manifest.json", {**manifest(cfg, model), "batch_size": bs})
     if report:
         from steerlens.report import write_report
 

@@ -99,9 +99,11 @@ def _decode(model, cache, mask, suffix: list[int], steering: Steering, max_new_t
                                logits_to_keep=1)
             tail = None
             nxt = logits[:, -1].argmax(-1)
+            # The one host transfer per step: B token ids, needed to decode text for the judge.
+            host = nxt.tolist()
             keep = []
             for j, row in enumerate(alive):
-                t = int(nxt[j])
+                t = host[j]
                 if t in stop_ids:
                     stopped[row] = "eos"
                     continue
