@@ -40,3 +40,17 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert hi - lo > 50, "screenshot is blank"
     # Plotly drew something: many distinct grey levels, not a page of plain text.
     assert len(set(img.getdata())) > 20
+
+
+def test_findings_generated_from_run(finished_run, tmp_path):
+    from steerlens.findings import main
+
+    out = tmp_path / "findings.md"
+    assert main([str(finished_run), "--out", str(out), "--no-figures"]) == 0
+    text = out.read_text()
+    for n in range(1, 7):
+        assert f"| {n}. " in text
+    # Every table row has the same number of cells (no unescaped pipes).
+    for line in text.splitlines():
+        if line.startswith("| 1. ") or line.startswith("| 4. "):
+            assert line.replace("\\|", "").count("|") == 4, line
