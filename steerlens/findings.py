@@ -7,6 +7,8 @@ report cannot drift from the data. Figures are exported as PNG when kaleido can 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
 from pathlib import Path
 
@@ -129,6 +131,9 @@ def export_pngs(run: Path, fig_dir: Path) -> list[Path]:
         import kaleido  # noqa: F401
     except ImportError:
         return []
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser:  # kaleido renders with a local Chromium (Debian's package works)
+        os.environ.setdefault("BROWSER_PATH", browser)
     fig_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for name, fig in figures(run).items():
