@@ -194,4 +194,14 @@ def mitigation_experiment(
         out["vectors"][name] = rec
     out["ablation_by_k"] = {k: score(ablation(subspace.basis[:k].to(dev), model.cfg.n_layers))
                             for k in ks}
+    out["k_by_ablation"] = choose_k_by_ablation(out["ablation_by_k"], base)
     return out
+
+
+def choose_k_by_ablation(scores: dict[int, float], baseline: float, share: float = 0.9) -> int:
+    """Smallest k whose ablation achieves `share` of the largest drop in refusal score."""
+    drops = {k: baseline - s for k, s in scores.items()}
+    best = max(drops.values())
+    if best <= 0:
+        return min(scores)
+    return min(k for k, d in drops.items() if d >= share * best)
