@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "geometry is always computed in float32/float64")
     p.add_argument("--behaviours", nargs="+", help="CAA behaviours to audit")
     p.add_argument("--vector", dest="vectors", nargs="+", default=[], metavar="FILE",
-                   help="audit steering vectors from safetensors files (SteeringVector.save "
-                        "format or per-layer tensors) in addition to the CAA behaviours")
+                   help="audit steering vectors from files in addition to the CAA behaviours: "
+                        "safetensors (SteeringVector.save format or per-layer tensors) or "
+                        "repeng/llama.cpp GGUF control vectors (.gguf)")
     p.add_argument("--layer", type=int, default=None,
                    help="steering layer (default: the selected refusal-direction layer)")
     p.add_argument("--multipliers", nargs="+", type=float, help="steering multipliers (m in ±m·v)")

@@ -56,6 +56,10 @@ class SteeringVector:
         with self.steering(layer, multiplier, **kw).apply(model):
             yield
 
+    @classmethod
+    def load_gguf(cls, path: str | Path) -> SteeringVector:
+        return _gguf_control_vector(Path(path))
+
     def save(self, path: str | Path) -> None:
         """safetensors tensor + JSON metadata in the header (no pickle anywhere)."""
         meta = {**self.meta, "layers": self.layers}
@@ -64,9 +68,12 @@ class SteeringVector:
 
     @classmethod
     def load(cls, path: str | Path) -> SteeringVector:
+        """Load a safetensors vector file, or a repeng/llama.cpp GGUF control vector (`.gguf`)."""
         path = Path(path)
         if not path.is_file():
             raise SteerlensError(f"vector file {path} not found", fix="check the path")
+        if path.suffix == ".gguf":
+            return cls.load_gguf(path)
         try:
             from safetensors import safe_open
 
@@ -94,6 +101,33 @@ class SteeringVector:
         # A zero row is legitimate (e.g. CAA at layer 0 with balanced letters); using it to
         # steer is what fails, in ActivationAddition.
         return cls(vecs.float(), [int(x) for x in layers], meta)
+
+
+def _gguf_control_vector(path: Path) -> SteeringVector:
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:
+        raise SteerlensError(f"{path} is not a readable GGUF file: {e}",
+                             fix="export control vectors with repeng or llama.cpp") from e
+    items = []
+    for t in reader.tensors:
+        name = t.name
+        if name.startswith("direction.") and name.split(".")[1].isdigit():
+            items.append((int(name.split(".")[1]), torch.tensor(t.data.astype("float32")).flatten()))
+    if not items:
+        raise SteerlensError(f"{path} holds no 'direction.N' tensors",
+                             fix="a GGUF control vector names its tensors direction.<layer>")
+    items.sort(key=lambda kv: kv[0])
+    hint = reader.fields.get("controlvector.model_hint")
+    model_hint = bytes(hint.parts[hint.data[0]]).decode() if hint is not None else ""
+    # llama.cpp adds direction.N to the output of block N: that is resid_pre of block N + 1.
+    vecs = torch.stack([v for _, v in items])
+    layers = [n + 1 for n, _ in items]
+    return SteeringVector(vecs, layers, {"kind": "gguf_control_vector", "model_hint": model_hint,
+                                         "site": "resid_pre",
+                                         "source_layers": "direction.N -> resid_pre of N+1"})
 
 
 def caa_rows(tokenizer, items: Sequence[ABItem], system: str | None = None):

@@ -56,3 +56,23 @@ def test_refusal_selection_returns_scored_candidates(tiny_model, tmp_path):
     back = RefusalDirection.load(tmp_path / "r.safetensors")
     assert torch.equal(back.direction, rd.direction) and back.layer == rd.layer
     assert len(back.candidates) == len(rd.candidates)
+
+
+def test_gguf_control_vector(tmp_path):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "cv.gguf"
+    w = gguf.GGUFWriter(str(path), "controlvector")
+    w.add_string("controlvector.model_hint", "qwen2")
+    w.add_uint32("controlvector.layer_count", 2)
+    w.add_tensor("direction.3", np.full(8, 2.0, dtype=np.float32))
+    w.add_tensor("direction.1", np.arange(8, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    v = SteeringVector.load(path)
+    assert v.layers == [2, 4]  # direction.N is added after block N: resid_pre of N + 1
+    assert torch.equal(v.at(2), torch.arange(8, dtype=torch.float32))
+    assert v.meta["model_hint"] == "qwen2"
