@@ -195,7 +195,9 @@ def normalize_per_layer(vectors: dict[str, SteeringVector]) -> dict[str, Steerin
     norms = torch.stack([v.vectors.norm(dim=-1) for v in vectors.values()])
     target = norms.mean(0)
     return {
-        k: SteeringVector(v.vectors / v.vectors.norm(dim=-1, keepdim=True) * target[:, None],
+        # A zero row (e.g. layer 0 with balanced answer letters) stays zero instead of NaN.
+        k: SteeringVector(v.vectors / v.vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                          * target[:, None],
                           v.layers, {**v.meta, "normalized": "mean norm per layer"})
         for k, v in vectors.items()
     }

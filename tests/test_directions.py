@@ -41,6 +41,8 @@ def test_normalize_per_layer():
     n = normalize_per_layer({"a": a, "b": b})
     assert torch.allclose(n["a"].vectors.norm(dim=-1), torch.tensor([3.0]))
     assert torch.allclose(n["b"].vectors.norm(dim=-1), torch.tensor([3.0]))
+    z = normalize_per_layer({"a": SteeringVector(torch.zeros(1, 2), [0]), "b": b})
+    assert torch.isfinite(z["a"].vectors).all() and z["a"].vectors.abs().sum() == 0
 
 
 def test_refusal_selection_returns_scored_candidates(tiny_model, tmp_path):
