@@ -1,7 +1,9 @@
 """`python -m steerlens.findings RUN [RUN ...] --out docs/findings.md`: the paper's claims, measured.
 
 Every number and every verdict is computed here from the run directories' saved files, so the
-report cannot drift from the data. Figures are exported as PNG when kaleido can render them.
+report cannot drift from the data (a test regenerates the committed report and compares).
+Verdicts are fixed rules on those numbers, written next to each claim. Figures are exported as
+PNG when kaleido and a Chromium can render them.
 """
 
 from __future__ import annotations
@@ -12,10 +14,25 @@ import shutil
 import statistics
 from pathlib import Path
 
+from scipy.stats import false_discovery_control, wilcoxon
+
+from steerlens.stats import ols
 from steerlens.store import atomic_write_text, read_json
 from steerlens.summary import summarize
 
 ALPHA = 0.05
+
+# What Li et al. (2026) report, in the words steerlens compares against (one line per claim).
+PAPER = {
+    1: "CAA vectors shift JailbreakBench ASR by up to +57 or −50 points, by behaviour",
+    2: "the shifts are largest under simple template attacks",
+    3: "the shifts come from overlap with the refusal direction (negative overlap → more "
+       "jailbreaks)",
+    4: "removing the refusal-direction component only partly restores safety",
+    5: "not tested: one refusal direction is the paper's stated limitation",
+    6: "no random control reported; steerlens adds it to separate vector-specific effects "
+       "from any perturbation of that norm",
+}
 
 
 def _mean_abs(rows: list[dict]) -> float | None:
@@ -23,104 +40,279 @@ def _mean_abs(rows: list[dict]) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
-def _fmt(x: float | None, pct: bool = True) -> str:
-    if x is None:
-        return "n/a"
-    return f"{100 * x:.0f} pts" if pct else f"{x:.3g}"
+def _pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.0f}"
 
 
-def claims(summary: dict) -> list[tuple[str, str, str]]:
-    """(claim, measurement, verdict) for the paper's six claims."""
-    rows = [r for r in summary["rows"] if r["setting"] != "baseline"]
-    raw = [r for r in rows if r["kind"] == "+"]
-    out = []
+def _abs_pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} pts"
 
-    sig = [r for r in raw if r.get("mcnemar_p_value", 1) < ALPHA]
-    up = sorted({r["vector"] for r in raw if r["delta_asr"] > 0})
-    down = sorted({r["vector"] for r in raw if r["delta_asr"] < 0})
-    verdict = ("supported" if up and down and sig else
-               "directionally (both signs) but not significant at this sample size"
-               if up and down else "not observed")
-    out.append(("1. Steering raises ASR for some behaviours and lowers it for others",
-                f"ΔASR > 0: {', '.join(up) or 'none'}; ΔASR < 0: {', '.join(down) or 'none'}; "
-                f"{len(sig)}/{len(raw)} cells with exact McNemar p < {ALPHA}", verdict))
 
-    none = [r for r in raw if r["attack"] == "none"]
-    tmpl = [r for r in raw if r["attack"] != "none"]
-    a, b = _mean_abs(none), _mean_abs(tmpl)
-    verdict = ("n/a (needs both)" if a is None or b is None else
-               "supported" if b > a else "not supported")
-    out.append(("2. The shift is larger under template attacks than with no attack",
-                f"mean \\|ΔASR\\|: no attack {_fmt(a)}, template attacks {_fmt(b)}", verdict))
+def _g(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3g}"
 
+
+def _sig(r: dict) -> bool:
+    return r.get("mcnemar_p_value", 1.0) < ALPHA
+
+
+def _cell(r: dict) -> str:
+    return (f"{r['vector']} / {r['attack']}: {_pts(r['delta_asr'])} pts "
+            f"(ASR {r['asr']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}], "
+            f"p={r['mcnemar_p_value']:.3g})")
+
+
+def _bh_count(rows: list[dict]) -> int:
+    """Cells still significant after Benjamini–Hochberg across the family of rows."""
+    ps = [r["mcnemar_p_value"] for r in rows if "mcnemar_p_value" in r]
+    return int(sum(q < ALPHA for q in false_discovery_control(ps))) if ps else 0
+
+
+def claims(summary: dict) -> list[dict]:
+    """For each of the paper's six claims: what was measured, a verdict, and a short verdict."""
+    rows = [r for r in summary["rows"] if r["setting"] != "baseline" and "delta_asr" in r]
+
+    def kind(k: str) -> list[dict]:
+        return [r for r in rows if r["kind"] == k]
+
+    raw = kind("+")
+    out: list[dict] = []
+
+    # 1. Both signs, with CIs and p-values.
+    up = [r for r in raw if r["delta_asr"] > 0]
+    down = [r for r in raw if r["delta_asr"] < 0]
+    sig_up, sig_down = [r for r in up if _sig(r)], [r for r in down if _sig(r)]
+    extremes = []
+    if up:
+        extremes.append("largest rise " + _cell(max(up, key=lambda r: r["delta_asr"])))
+    if down:
+        extremes.append("largest fall " + _cell(min(down, key=lambda r: r["delta_asr"])))
+    if sig_up and sig_down:
+        v, short = "supported: significant rises and falls", "supported"
+    elif sig_up or sig_down:
+        v = ("partly: only significant " + ("rises" if sig_up else "falls")
+             + (", the other sign is within noise" if (down if sig_up else up) else ""))
+        short = "partly (one sign significant)"
+    elif up and down:
+        v = "both signs occur, but no cell differs significantly from baseline"
+        short = "both signs, none significant"
+    elif up or down:
+        v, short = "one sign only, not significant", "not observed"
+    else:
+        v, short = "no cell moved", "not observed"
+    out.append(dict(
+        n=1, claim="Steering raises ASR for some behaviours and lowers it for others",
+        measured=(f"{len(up)} of {len(raw)} +m·v cells rise, {len(down)} fall; p < {ALPHA}: "
+                  f"{len(sig_up)} rises, {len(sig_down)} falls ({_bh_count(raw)} after "
+                  f"Benjamini–Hochberg); " + "; ".join(extremes)),
+        verdict=v, short=short))
+
+    # 2. Larger under template attacks than with no attack (paired by vector).
+    none = {r["vector"]: abs(r["delta_asr"]) for r in raw if r["attack"] == "none"}
+    tmpl: dict[str, list[float]] = {}
+    for r in raw:
+        if r["attack"] != "none":
+            tmpl.setdefault(r["vector"], []).append(abs(r["delta_asr"]))
+    pairs = [(none[v], statistics.fmean(tmpl[v])) for v in none if v in tmpl]
+    a = _mean_abs([r for r in raw if r["attack"] == "none"])
+    b = _mean_abs([r for r in raw if r["attack"] != "none"])
+    if a is None or b is None:
+        v, short, test = "n/a: needs the attack none and a template attack", "n/a", ""
+    else:
+        diffs = [t - n for n, t in pairs]
+        p = (float(wilcoxon(diffs).pvalue) if len(diffs) >= 5 and any(diffs) else float("nan"))
+        test = (f"; larger under templates for {sum(d > 0 for d in diffs)} of {len(diffs)} "
+                f"vectors (Wilcoxon p={_g(p)})")
+        if b > a and p < ALPHA:
+            v, short = "supported", "supported"
+        elif b > a:
+            v, short = "larger on average, not significantly", "same direction, not significant"
+        else:
+            v, short = "not supported: no larger under templates", "not supported"
+    out.append(dict(
+        n=2, claim="The shift is larger under template attacks than with no attack",
+        measured=f"mean \\|ΔASR\\| of +m·v: no attack {_abs_pts(a)}, templates {_abs_pts(b)}"
+                 + test, verdict=v, short=short))
+
+    # 3. cosine predicts ΔASR. Refusal-direction overlap should lower ASR: expected slope < 0.
     regs = summary["regressions"]
-    parts = [f"{k}: slope {_fmt(v['slope'], False)}, R² {_fmt(v['r2'], False)}, n={v['n']}"
-             for k, v in regs.items()]
-    good = [v for v in regs.values() if v["r2"] is not None and v["r2"] == v["r2"]
-            and v["r2"] > 0.5 and v["slope"] > 0]
-    verdict = ("supported" if good and len(good) == len(regs) else
-               "not supported (weak or no linear relation)" if regs else "n/a")
-    if regs and max(v["n"] for v in regs.values()) < 5:
-        verdict += "; too few behaviours for a meaningful fit"
-    out.append(("3. cosine(vector, refusal direction) predicts ΔASR", "; ".join(parts) or "n/a",
-                verdict))
+    parts = [f"{k}: slope {_g(r['slope'])}, R² {_g(r['r2'])}, p={_g(r['p_value'])}, n={r['n']}"
+             for k, r in regs.items()]
+    pm = [r for r in rows if r["kind"] in ("+", "-") and "cosine" in r]
+    pooled = ols([r["cosine"] * (1 if r["kind"] == "+" else -1) for r in pm],
+                 [r["delta_asr"] for r in pm])
+    parts.append(f"±m·v pooled over attacks (cosine of −v is −cos): slope {_g(pooled['slope'])}, "
+                 f"R² {_g(pooled['r2'])}, p={_g(pooled['p_value'])}, n={pooled['n']}")
+    cos = [abs(r["cosine"]) for r in raw]
+    parts.append(f"\\|cos\\| at the steering layer {min(cos):.3f}–{max(cos):.3f}" if cos else "")
+    good = [r for r in regs.values() if r["slope"] < 0 and r["p_value"] < ALPHA]
+    if not regs:
+        v, short = "n/a", "n/a"
+    elif len(good) == len(regs):
+        v, short = "supported: negative slope, significant in every fit", "supported"
+    elif good or (pooled["slope"] < 0 and pooled["p_value"] < ALPHA):
+        v, short = ("partly: negative and significant in some fits only",
+                    "partly")
+    else:
+        v = "not supported: no significant negative relation"
+        short = "not supported"
+    if regs and max(r["n"] for r in regs.values()) < 5:
+        v += "; too few behaviours per fit to say much"
+    out.append(dict(n=3, claim="cosine(vector, refusal direction) predicts ΔASR (expected "
+                    "slope < 0: overlap with refusal means more refusal)",
+                    measured="; ".join(p for p in parts if p), verdict=v, short=short))
 
-    def by_kind(kind):
-        return [r for r in rows if r["kind"] == kind]
+    # 4-6. Mitigations and the control, each against the raw shift on the same cells.
+    raw_m = _mean_abs(raw)
+    raw_sig = [r for r in raw if _sig(r)]
 
-    raw_m, p1, pk, rnd = (_mean_abs(by_kind(k)) for k in ("+", "+perp1", "+perpk", "+random"))
-    p1_sig = sum(1 for r in by_kind("+perp1") if r.get("mcnemar_p_value", 1) < ALPHA)
-    verdict = ("n/a" if raw_m is None or p1 is None else
-               "supported" if p1 < raw_m and p1_sig > 0 else
-               "shrinks \\|ΔASR\\|, and no cell differs significantly from baseline" if p1 < raw_m
-               else "not supported: 1-D orthogonalisation does not shrink \\|ΔASR\\| here")
-    out.append(("4. 1-D orthogonalisation shrinks \\|ΔASR\\| but does not restore baseline",
-                f"mean \\|ΔASR\\| raw {_fmt(raw_m)}, 1-D {_fmt(p1)}; {p1_sig} 1-D cells still "
-                f"significant", verdict))
-    pk_sig = sum(1 for r in by_kind("+perpk") if r.get("mcnemar_p_value", 1) < ALPHA)
-    verdict = ("n/a" if pk is None or raw_m is None else
-               "restores baseline (k-D shift at most half the raw shift, none significant)"
-               if pk <= 0.5 * raw_m and pk_sig == 0 else
-               "does not restore baseline" + (" (though smaller than 1-D)"
-                                              if p1 is not None and pk < p1 else ""))
-    out.append(("5. k-D subspace orthogonalisation restores baseline",
-                f"mean \\|ΔASR\\| k-D {_fmt(pk)} (1-D {_fmt(p1)}, raw {_fmt(raw_m)})", verdict))
-    verdict = ("n/a" if rnd is None or raw_m is None else
-               "the steering effect is vector-specific" if rnd < 0.5 * raw_m else
-               "a random direction of the same norm moves ASR about as much: at this norm the "
-               "effect is not specific to the behaviour vectors")
-    out.append(("6. Norm-matched random control", f"mean \\|ΔASR\\| random {_fmt(rnd)} vs raw "
-                f"{_fmt(raw_m)}", verdict))
+    def mitigation(kind_: str, label: str, n: int, claim: str) -> dict:
+        sel = kind(kind_)
+        m = _mean_abs(sel)
+        n_sig = sum(_sig(r) for r in sel)
+        keyed = {(r["vector"], r["attack"]): r for r in sel}
+        after_sig = [keyed[(r["vector"], r["attack"])] for r in raw_sig
+                     if (r["vector"], r["attack"]) in keyed]
+        still = sum(_sig(r) for r in after_sig)
+        measured = (f"mean \\|ΔASR\\| raw {_abs_pts(raw_m)}, {label} {_abs_pts(m)}; "
+                    f"{n_sig}/{len(sel)} {label} cells significant vs baseline; of the "
+                    f"{len(raw_sig)} significant raw cells, {still} stay significant")
+        if m is None or raw_m is None:
+            return dict(n=n, claim=claim, measured=measured, verdict="n/a", short="n/a")
+        if not raw_sig:
+            verdict = ("inconclusive: no raw cell shifted significantly, so there is no "
+                       "shift to restore")
+            short = "inconclusive (no significant raw shift)"
+        elif still == 0 and m <= 0.5 * raw_m:
+            verdict, short = "restores baseline on the significant cells", "restores"
+        elif m < raw_m:
+            verdict, short = "shrinks the shift but does not restore baseline", "partly restores"
+        else:
+            verdict, short = "does not shrink the shift", "does not restore"
+        return dict(n=n, claim=claim, measured=measured, verdict=verdict, short=short)
+
+    out.append(mitigation("+perp1", "1-D", 4, "1-D orthogonalisation shrinks \\|ΔASR\\| but "
+                          "does not restore baseline"))
+    out.append(mitigation("+perpk", "k-D", 5, "k-D subspace orthogonalisation restores "
+                          "baseline"))
+
+    rnd = kind("+random")
+    r_m = _mean_abs(rnd)
+    r_sig = sum(_sig(r) for r in rnd)
+    if r_m is None or raw_m is None:
+        v, short = "n/a", "n/a"
+    elif r_m < 0.5 * raw_m:
+        v, short = "the shift is specific to the behaviour vectors", "vector-specific"
+    else:
+        v = ("a random direction of the same norm moves ASR about as much: at this norm the "
+             "shift is not specific to the behaviour vectors")
+        short = "not vector-specific"
+    out.append(dict(n=6, claim="Norm-matched random control",
+                    measured=f"mean \\|ΔASR\\| random {_abs_pts(r_m)} vs raw {_abs_pts(raw_m)}; "
+                             f"{r_sig}/{len(rnd)} random cells significant",
+                    verdict=v, short=short))
     return out
 
 
-def run_section(run: Path, fig_dir: Path | None) -> str:
+def _direction_lines(run: Path, summary: dict) -> list[str]:
+    from safetensors import safe_open
+
+    lines = []
+    path = run / "refusal_direction.safetensors"
+    if path.exists():
+        import json
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("steerlens", "{}"))
+        lines.append(
+            f"Refusal direction: layer {meta.get('layer')}, position {meta.get('position')} "
+            f"(Arditi selection over layers {meta.get('layers')}; {meta.get('n_train')} "
+            f"harmful/harmless train prompts, {meta.get('n_val')} validation; KL threshold "
+            f"used {_g(meta.get('kl_threshold_used'))} against Arditi's "
+            f"{_g(meta.get('kl_threshold'))}"
+            + ("; no candidate passed the filters, so the best-scoring was kept"
+               if meta.get("all_filtered") else "") + ").")
+    sp = run / "refusal_subspace.json"
+    if sp.exists():
+        ev = read_json(sp)
+        evr = ev.get("explained_variance_ratio", [])
+        lines.append(f"Refusal subspace: PCA, k = {ev.get('k')} (by variance: "
+                     f"{ev.get('k_by_variance')}); first three explained-variance ratios "
+                     + ", ".join(f"{x:.2f}" for x in evr[:3]) + ".")
+    return lines
+
+
+def _overlap_table(summary: dict) -> list[str]:
+    ov = summary.get("overlap", {})
+    if not ov:
+        return []
+    eff = summary.get("behaviour_effect", {})
+    lines = ["| vector | cos at steering layer | max \\|cos\\| over layers (layer) | "
+             "fraction in subspace | p(matching): baseline / +m·v / −m·v |",
+             "|---|---|---|---|---|"]
+    for name, o in ov.items():
+        per = {int(k): v for k, v in o["cosine_per_layer"].items() if v == v}
+        lay, mx = max(per.items(), key=lambda kv: abs(kv[1])) if per else (None, float("nan"))
+        e = eff.get(name, {})
+        plus = next((v for k, v in e.items() if k.endswith("+")), None)
+        minus = next((v for k, v in e.items() if k.endswith("-")), None)
+        beh = (f"{e['baseline']:.2f} / {_g(plus)} / {_g(minus)}" if "baseline" in e else "")
+        lines.append(f"| {name} | {o['cosine']:+.3f} | {abs(mx):.3f} ({lay}) | "
+                     f"{o['fraction_in_subspace']:.3f} | {beh} |")
+    return lines
+
+
+def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict]]:
     cfg = read_json(run / "config.json")
     s = summarize(run)
+    cl = claims(s)
     base = [r for r in s["rows"] if r["setting"] == "baseline"]
-    lines = [f"## {cfg['model']} — `{run}`", "",
-             f"Preset `{cfg['preset']}`: behaviours {', '.join(cfg['behaviours'])}; attacks "
-             f"{', '.join(cfg['attacks'])}; multipliers {cfg['multipliers']}; "
-             f"{cfg['n_goals']} JBB goals; {cfg['max_new_tokens']} new tokens; seed {cfg['seed']}.",
-             "", "Baseline ASR: " + "; ".join(
+    lines = [f"## {cfg['model']} — `{run.as_posix()}`", "",
+             f"Behaviours {', '.join(cfg['behaviours'])}; attacks {', '.join(cfg['attacks'])}; "
+             f"multipliers {cfg['multipliers']} (vectors normalised to equal norm per layer); "
+             f"{cfg['n_goals']} JBB harmful goals and {cfg['n_benign']} benign; "
+             f"{cfg['max_new_tokens']} new tokens, greedy; judge {cfg['judge']}; "
+             f"seed {cfg['seed']}.", "",
+             *_direction_lines(run, s), "",
+             "Baseline ASR (95% Wilson CI): " + "; ".join(
                  f"{r['attack']} {r['asr']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-                 for r in base), "",
-             "| claim | measured | verdict |", "|---|---|---|"]
-    lines += [f"| {c} | {m} | {v} |" for c, m, v in claims(s)]
-    lines += ["", "| attack | setting | ASR | 95% CI | ΔASR | McNemar p | cosine |",
+                 for r in base) + ".", "",
+             "### The paper's claims", "",
+             "| claim | paper | measured here | verdict |", "|---|---|---|---|"]
+    lines += [f"| {c['n']}. {c['claim']} | {PAPER[c['n']]} | {c['measured']} | {c['verdict']} |"
+              for c in cl]
+    lines += ["", "### Overlap with the refusal direction, and does the vector steer its "
+              "behaviour?", "",
+              "p(matching) is the mean probability of the behaviour-matching answer on held-out "
+              "CAA A/B questions; if ±m·v barely moves it, the vector is weak at this "
+              "multiplier.", "", *_overlap_table(s)]
+    lines += ["", "### ASR per attack and setting", "",
+              "ΔASR in points against the unsteered baseline on the same goals; p is the "
+              "exact McNemar test on the paired judgements.", "",
+              "| attack | setting | ASR | 95% CI | ΔASR | McNemar p | cosine |",
               "|---|---|---|---|---|---|---|"]
     for r in s["rows"]:
-        lines.append(f"| {r['attack']} | {r['setting']} | {r['asr']:.2f} | "
-                     f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | {r.get('delta_asr', 0):+.2f} | "
-                     f"{r.get('mcnemar_p_value', 1):.3f} | "
-                     f"{r['cosine']:+.3f} |" if "cosine" in r else
-                     f"| {r['attack']} | {r['setting']} | {r['asr']:.2f} | "
-                     f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | | | |")
+        if "delta_asr" in r and r["setting"] != "baseline":
+            lines.append(f"| {r['attack']} | {r['setting']} | {r['asr']:.2f} | "
+                         f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | {_pts(r['delta_asr'])} | "
+                         f"{r['mcnemar_p_value']:.3f} | {r.get('cosine', float('nan')):+.3f} |")
+        else:
+            lines.append(f"| {r['attack']} | {r['setting']} | {r['asr']:.2f} | "
+                         f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | | | |")
+    if s["benign"]:
+        lines += ["", "False refusals on benign JBB goals: " + "; ".join(
+            f"{b['setting']} {b['false_refusal_rate']:.2f}" for b in s["benign"]) + "."]
+    if s.get("screening"):
+        sc = s["screening"]
+        lines += ["", f"Logit refusal screening ({sc['attack']}, no generation) against the "
+                  f"generated ASR: Spearman {sc['spearman_neg_score_vs_asr']:.2f} "
+                  f"(p={_g(sc['p_value'])}) over {sc['n_settings']} settings."]
     if fig_dir is not None:
         pngs = export_pngs(run, fig_dir)
         if pngs:
-            lines += [""] + [f"![{p.stem}]({p.relative_to(fig_dir.parent)})" for p in pngs]
-    return "\n".join(lines) + "\n"
+            lines += [""] + [f"![{p.stem}]({p.relative_to(fig_dir.parent).as_posix()})"
+                             for p in pngs]
+    return "\n".join(lines) + "\n", cl
 
 
 def export_pngs(run: Path, fig_dir: Path) -> list[Path]:
@@ -146,6 +338,32 @@ def export_pngs(run: Path, fig_dir: Path) -> list[Path]:
     return out
 
 
+def render(runs: list[str], fig_dir: Path | None) -> str:
+    """The whole report as markdown."""
+    sections, verdicts, models = [], [], []
+    for r in runs:
+        text, cl = run_section(Path(r), fig_dir)
+        sections.append(text)
+        verdicts.append({c["n"]: c["short"] for c in cl})
+        models.append(read_json(Path(r) / "config.json")["model"])
+    head = ["# Findings: the paper's claims, measured by steerlens", "",
+            "Generated by `python -m steerlens.findings " + " ".join(runs) + "` from the saved "
+            "run directories; do not edit by hand (a test regenerates it and compares). The "
+            "commands that made the runs are in `docs/findings_commands.sh`. Models are "
+            "dequantized from GGUF. Verdicts are fixed rules on the numbers, stated in "
+            "`steerlens/findings.py`: p < 0.05 by the exact McNemar test against the unsteered "
+            "baseline on the same prompts. With tens of goals per cell, only large shifts can "
+            "be significant.", "",
+            "## At a glance", "",
+            "| claim | paper | " + " | ".join(models) + " |",
+            "|---|---|" + "---|" * len(models)]
+    names = {c["n"]: c["claim"] for c in claims({"rows": [], "regressions": {}})}
+    for n in range(1, 7):
+        head.append(f"| {n}. {names[n]} | {PAPER[n]} | "
+                    + " | ".join(v[n] for v in verdicts) + " |")
+    return "\n".join(head) + "\n\n" + "\n".join(sections)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m steerlens.findings")
     ap.add_argument("runs", nargs="+", help="audit run directories")
@@ -154,13 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     fig_dir = None if args.no_figures else out.parent / "figures"
-    body = ["# Findings: the paper's claims, measured by steerlens", "",
-            "Generated by `python -m steerlens.findings " + " ".join(args.runs) + "` from the "
-            "saved run directories; do not edit by hand. Models are dequantized from GGUF. "
-            "Verdicts are rules applied to the numbers (p < 0.05, exact McNemar against the "
-            "baseline on the same prompts); small samples make most of them inconclusive.", ""]
-    body += [run_section(Path(r), fig_dir) for r in args.runs]
-    atomic_write_text(out, "\n".join(body))
+    atomic_write_text(out, render(args.runs, fig_dir))
     print(f"wrote {out}")
     return 0
 
