@@ -68,8 +68,12 @@ def _bh_count(rows: list[dict]) -> int:
     return int(sum(q < ALPHA for q in false_discovery_control(ps))) if ps else 0
 
 
-def claims(summary: dict) -> list[dict]:
-    """For each of the paper's six claims: what was measured, a verdict, and a short verdict."""
+def claims(summary: dict, d_model: int | None = None) -> list[dict]:
+    """For each of the paper's six claims: what was measured, a verdict, and a short verdict.
+
+    d_model, when given, sets the chance level of a cosine: two random directions in d
+    dimensions have |cos| < 1.96/√d with probability 0.95.
+    """
     rows = [r for r in summary["rows"] if r["setting"] != "baseline" and "delta_asr" in r]
 
     def kind(k: str) -> list[dict]:
@@ -144,7 +148,13 @@ def claims(summary: dict) -> list[dict]:
     parts.append(f"±m·v pooled over attacks (cosine of −v is −cos): slope {_g(pooled['slope'])}, "
                  f"R² {_g(pooled['r2'])}, p={_g(pooled['p_value'])}, n={pooled['n']}")
     cos = [abs(r["cosine"]) for r in raw]
-    parts.append(f"\\|cos\\| at the steering layer {min(cos):.3f}–{max(cos):.3f}" if cos else "")
+    if cos:
+        parts.append(f"\\|cos\\| at the steering layer {min(cos):.3f}–{max(cos):.3f}")
+        if d_model:
+            bound = 1.96 / d_model**0.5
+            above = sorted({r["vector"] for r in raw if abs(r["cosine"]) > bound})
+            parts.append(f"chance level 1.96/√d = {bound:.3f}; above it: "
+                         + (", ".join(above) or "none"))
     good = [r for r in regs.values() if r["slope"] < 0 and r["p_value"] < ALPHA]
     if not regs:
         v, short = "n/a", "n/a"
@@ -166,7 +176,9 @@ def claims(summary: dict) -> list[dict]:
     raw_m = _mean_abs(raw)
     raw_sig = [r for r in raw if _sig(r)]
 
-    def mitigation(kind_: str, label: str, n: int, claim: str) -> dict:
+    overlap = summary.get("overlap", {})
+
+    def mitigation(kind_: str, label: str, n: int, claim: str, removed: str) -> dict:
         sel = kind(kind_)
         m = _mean_abs(sel)
         n_sig = sum(_sig(r) for r in sel)
@@ -174,42 +186,59 @@ def claims(summary: dict) -> list[dict]:
         after_sig = [keyed[(r["vector"], r["attack"])] for r in raw_sig
                      if (r["vector"], r["attack"]) in keyed]
         still = sum(_sig(r) for r in after_sig)
+        # ||v - v_perp|| / ||v||: how much the mitigation changes the vector at all.
+        change = [abs(o[removed]) for o in overlap.values() if removed in o]
         measured = (f"mean \\|ΔASR\\| raw {_abs_pts(raw_m)}, {label} {_abs_pts(m)}; "
                     f"{n_sig}/{len(sel)} {label} cells significant vs baseline; of the "
-                    f"{len(raw_sig)} significant raw cells, {still} stay significant")
+                    f"{len(raw_sig)} significant raw cells, {still} stay significant"
+                    + (f"; the {label} projection removes at most {100 * max(change):.1f}% of "
+                       f"a vector's norm" if change else ""))
         if m is None or raw_m is None:
             return dict(n=n, claim=claim, measured=measured, verdict="n/a", short="n/a")
+        cut = 1 - m / raw_m if raw_m else 0.0
         if not raw_sig:
             verdict = ("inconclusive: no raw cell shifted significantly, so there is no "
                        "shift to restore")
             short = "inconclusive (no significant raw shift)"
-        elif still == 0 and m <= 0.5 * raw_m:
+        elif still == 0 and cut >= 0.5:
             verdict, short = "restores baseline on the significant cells", "restores"
-        elif m < raw_m:
-            verdict, short = "shrinks the shift but does not restore baseline", "partly restores"
+        elif cut >= 0.25:
+            verdict = f"partly: shrinks the mean shift by {100 * cut:.0f}%, baseline not restored"
+            short = "partly restores"
         else:
-            verdict, short = "does not shrink the shift", "does not restore"
+            verdict = ("does not restore: the mean shift is essentially unchanged ("
+                       + (f"{100 * cut:.0f}% smaller)" if cut >= 0 else
+                          f"{-100 * cut:.0f}% larger)"))
+            short = "does not restore"
         return dict(n=n, claim=claim, measured=measured, verdict=verdict, short=short)
 
     out.append(mitigation("+perp1", "1-D", 4, "1-D orthogonalisation shrinks \\|ΔASR\\| but "
-                          "does not restore baseline"))
+                          "does not restore baseline", "cosine"))
     out.append(mitigation("+perpk", "k-D", 5, "k-D subspace orthogonalisation restores "
-                          "baseline"))
+                          "baseline", "fraction_in_subspace"))
 
     rnd = kind("+random")
     r_m = _mean_abs(rnd)
     r_sig = sum(_sig(r) for r in rnd)
+    # A behaviour vector's effect flips with its sign; a generic perturbation need not.
+    minus = {(r["vector"], r["attack"]): r["delta_asr"] for r in kind("-")}
+    pairs = [(r["delta_asr"], minus[(r["vector"], r["attack"])]) for r in raw
+             if (r["vector"], r["attack"]) in minus]
+    both = [(p, q) for p, q in pairs if p and q]
+    opposite = sum(1 for p, q in both if p * q < 0)
     if r_m is None or raw_m is None:
         v, short = "n/a", "n/a"
     elif r_m < 0.5 * raw_m:
         v, short = "the shift is specific to the behaviour vectors", "vector-specific"
     else:
-        v = ("a random direction of the same norm moves ASR about as much: at this norm the "
-             "shift is not specific to the behaviour vectors")
-        short = "not vector-specific"
+        v = ("a random direction of the same norm moves ASR about as much on average, so the "
+             "size of a shift alone does not show a vector-specific effect at this norm")
+        short = "random moves ASR as much"
     out.append(dict(n=6, claim="Norm-matched random control",
                     measured=f"mean \\|ΔASR\\| random {_abs_pts(r_m)} vs raw {_abs_pts(raw_m)}; "
-                             f"{r_sig}/{len(rnd)} random cells significant",
+                             f"{r_sig}/{len(rnd)} random cells significant; +m·v and −m·v shift "
+                             f"ASR in opposite directions in {opposite} of the {len(both)} "
+                             f"(vector, attack) pairs where both moved",
                     verdict=v, short=short))
     return out
 
@@ -256,16 +285,26 @@ def _overlap_table(summary: dict) -> list[str]:
         e = eff.get(name, {})
         plus = next((v for k, v in e.items() if k.endswith("+")), None)
         minus = next((v for k, v in e.items() if k.endswith("-")), None)
-        beh = (f"{e['baseline']:.2f} / {_g(plus)} / {_g(minus)}" if "baseline" in e else "")
+        beh = (f"{e['baseline']:.2f} / {plus:.2f} / {minus:.2f}"
+               if "baseline" in e and plus is not None and minus is not None else "")
         lines.append(f"| {name} | {o['cosine']:+.3f} | {abs(mx):.3f} ({lay}) | "
                      f"{o['fraction_in_subspace']:.3f} | {beh} |")
     return lines
 
 
+def _setting_cosine(r: dict) -> str:
+    """Cosine of the vector actually added with the refusal direction (−v flips it; v⊥ is 0)."""
+    if "cosine" not in r:
+        return ""
+    c = {"+": r["cosine"], "-": -r["cosine"], "+perp1": 0.0}.get(r["kind"])
+    return "" if c is None else f"{c:+.3f}"
+
+
 def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict]]:
     cfg = read_json(run / "config.json")
     s = summarize(run)
-    cl = claims(s)
+    man = read_json(run / "manifest.json") if (run / "manifest.json").exists() else {}
+    cl = claims(s, man.get("d_model"))
     base = [r for r in s["rows"] if r["setting"] == "baseline"]
     lines = [f"## {cfg['model']} — `{run.as_posix()}`", "",
              f"Behaviours {', '.join(cfg['behaviours'])}; attacks {', '.join(cfg['attacks'])}; "
@@ -289,13 +328,13 @@ def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict]]:
     lines += ["", "### ASR per attack and setting", "",
               "ΔASR in points against the unsteered baseline on the same goals; p is the "
               "exact McNemar test on the paired judgements.", "",
-              "| attack | setting | ASR | 95% CI | ΔASR | McNemar p | cosine |",
+              "| attack | setting | ASR | 95% CI | ΔASR | McNemar p | cos(added vector, r) |",
               "|---|---|---|---|---|---|---|"]
     for r in s["rows"]:
         if "delta_asr" in r and r["setting"] != "baseline":
             lines.append(f"| {r['attack']} | {r['setting']} | {r['asr']:.2f} | "
                          f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | {_pts(r['delta_asr'])} | "
-                         f"{r['mcnemar_p_value']:.3f} | {r.get('cosine', float('nan')):+.3f} |")
+                         f"{r['mcnemar_p_value']:.3f} | {_setting_cosine(r)} |")
         else:
             lines.append(f"| {r['attack']} | {r['setting']} | {r['asr']:.2f} | "
                          f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] | | | |")
@@ -345,7 +384,8 @@ def render(runs: list[str], fig_dir: Path | None) -> str:
         text, cl = run_section(Path(r), fig_dir)
         sections.append(text)
         verdicts.append({c["n"]: c["short"] for c in cl})
-        models.append(read_json(Path(r) / "config.json")["model"])
+        cfg = read_json(Path(r) / "config.json")
+        models.append(f"{cfg['model']}, m = {', '.join(f'{m:g}' for m in cfg['multipliers'])}")
     head = ["# Findings: the paper's claims, measured by steerlens", "",
             "Generated by `python -m steerlens.findings " + " ".join(runs) + "` from the saved "
             "run directories; do not edit by hand (a test regenerates it and compares). The "
