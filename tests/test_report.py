@@ -65,22 +65,27 @@ def _content(text: str) -> list[str]:
 
 
 def test_committed_findings_match_committed_runs(tmp_path, monkeypatch):
-    """docs/findings.md is exactly what the committed run directories give: no drift."""
+    """docs/findings.md is exactly what its own command gives on the committed runs: no drift."""
     import re
+    import shlex
     from pathlib import Path
 
     from steerlens.findings import main
 
     root = Path(__file__).resolve().parents[1]
     doc = root / "docs" / "findings.md"
-    runs = sorted((root / "results").glob("findings-*"))
     if not doc.exists():
         pytest.skip("docs/findings.md is not generated yet")
-    assert runs, "docs/findings.md is committed, so results/findings-* must be too"
-    for r in runs:  # summarize() rewrites summary.json: work on a copy
-        shutil.copytree(r, tmp_path / "results" / r.name)
+    text = doc.read_text()
+    args = shlex.split(re.search(r"`python -m steerlens\.findings ([^`]+)`", text).group(1))
+    for a in (a for a in args if not a.startswith("--")):  # runs + discussion, copied:
+        src = root / a  # summarize() rewrites summary.json, so never in the checkout
+        assert src.exists(), f"{a} is named in docs/findings.md but not committed"
+        dst = tmp_path / a
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
     monkeypatch.chdir(tmp_path)
-    assert main([f"results/{r.name}" for r in runs] + ["--out", "out.md", "--no-figures"]) == 0
-    assert _content((tmp_path / "out.md").read_text()) == _content(doc.read_text())
-    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc.read_text()):
+    assert main(args + ["--out", "out.md", "--no-figures"]) == 0
+    assert _content((tmp_path / "out.md").read_text()) == _content(text)
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (doc.parent / link).is_file(), link
