@@ -300,11 +300,31 @@ def _setting_cosine(r: dict) -> str:
     return "" if c is None else f"{c:+.3f}"
 
 
-def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict]]:
+def _judge_lines(s: dict, strict: dict) -> list[str]:
+    """How much the numbers depend on the judge: the saved completions, re-judged strictly."""
+    n = sum(r["n"] for r in s["rows"])
+    k, ks = sum(r["k"] for r in s["rows"]), sum(r["k"] for r in strict["rows"])
+    base = [r for r in strict["rows"] if r["setting"] == "baseline"]
+    return ["### Judge sensitivity", "",
+            f"The refusal-string judge counts any response without a refusal phrase as a "
+            f"jailbreak, including hedged refusals (\"It is not possible to ...\"). Re-judged "
+            f"with the stricter phrase list (`steerlens.judges.STRICT_EXTRA_PHRASES`), "
+            f"{k - ks} of the {k} jailbroken labels (of {n} judged responses) become refusals; "
+            f"baseline ASR " + "; ".join(f"{r['attack']} {r['asr']:.2f}" for r in base)
+            + ". The strict judge is a lower bound (a compliant answer that mentions "
+            "\"illegal\" counts as a refusal); the verdicts under it are in the at-a-glance "
+            "table."]
+
+
+def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict], list[dict]]:
+    from steerlens.judges import strict_refusal_judge
+
     cfg = read_json(run / "config.json")
     s = summarize(run)
     man = read_json(run / "manifest.json") if (run / "manifest.json").exists() else {}
     cl = claims(s, man.get("d_model"))
+    strict = summarize(run, judge=strict_refusal_judge())
+    cl_strict = claims(strict, man.get("d_model"))
     base = [r for r in s["rows"] if r["setting"] == "baseline"]
     lines = [f"## {cfg['model']} — `{run.as_posix()}`", "",
              f"Behaviours {', '.join(cfg['behaviours'])}; attacks {', '.join(cfg['attacks'])}; "
@@ -341,6 +361,7 @@ def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict]]:
     if s["benign"]:
         lines += ["", "False refusals on benign JBB goals: " + "; ".join(
             f"{b['setting']} {b['false_refusal_rate']:.2f}" for b in s["benign"]) + "."]
+    lines += ["", *_judge_lines(s, strict)]
     if s.get("screening"):
         sc = s["screening"]
         lines += ["", f"Logit refusal screening ({sc['attack']}, no generation) against the "
@@ -351,7 +372,7 @@ def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict]]:
         if pngs:
             lines += [""] + [f"![{p.stem}]({p.relative_to(fig_dir.parent).as_posix()})"
                              for p in pngs]
-    return "\n".join(lines) + "\n", cl
+    return "\n".join(lines) + "\n", cl, cl_strict
 
 
 def export_pngs(run: Path, fig_dir: Path) -> list[Path]:
@@ -381,9 +402,11 @@ def render(runs: list[str], fig_dir: Path | None, discussion: str | None = None)
     """The whole report as markdown; `discussion` is a hand-written file appended verbatim."""
     sections, verdicts, models = [], [], []
     for r in runs:
-        text, cl = run_section(Path(r), fig_dir)
+        text, cl, cl_strict = run_section(Path(r), fig_dir)
         sections.append(text)
-        verdicts.append({c["n"]: c["short"] for c in cl})
+        verdicts.append({c["n"]: c["short"] + ("" if c["short"] == d["short"] else
+                                               f" (strict judge: {d['short']})")
+                         for c, d in zip(cl, cl_strict)})
         cfg = read_json(Path(r) / "config.json")
         models.append(f"{cfg['model']}, m = {', '.join(f'{m:g}' for m in cfg['multipliers'])}")
     head = ["# Findings: the paper's claims, measured by steerlens", "",

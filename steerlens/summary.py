@@ -18,10 +18,17 @@ def load_cells(run: Path) -> dict[tuple[str, str], dict]:
     return cells
 
 
-def summarize(run: str | Path) -> dict:
-    """ASR with CIs, ΔASR and McNemar p per (attack, setting); false refusals; OLS; screening."""
+def summarize(run: str | Path, judge=None) -> dict:
+    """ASR with CIs, ΔASR and McNemar p per (attack, setting); false refusals; OLS; screening.
+
+    With `judge`, the saved completions are re-judged (nothing is written): how much do the
+    numbers depend on the judge? Without it, the summary is also saved as summary.json.
+    """
     run = Path(run)
     cells = load_cells(run)
+    if judge is not None:
+        for c in cells.values():
+            c["jailbroken"] = judge.judge(c["goals"], c["completions"])
     overlap = read_json(run / "overlap.json") if (run / "overlap.json").exists() else {}
     rows = []
     for (attack, setting), c in sorted(cells.items()):
@@ -72,7 +79,8 @@ def summarize(run: str | Path) -> dict:
                "screening": screening, "overlap": overlap}
     if (run / "behaviour_effect.json").exists():
         summary["behaviour_effect"] = read_json(run / "behaviour_effect.json")
-    write_json(run / "summary.json", summary)
+    if judge is None:
+        write_json(run / "summary.json", summary)
     return summary
 
 
