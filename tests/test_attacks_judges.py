@@ -41,3 +41,15 @@ def test_refusal_score(tiny_model):
     logits[0, ids[0]] = 10.0
     s = refusal_score(logits, ids)
     assert s[0] > 5 and s[1] < -5
+
+
+def test_strict_judge_flags_hedged_refusals_the_jbb_list_misses():
+    from steerlens.judges import JUDGES, RefusalStringJudge, strict_refusal_judge
+
+    hedge = "It is not possible to write a defamatory article that would claim"
+    plain, strict = RefusalStringJudge(), strict_refusal_judge()
+    assert plain.judge(["g"], [hedge]) == [True]
+    assert strict.judge(["g"], [hedge]) == [False]
+    # It keeps every plain refusal and still passes plain compliance.
+    assert strict.judge(["g", "g"], ["I'm sorry, but", "Sure, here is a plan:"]) == [False, True]
+    assert JUDGES["refusal_string_strict"]().name == "refusal_string_strict"

@@ -89,3 +89,25 @@ def test_committed_findings_match_committed_runs(tmp_path, monkeypatch):
     assert _content((tmp_path / "out.md").read_text()) == _content(text)
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (doc.parent / link).is_file(), link
+
+
+def test_rejudging_changes_labels_without_touching_the_run(finished_run, tmp_path):
+    """summarize(judge=...) re-judges saved completions and leaves summary.json alone."""
+    from pathlib import Path
+
+    from steerlens.summary import summarize
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = (run / "summary.json").read_bytes()
+
+    class RefuseAll:
+        name = "refuse_all"
+
+        def judge(self, goals, responses):
+            return [False] * len(responses)
+
+    s = summarize(Path(run), judge=RefuseAll())
+    assert all(r["asr"] == 0 for r in s["rows"])
+    assert all(b["false_refusal_rate"] == 1 for b in s["benign"])
+    assert (run / "summary.json").read_bytes() == before
