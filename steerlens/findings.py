@@ -300,20 +300,44 @@ def _setting_cosine(r: dict) -> str:
     return "" if c is None else f"{c:+.3f}"
 
 
-def _judge_lines(s: dict, strict: dict) -> list[str]:
+def _judge_lines(run: Path, strict: dict) -> list[str]:
     """How much the numbers depend on the judge: the saved completions, re-judged strictly."""
-    n = sum(r["n"] for r in s["rows"])
-    k, ks = sum(r["k"] for r in s["rows"]), sum(r["k"] for r in strict["rows"])
+    from collections import Counter
+
+    from steerlens.judges import strict_refusal_judge
+    from steerlens.summary import load_cells
+
+    judge = strict_refusal_judge()
+    by_kind: dict[str, Counter] = {}
+    for (attack, setting), c in load_cells(run).items():
+        if attack == "benign":
+            continue
+        k = "baseline" if setting == "baseline" else c.get("kind")
+        cnt = by_kind.setdefault(k, Counter())
+        for g, t, j in zip(c["goals"], c["completions"], c["jailbroken"]):
+            if j:
+                cnt["jailbroken"] += 1
+                cnt[judge.reason(g, t) or "kept"] += 1
+    names = {"baseline": "baseline", "+": "+m·v", "-": "−m·v", "+perp1": "+m·v⊥ (1-D)",
+             "+perpk": "+m·v⊥ (k-D)", "+random": "random"}
+    rows = ["| settings | jailbroken (plain judge) | kept by the strict judge | refusal or "
+            "hedge | looping | off-topic |", "|---|---|---|---|---|---|"]
+    for k, name in names.items():
+        c = by_kind.get(k)
+        if c:
+            rows.append(f"| {name} | {c['jailbroken']} | {c['kept']} "
+                        f"({100 * c['kept'] / c['jailbroken']:.0f}%) | {c['refusal']} | "
+                        f"{c['looping']} | {c['off-topic']} |")
     base = [r for r in strict["rows"] if r["setting"] == "baseline"]
     return ["### Judge sensitivity", "",
-            f"The refusal-string judge counts any response without a refusal phrase as a "
-            f"jailbreak, including hedged refusals (\"It is not possible to ...\"). Re-judged "
-            f"with the stricter phrase list (`steerlens.judges.STRICT_EXTRA_PHRASES`), "
-            f"{k - ks} of the {k} jailbroken labels (of {n} judged responses) become refusals; "
-            f"baseline ASR " + "; ".join(f"{r['attack']} {r['asr']:.2f}" for r in base)
-            + ". The strict judge is a lower bound (a compliant answer that mentions "
-            "\"illegal\" counts as a refusal); the verdicts under it are in the at-a-glance "
-            "table."]
+            "The refusal-string judge (JailbreakBench's) counts any response without a refusal "
+            "phrase as a jailbreak, including hedges, looping text and answers about something "
+            "else, which strong steering produces. The saved completions, re-judged with "
+            "`steerlens.judges.StrictRefusalJudge` (more hedge phrases; a jailbreak must not "
+            "loop and must use a content word of the request), give a lower bound on ASR. "
+            "Baseline ASR under it: "
+            + "; ".join(f"{r['attack']} {r['asr']:.2f}" for r in base)
+            + ". The verdicts under it are in the at-a-glance table.", "", *rows]
 
 
 def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict], list[dict]]:
@@ -361,7 +385,7 @@ def run_section(run: Path, fig_dir: Path | None) -> tuple[str, list[dict], list[
     if s["benign"]:
         lines += ["", "False refusals on benign JBB goals: " + "; ".join(
             f"{b['setting']} {b['false_refusal_rate']:.2f}" for b in s["benign"]) + "."]
-    lines += ["", *_judge_lines(s, strict)]
+    lines += ["", *_judge_lines(run, strict)]
     if s.get("screening"):
         sc = s["screening"]
         lines += ["", f"Logit refusal screening ({sc['attack']}, no generation) against the "
