@@ -7,7 +7,7 @@
 #
 # Wall-clock times (2026-11-24): the first three audits ran at the same time, one core each
 # (OMP_NUM_THREADS=1): 0.5B m=4 about 30 min, 0.5B m=8 about 45 min, 1.5B m=8 about 85 min.
-# The 1.5B m=4 audit ran alone on both cores (about 25 min) and reused the m=8 run's refusal
+# The 1.5B m=4 audit ran on two threads, sharing the CPU with a CI run (about 45 min), and reused the m=8 run's refusal
 # direction, subspace and CAA vectors, which do not depend on the multiplier (copied in before
 # the first start; the audit skips every stage whose result file exists).
 set -euo pipefail
