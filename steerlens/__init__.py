@@ -1,19 +1,16 @@
 """steerlens: audit activation steering vectors for safety.
 
 Does a steering vector weaken the model's refusals, why (overlap with the refusal direction
-and subspace), and how to make it safe (orthogonalisation)?
+and subspace, and how far it moves the residual stream along them), and how to make it safe
+(orthogonalisation)?
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from steerlens.directions import (  # noqa: E402
-    RefusalDirection,
-    SteeringVector,
-    caa_vector,
-    select_refusal_direction,
-)
+from steerlens.caa import caa_vector  # noqa: E402
 from steerlens.geometry import cosine, orthogonalize, orthogonalize_subspace  # noqa: E402
 from steerlens.models import load_model  # noqa: E402
+from steerlens.vectors import SteeringVector  # noqa: E402
 
-__all__ = ["RefusalDirection", "SteeringVector", "caa_vector", "cosine", "load_model",
-           "orthogonalize", "orthogonalize_subspace", "select_refusal_direction"]
+__all__ = ["SteeringVector", "caa_vector", "cosine", "load_model", "orthogonalize",
+           "orthogonalize_subspace"]

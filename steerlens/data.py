@@ -41,7 +41,8 @@ def data_dir() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -214,3 +215,68 @@ def load_gptfuzzer_templates(path: Path | None = None) -> dict[int, Template]:
                                 fix="add the placeholder where the request goes")
             out[int(tid)] = tpl
     return out
+
+
+CATEGORIZED = {
+    # source: (file under refusal_direction/raw, text column, category column, row filter)
+    "strongreject": ("strongreject.csv", "forbidden_prompt", "category", None),
+    "harmbench": ("harmbench_test.csv", "Behavior", "SemanticCategory", ("FunctionalCategory",
+                                                                         "standard")),
+}
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def overlaps_jbb(text: str, threshold: float = 0.5) -> bool:
+    """True when `text` shares at least `threshold` of its words (Jaccard) with a JBB goal."""
+    w = _words(text)
+    return any(len(w & g) / max(len(w | g), 1) >= threshold for g in _jbb_word_sets())
+
+
+_JBB_WORDS: list[set[str]] = []
+
+
+def _jbb_word_sets() -> list[set[str]]:
+    if not _JBB_WORDS:
+        _JBB_WORDS.extend(_words(b.goal) for b in load_jbb("harmful"))
+    return _JBB_WORDS
+
+
+def load_categorized(source: str = "strongreject", path: Path | None = None) -> list[Instruction]:
+    """Harmful prompts that carry a harm category (StrongREJECT, HarmBench standard), without
+    those that overlap a JailbreakBench goal (word Jaccard >= 0.5): for the category subspace."""
+    if source not in CATEGORIZED:
+        raise DataError(f"unknown categorised prompt set {source!r}",
+                        fix=f"use one of: {', '.join(CATEGORIZED)}")
+    name, text_col, cat_col, keep = CATEGORIZED[source]
+    path = Path(path) if path else data_dir() / "refusal_direction" / "raw" / name
+    if not path.is_file():
+        raise DataError(f"{path}: file not found", fix="restore data/ from the repository")
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for i, rec in enumerate(csv.DictReader(f)):
+            if keep is not None and rec.get(keep[0]) != keep[1]:
+                continue
+            text = _need_str(path, i + 2, text_col, rec.get(text_col))
+            cat = _need_str(path, i + 2, cat_col, rec.get(cat_col))
+            if not overlaps_jbb(text):
+                out.append(Instruction(text, cat))
+    return out
+
+
+def stratified(behaviors: list[Behavior], n: int) -> list[Behavior]:
+    """`n` behaviours spread over the categories: round-robin over categories (in file order),
+    taking each category's behaviours in file order, so every n covers as many as it can."""
+    by_cat: dict[str, list[Behavior]] = {}
+    for b in behaviors:
+        by_cat.setdefault(b.category, []).append(b)
+    out: list[Behavior] = []
+    depth = 0
+    while len(out) < min(n, len(behaviors)):
+        for group in by_cat.values():
+            if depth < len(group) and len(out) < n:
+                out.append(group[depth])
+        depth += 1
+    return sorted(out, key=lambda b: b.index)

@@ -1,125 +1,140 @@
-"""The audit protocol: JBB goals x template attacks x steering settings, judged, with statistics."""
+"""The audit protocol's measurements: JBB goals x attacks x steering settings (generated,
+judged, screened), and the behaviour effect of each vector on held-out CAA items."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
+from jaxtyping import Float
+from scipy import stats
+from torch import Tensor
 
 from steerlens.attacks import Attack
+from steerlens.caa import balanced, pair_prompts
 from steerlens.data import ABItem, Behavior
-from steerlens.directions import caa_rows
-from steerlens.generation import generate_grid, next_token_logits_grid
-from steerlens.geometry import orthogonalize, orthogonalize_subspace, rescale
-from steerlens.judges import RefusalStringJudge, refusal_score, refusal_token_ids
-from steerlens.prompts import chat_template, header_ids
-from steerlens.steering import Steering, addition
+from steerlens.generation import Readout, generate_grid, next_token_logits_grid
+from steerlens.prompts import PromptSet, chat_prompts, longest_common_prefix
+from steerlens.steering import Steering
 
 
-def _ids(tok, text: str) -> list[int]:
-    return tok(text, add_special_tokens=False)["input_ids"] if text else []
+class Kind(str, Enum):
+    """What a steering setting is, as data (never parsed from its name)."""
+
+    BASELINE = "baseline"
+    PLUS = "+v"
+    MINUS = "-v"
+    PERP1 = "+v_perp1"  # orthogonalised against the refusal direction (the paper's mitigation)
+    PERPK = "+v_perpk"  # orthogonalised against the refusal subspace
+    RANDOM = "random"  # norm-matched random direction (null)
+    SHUFFLED = "shuffled"  # label-shuffled CAA vector (null)
+    REFUSAL_ABLATED = "refusal_ablated"  # directional ablation of the refusal direction
+    SUBSPACE_ABLATED = "subspace_ablated"  # ablation of the k-D refusal subspace
+    REFUSAL_ADDED = "refusal_added"  # the refusal direction added at its layer
 
 
-def attack_prompts(tok, attack: Attack, behaviors: Sequence[Behavior], system: str | None = None):
-    """(prefix ids, body ids per goal, suffix ids): header+template head, goal part, tail+EOI."""
-    tpl = chat_template(tok, system)
-    head, _, tail = attack.segments("x", "x")
-    prefix = header_ids(tok, system) + _ids(tok, head)
-    bodies = [_ids(tok, attack.segments(b.goal, b.target)[1]) for b in behaviors]
-    suffix = _ids(tok, tail + tpl.suffix)
-    return prefix, bodies, suffix
+@dataclass(frozen=True)
+class Setting:
+    """One steering condition of the grid."""
+
+    name: str
+    kind: Kind
+    steering: Steering = field(default_factory=Steering, repr=False)
+    vector: str | None = None  # the audited vector it belongs to
+    dose: float = 0.0  # signed, in the run's dose unit
+    generate: bool = True  # False: screened at the first step only (most null directions)
+
+    def meta(self) -> dict:
+        return {"kind": self.kind.value, "vector": self.vector, "dose": self.dose,
+                "generated": self.generate}
 
 
-def steering_settings(
-    vector: torch.Tensor,
-    layer: int,
-    multiplier: float,
-    refusal_dir: torch.Tensor,
-    subspace_basis: torch.Tensor | None,
-    seed: int,
-    prefix: str,
-    positions: str = "after_instruction",
-) -> dict[str, Steering]:
-    """The per-behaviour settings: +m*v, -m*v, +m*v_perp (1-D), +m*v_perpk (k-D), random control."""
-    v = vector.float()
-    gen = torch.Generator().manual_seed(seed)
-    rand = rescale(torch.randn(v.shape, generator=gen), v.norm()).float()
-    out = {
-        f"{prefix}+": addition(v, layer, multiplier, positions=positions),
-        f"{prefix}-": addition(v, layer, -multiplier, positions=positions),
-        f"{prefix}+perp1": addition(orthogonalize(v, refusal_dir), layer, multiplier,
-                                    positions=positions),
-        f"{prefix}+random": addition(rand, layer, multiplier, positions=positions),
-    }
-    if subspace_basis is not None:
-        out[f"{prefix}+perpk"] = addition(orthogonalize_subspace(v, subspace_basis), layer,
-                                          multiplier, positions=positions)
+def attack_prompts(tokenizer, attack: Attack, goals: Sequence[Behavior],
+                   system: str | None = None) -> PromptSet:
+    """Each goal in the attack's template as the user's message, tokenized whole."""
+    return chat_prompts(tokenizer, [attack.render(g.goal, g.target) for g in goals], system)
+
+
+def run_cell(model, prompts: PromptSet, goals: Sequence[Behavior], settings: Sequence[Setting],
+             judge, max_new_tokens: int, batch_size: int, readout: Readout | None) -> dict[str, dict]:
+    """Generate, judge and screen every goal under every setting (one shared prompt cache)."""
+    steer = {s.name: s.steering for s in settings}
+    screen_only = [s.name for s in settings if not s.generate]
+    cells = generate_grid(model, prompts, steer, max_new_tokens, batch_size,
+                          decided=getattr(judge, "decided", None), readout=readout,
+                          screen_only=screen_only, desc=None)
+    texts = [g.goal for g in goals]
+    out = {}
+    for s in settings:
+        c = cells[s.name]
+        rec = {**s.meta(), "refusal_score": [round(x, 5) for x in c.refusal_score],
+               "projection": [[[round(x, 5) for x in layer] for layer in row]
+                              for row in c.projection]}
+        if s.generate:
+            comps = [x.text for x in c.completions]
+            rec.update(completions=comps, stopped=[x.stopped for x in c.completions],
+                       n_new_tokens=[len(x.tokens) for x in c.completions],
+                       jailbroken=judge.judge(texts, comps))
+        out[s.name] = rec
     return out
 
 
-def run_attack(
-    model,
-    attack: Attack,
-    behaviors: Sequence[Behavior],
-    settings: dict[str, Steering],
-    judge=None,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    system: str | None = None,
-) -> dict[str, dict]:
-    """Generate and judge every goal under every setting; the prompt cache is shared by settings."""
-    judge = judge or RefusalStringJudge()
-    prefix, bodies, suffix = attack_prompts(model.tokenizer, attack, behaviors, system)
-    decided = getattr(judge, "decided", None)
-    comps = generate_grid(model, prefix, bodies, suffix, settings, max_new_tokens, batch_size,
-                          decided=decided, desc=f"attack {attack.name}")
-    goals = [b.goal for b in behaviors]
-    out = {}
-    for name, cs in comps.items():
-        texts = [c.text for c in cs]
-        out[name] = {"completions": texts, "stopped": [c.stopped for c in cs],
-                     "n_new_tokens": [len(c.tokens) for c in cs],
-                     "jailbroken": judge.judge(goals, texts)}
-    return out
+@dataclass(frozen=True)
+class AnswerPrompts:
+    """Held-out A/B items as prompts ending where the answer starts, with the natural ids of
+    the matching and non-matching answers (`(A` vs `(B`, or `A` vs `B` after `(`)."""
+
+    prompts: PromptSet
+    matching: list[int]
+    not_matching: list[int]
 
 
-def refusal_screen(
-    model,
-    attack: Attack,
-    behaviors: Sequence[Behavior],
-    settings: dict[str, Steering],
-    batch_size: int = 16,
-    system: str | None = None,
-) -> dict[str, list[float]]:
-    """Logit refusal score of the first response token per goal and setting (no generation)."""
-    tok = model.tokenizer
-    prefix, bodies, suffix = attack_prompts(tok, attack, behaviors, system)
-    ids = refusal_token_ids(tok)
-    logits = next_token_logits_grid(model, prefix, bodies, suffix, settings, batch_size)
-    return {n: refusal_score(v, ids).tolist() for n, v in logits.items()}
+def answer_prompts(tokenizer, items: Sequence[ABItem], system: str | None = None) -> AnswerPrompts:
+    """Both orders of each item; the prompt is the common part of its two answered texts."""
+    pairs = pair_prompts(tokenizer, balanced(items), system)
+    stems, match, other = [], [], []
+    for i in range(0, len(pairs), 2):
+        a, b = pairs.full(i), pairs.full(i + 1)
+        n = longest_common_prefix([a, b])
+        stems.append(a[:n])
+        match.append(a[n])
+        other.append(b[n])
+    cut = len(pairs.prefix)
+    n_tail = pairs.n_tail - (len(pairs.full(0)) - len(stems[0]))
+    ps = PromptSet(pairs.prefix, [s[cut:] for s in stems], max(n_tail, 1), pairs.texts[0::2])
+    return AnswerPrompts(ps, match, other)
 
 
-def behaviour_effect(
-    model,
-    items: Sequence[ABItem],
-    settings: dict[str, Steering],
-    batch_size: int = 16,
-    system: str | None = None,
-) -> dict[str, float]:
-    """Mean probability of the behaviour-matching letter (normalised over A/B) per setting."""
-    tok = model.tokenizer
-    rows, letters = caa_rows(tok, items, system)
-    n_tail = len(_ids(tok, chat_template(tok, system).suffix + "("))
-    bodies = [r[:-n_tail] for r in rows]
-    suffix = rows[0][-n_tail:]
-    match = torch.tensor([letters[it.matching] for it in items])
-    other = torch.tensor([letters[it.not_matching] for it in items])
-    idx = torch.arange(len(items))
-    out = {}
-    grid = next_token_logits_grid(model, header_ids(tok, system), bodies, suffix, settings,
+def p_matching(logits: Float[Tensor, "n vocab"], ans: AnswerPrompts) -> Float[Tensor, "n"]:
+    """p(matching answer) normalised over the two answers, per prompt."""
+    idx = torch.arange(len(ans.matching))
+    pair = torch.stack([logits[idx, ans.matching], logits[idx, ans.not_matching]], dim=1)
+    return torch.softmax(pair.float(), -1)[:, 0]
+
+
+def mean_ci(x: Sequence[float], confidence: float = 0.95) -> dict:
+    """Mean with a t-interval (over items)."""
+    t = torch.as_tensor(list(x), dtype=torch.float64)
+    m, n = float(t.mean()), len(t)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * t.std() / n**0.5) if n > 1 else float("nan")
+    return {"mean": m, "ci_low": m - half, "ci_high": m + half, "n": n}
+
+
+def behaviour_effect(model, items: Sequence[ABItem], settings: dict[str, Steering],
+                     batch_size: int = 16, system: str | None = None) -> dict[str, dict]:
+    """p(matching) with its CI per setting, on both orders of each held-out item; for steered
+    settings also the paired test against the unsteered model."""
+    ans = answer_prompts(model.tokenizer, items, system)
+    grid = next_token_logits_grid(model, ans.prompts, {"unsteered": Steering(), **settings},
                                   batch_size)
+    base = p_matching(grid.pop("unsteered").cpu(), ans)
+    out = {"unsteered": mean_ci(base.tolist())}
     for name, logits in grid.items():
-        logits = logits.cpu()
-        pair = torch.stack([logits[idx, match], logits[idx, other]], dim=1)
-        out[name] = float(torch.softmax(pair, -1)[:, 0].mean())
+        p = p_matching(logits.cpu(), ans)
+        diff = (p - base).double()
+        test = stats.ttest_1samp(diff.numpy(), 0.0) if len(diff) > 1 else None
+        out[name] = {**mean_ci(p.tolist()), "shift": float(diff.mean()),
+                     "p_value": float(test.pvalue) if test is not None else float("nan")}
     return out

@@ -1,26 +1,32 @@
 """Batched greedy generation with steering, KV cache, shared prefixes and early exit.
 
-A prompt is `prefix + body + suffix`: the prefix (chat header, attack-template head) is shared
-by every prompt, the body varies, the suffix (template tail, end-of-instruction tokens) is the
-same for all. Cost levers, each exact (tests/test_generation.py compares with the naive
-full-recompute path):
+A prompt row is `prefix + body + tail` (see `steerlens.prompts`): the prefix is shared by every
+row, the tail follows the user's message and is where after-instruction steering acts. Cost
+levers, each exact (tests/test_generation.py compares with a naive full-recompute path):
 - the prefix is run once and its KV cache forked per batch;
-- when no setting changes the prompt's own activations (activation addition after the
-  instruction), the prompt's cache is computed once and shared by every steering setting;
+- settings that leave the prompt's own activations untouched (additions after the
+  instruction) share one cache of the bodies per batch; each runs only its tail and decode;
+- the first decode step (the tail under steering) is also the logit screen: it yields each
+  row's first-token refusal score and the residual stream's projection onto the refusal
+  direction/subspace at chosen layers (`Readout`), so neither needs a pass of its own;
 - only the last position's logits are computed (`logits_to_keep=1`);
-- finished rows (EOS, or a judge that has decided) leave the batch.
+- finished rows (EOS, or a judge whose verdict can no longer change) leave the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
+from einops import einsum, reduce
+from jaxtyping import Float
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerlens.kvcache import PrefixCache, build_prefix_cache, fold_prefix
-from steerlens.prompts import left_pad
+from steerlens.hooks import hook_name
+from steerlens.kvcache import PrefixCache, build_prefix_cache, copy_cache, fold_prefix
+from steerlens.prompts import PromptSet, left_pad, pad_id
 from steerlens.steering import Steering
 
 _STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "</s>")
@@ -30,8 +36,7 @@ def stop_token_ids(tokenizer) -> set[int]:
     """EOS plus the chat end-of-turn tokens this vocabulary has."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     vocab = tokenizer.get_vocab()
-    ids |= {vocab[s] for s in _STOP_STRINGS if s in vocab}
-    return ids
+    return ids | {vocab[s] for s in _STOP_STRINGS if s in vocab}
 
 
 @dataclass
@@ -41,220 +46,240 @@ class Completion:
     stopped: str  # "eos", "judge" or "length"
 
 
-def _order(bodies: list[list[int]]) -> list[int]:
-    """Indices sorted by length, so batches carry little padding."""
-    return sorted(range(len(bodies)), key=lambda i: len(bodies[i]))
+@dataclass(frozen=True)
+class Readout:
+    """What the first decode step reads off the prompt's tail: the first-token refusal score
+    (log-odds of `refusal_ids`) and, per layer, the mean projection of the tail's residual
+    stream (`resid_pre`) onto each row of that layer's orthonormal `bases` (row 0: the refusal
+    direction)."""
+
+    refusal_ids: list[int]
+    layers: list[int] = field(default_factory=list)
+    bases: Float[Tensor, "layer k d_model"] | None = None
 
 
-def _pad_id(tok) -> int:
-    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+@dataclass
+class Cell:
+    """One setting's results over a prompt set, in prompt order."""
+
+    completions: list[Completion | None]
+    refusal_score: list[float]
+    projection: list[list[list[float]]]  # [row][layer][basis row]
+
+
+def refusal_log_odds(logits: Float[Tensor, "b vocab"], ids: Sequence[int]) -> Float[Tensor, "b"]:
+    """log p(refusal) - log(1 - p(refusal)), p summed over the refusal first tokens (float32)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    lp = torch.logsumexp(logp[:, list(ids)], dim=-1)
+    return lp - torch.log1p(-lp.exp().clamp(max=1 - 1e-7))
+
+
+class _Probe:
+    """Hooks that record the tail's projections at the readout layers during one call."""
+
+    def __init__(self, readout: Readout | None):
+        self.readout = readout
+        self.values: dict[int, Tensor] = {}
+
+    def hooks(self) -> list:
+        r = self.readout
+        if r is None or not r.layers:
+            return []
+
+        def grab(x: Tensor, hook, i: int, layer: int) -> Tensor:
+            q = r.bases[i].to(device=x.device, dtype=torch.float32)
+            proj = einsum(x.float(), q, "b p d, k d -> b p k")
+            self.values[layer] = reduce(proj, "b p k -> b k", "mean")
+            return x
+
+        return [(hook_name(lay, "resid_pre"), lambda x, hook, i=i, lay=lay: grab(x, hook, i, lay))
+                for i, lay in enumerate(r.layers)]
+
+    def rows(self) -> list[list[list[float]]]:
+        if not self.values:
+            return []
+        stacked = torch.stack([self.values[lay] for lay in self.readout.layers], dim=1)
+        return stacked.cpu().tolist()
+
+
+@dataclass
+class _Decoder:
+    """Greedy decoding of one batch under one setting, from the cache of its bodies."""
+
+    model: object
+    steering: Steering
+    stop_ids: set[int]
+    decided: Callable[[str], bool] | None
+
+    @torch.no_grad()
+    def first_step(self, cache, mask, tails, readout: Readout | None):
+        """Run the tails under steering: (next-token logits, mask, projections)."""
+        device = self.model.cfg.device
+        step = torch.tensor(tails, dtype=torch.long, device=device)
+        mask = torch.cat([mask, torch.ones_like(step)], dim=1)
+        probe = _Probe(readout)
+        logits = self.model.run_with_hooks(
+            step, fwd_hooks=self.steering.hooks(None) + probe.hooks(), attention_mask=mask,
+            past_key_values=cache, logits_to_keep=1)
+        return logits[:, -1], mask, probe.rows()
+
+    @torch.no_grad()
+    def decode(self, cache, mask, logits, max_new_tokens: int) -> list[Completion]:
+        """Greedy tokens from the first-step logits on; finished rows leave the batch."""
+        tok, device = self.model.tokenizer, self.model.cfg.device
+        b = mask.shape[0]
+        alive, out, stopped = list(range(b)), [[] for _ in range(b)], ["length"] * b
+        with self.model.hooks(fwd_hooks=self.steering.hooks(None)):
+            for step in range(max_new_tokens):
+                nxt = logits.argmax(-1)
+                keep = self._advance(nxt.tolist(), alive, out, stopped)  # one host transfer
+                if not keep or step == max_new_tokens - 1:
+                    break
+                if len(keep) < len(alive):
+                    idx = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(idx)
+                    mask, nxt = mask[idx], nxt[idx]
+                    alive = [alive[j] for j in keep]
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                logits = self.model(nxt[:, None], attention_mask=mask, past_key_values=cache,
+                                    logits_to_keep=1)[:, -1]
+        return [Completion(t, tok.decode(t, skip_special_tokens=True), s)
+                for t, s in zip(out, stopped)]
+
+    def _advance(self, host: list[int], alive, out, stopped) -> list[int]:
+        """Append each live row's token; return the batch positions still generating."""
+        keep = []
+        for j, row in enumerate(alive):
+            if host[j] in self.stop_ids:
+                stopped[row] = "eos"
+                continue
+            out[row].append(host[j])
+            text = self.model.tokenizer.decode(out[row], skip_special_tokens=True)
+            if self.decided is not None and self.decided(text):
+                stopped[row] = "judge"
+                continue
+            keep.append(j)
+        return keep
 
 
 @torch.no_grad()
-def _prompt_cache(model, prefix: PrefixCache, bodies, steering: Steering | None):
-    """Run the bodies after a forked prefix; returns (cache, mask)."""
-    ids, mask = left_pad(bodies, _pad_id(model.tokenizer))
-    ids, mask = ids.to(model.cfg.device), mask.to(model.cfg.device)
-    full_mask = prefix.full_mask(mask)
-    cache = prefix.fork(len(bodies))
-    if cache is None:
-        from steerlens.kvcache import new_cache
-
-        cache = new_cache(model)
-    hooks = steering.hooks() if steering is not None else []
-    ctx = steering.window(0) if steering is not None else _null()
-    with ctx:
-        model.run_with_hooks(ids, fwd_hooks=hooks, attention_mask=full_mask,
-                             past_key_values=cache, return_type=None, logits_to_keep=1)
-    return cache, full_mask
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
-@torch.no_grad()
-def _decode(model, cache, mask, suffix: list[int], steering: Steering, max_new_tokens: int,
-            stop_ids: set[int], decided: Callable[[str], bool] | None) -> list[Completion]:
-    """Feed the shared suffix, then decode greedily; rows leave the batch once finished."""
-    tok = model.tokenizer
+def _body_cache(model, prefix: PrefixCache, bodies: list[list[int]], steering: Steering):
+    """Run the bodies after a forked prefix (no after-instruction steering): (cache, mask)."""
+    ids, mask = left_pad(bodies, pad_id(model.tokenizer))
     device = model.cfg.device
-    b = mask.shape[0]
-    step_ids = torch.tensor([suffix] * b, dtype=torch.long, device=device)
-    tail = len(suffix)
-    alive = list(range(b))  # original row index of each live batch row
-    out: list[list[int]] = [[] for _ in range(b)]
-    stopped = ["length"] * b
-    hooks = steering.hooks()
-    with model.hooks(fwd_hooks=hooks):
-        for _ in range(max_new_tokens):
-            mask = torch.cat([mask, torch.ones(len(alive), step_ids.shape[1], dtype=mask.dtype,
-                                               device=device)], dim=1)
-            with steering.window(tail):
-                logits = model(step_ids, attention_mask=mask, past_key_values=cache,
-                               logits_to_keep=1)
-            tail = None
-            nxt = logits[:, -1].argmax(-1)
-            # The one host transfer per step: B token ids, needed to decode text for the judge.
-            host = nxt.tolist()
-            keep = []
-            for j, row in enumerate(alive):
-                t = host[j]
-                if t in stop_ids:
-                    stopped[row] = "eos"
-                    continue
-                out[row].append(t)
-                if decided is not None and decided(tok.decode(out[row], skip_special_tokens=True)):
-                    stopped[row] = "judge"
-                    continue
-                keep.append(j)
-            if not keep:
-                break
-            if len(keep) < len(alive):
-                idx = torch.tensor(keep, device=device)
-                cache.batch_select_indices(idx)
-                mask, nxt = mask[idx], nxt[idx]
-                alive = [alive[j] for j in keep]
-            step_ids = nxt[:, None]
-    return [Completion(t, tok.decode(t, skip_special_tokens=True), s) for t, s in zip(out, stopped)]
+    mask = prefix.full_mask(mask.to(device))
+    cache = prefix.fork(model, len(bodies))
+    model.run_with_hooks(ids.to(device), fwd_hooks=steering.hooks(tail=0), attention_mask=mask,
+                         past_key_values=cache, return_type=None, logits_to_keep=1)
+    return cache, mask
+
+
+def _batches(prompts: PromptSet, batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts.rows[i]))
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@dataclass
+class _Grid:
+    """The settings of one prompt set and where each one's prompt cache comes from."""
+
+    model: object
+    prompts: PromptSet
+    settings: dict[str, Steering]
+
+    def __post_init__(self):
+        shared = [s for s in self.settings.values() if not s.touches_prompt]
+        self.plain = build_prefix_cache(self.model, self.prompts.prefix) if shared else None
+        self.own = {n: build_prefix_cache(self.model, self.prompts.prefix, fwd_hooks=s.hooks(0))
+                    for n, s in self.settings.items() if s.touches_prompt}
+
+    def caches(self, idx: list[int]):
+        """Yield (name, body cache, mask) per setting for one batch of rows."""
+        bodies = [self.prompts.bodies[i] for i in idx]
+        base = (_body_cache(self.model, self.plain, bodies, Steering())
+                if self.plain is not None else None)
+        for name, s in self.settings.items():
+            if name in self.own:
+                yield name, *_body_cache(self.model, self.own[name], bodies, s)
+            else:
+                yield name, copy_cache(base[0]), base[1]
 
 
 @torch.no_grad()
 def generate_grid(
     model,
-    prefix: list[int],
-    bodies: list[list[int]],
-    suffix: list[int],
+    prompts: PromptSet,
     settings: dict[str, Steering],
     max_new_tokens: int = 32,
     batch_size: int = 16,
     decided: Callable[[str], bool] | None = None,
+    readout: Readout | None = None,
+    screen_only: Sequence[str] = (),
     desc: str | None = "generate",
-) -> dict[str, list[Completion]]:
-    """Greedy completions of `prefix + body + suffix` for every body under every steering setting."""
-    if not bodies:
-        return {name: [] for name in settings}
-    prefix, bodies = fold_prefix(model, prefix, bodies)
+) -> dict[str, Cell]:
+    """Greedy completions of every prompt under every setting, with the first-step readout.
+
+    Settings in `screen_only` get the readout (first-token refusal score, projections) but
+    no completion: the logit screen of many settings for the price of one step each.
+    """
+    prompts = fold_prefix(model, prompts)
+    grid = _Grid(model, prompts, settings)
     stop_ids = stop_token_ids(model.tokenizer)
-    order = _order(bodies)
-    results: dict[str, list[Completion | None]] = {n: [None] * len(bodies) for n in settings}
-    shared = [n for n, s in settings.items() if not s.touches_prompt]
-    own = [n for n, s in settings.items() if s.touches_prompt]
-    plain = build_prefix_cache(model, prefix) if shared else None
-    own_prefix = {}
-    for n in own:
-        with settings[n].window(0):
-            own_prefix[n] = build_prefix_cache(model, prefix, fwd_hooks=settings[n].hooks())
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    n = len(prompts)
+    cells = {name: Cell([None] * n, [0.0] * n, [[]] * n) for name in settings}
+    batches = _batches(prompts, batch_size)
     bar = tqdm(total=len(batches) * len(settings), desc=desc, disable=desc is None, leave=False)
     for idx in batches:
-        chunk = [bodies[i] for i in idx]
-        if shared:
-            base_cache, base_mask = _prompt_cache(model, plain, chunk, None)
-        for n in settings:
-            if n in shared:
-                cache = _fork(base_cache, len(chunk))
-                mask = base_mask
-            else:
-                cache, mask = _prompt_cache(model, own_prefix[n], chunk, settings[n])
-            comps = _decode(model, cache, mask, suffix, settings[n], max_new_tokens, stop_ids,
-                            decided)
-            for i, c in zip(idx, comps):
-                results[n][i] = c
+        tails = [prompts.tails[i] for i in idx]
+        for name, cache, mask in grid.caches(idx):
+            dec = _Decoder(model, settings[name], stop_ids, decided)
+            logits, mask, proj = dec.first_step(cache, mask, tails, readout)
+            score = refusal_log_odds(logits, readout.refusal_ids).tolist() if readout else [0.0] * len(idx)
+            comps = ([None] * len(idx) if name in screen_only or max_new_tokens < 1
+                     else dec.decode(cache, mask, logits, max_new_tokens))
+            for k, i in enumerate(idx):
+                cells[name].completions[i] = comps[k]
+                cells[name].refusal_score[i] = score[k]
+                cells[name].projection[i] = proj[k] if proj else []
             bar.update(1)
     bar.close()
-    return results  # type: ignore[return-value]
-
-
-def _fork(cache, batch: int):
-    """Copy a batch cache so a setting can extend it without touching the shared one."""
-    return PrefixCache([0], cache, None).fork(1) if batch else cache
-
-
-@torch.no_grad()
-def generate_naive(model, rows: list[list[int]], n_suffix: int, steering: Steering,
-                   max_new_tokens: int) -> list[list[int]]:
-    """Reference path: one prompt at a time, full recompute every step, no cache. For tests."""
-    stop_ids = stop_token_ids(model.tokenizer)
-    outs = []
-    for row in rows:
-        ids = list(row)
-        new: list[int] = []
-        for _ in range(max_new_tokens):
-            t = torch.tensor([ids], device=model.cfg.device)
-            with steering.apply(model, tail=n_suffix + len(new)):
-                logits = model(t)
-            nxt = int(logits[0, -1].argmax())
-            if nxt in stop_ids:
-                break
-            new.append(nxt)
-            ids.append(nxt)
-        outs.append(new)
-    return outs
+    return cells
 
 
 @torch.no_grad()
 def next_token_logits(
-    model,
-    prefix: list[int],
-    bodies: list[list[int]],
-    suffix: list[int],
-    steering: Steering | None = None,
-    batch_size: int = 16,
-) -> torch.Tensor:
-    """Logits of the first response token for each `prefix + body + suffix`, float32 [n, vocab].
-
-    The prefix runs once; only the last position is unembedded. Steering "after the
-    instruction" acts on the suffix, as it does during generation.
-    """
+    model, prompts: PromptSet, steering: Steering | None = None, batch_size: int = 16
+) -> Float[Tensor, "batch vocab"]:
+    """Logits of the token after each prompt (float32, prompt order), steered as in use."""
     steering = steering or Steering()
-    prefix, bodies = fold_prefix(model, prefix, bodies)
-    with steering.window(0):
-        pre = build_prefix_cache(model, prefix, fwd_hooks=steering.hooks())
-    out = []
-    for start in range(0, len(bodies), batch_size):
-        chunk = [b + suffix for b in bodies[start : start + batch_size]]
-        ids, mask = left_pad(chunk, _pad_id(model.tokenizer))
+    prompts = fold_prefix(model, prompts)
+    prefix = build_prefix_cache(model, prompts.prefix, fwd_hooks=steering.hooks(0))
+    out = torch.empty(len(prompts), model.cfg.d_vocab, device=model.cfg.device)
+    for idx in _batches(prompts, batch_size):
+        ids, mask = left_pad([prompts.rows[i] for i in idx], pad_id(model.tokenizer))
         ids, mask = ids.to(model.cfg.device), mask.to(model.cfg.device)
-        with steering.apply(model, tail=len(suffix)):
-            logits = model(ids, attention_mask=pre.full_mask(mask),
-                           past_key_values=pre.fork(len(chunk)), logits_to_keep=1)
-        out.append(logits[:, -1].float())
-    return torch.cat(out)
+        logits = model.run_with_hooks(ids, fwd_hooks=steering.hooks(prompts.n_tail),
+                                      attention_mask=prefix.full_mask(mask),
+                                      past_key_values=prefix.fork(model, len(idx)),
+                                      logits_to_keep=1)
+        out[torch.tensor(idx, device=out.device)] = logits[:, -1].float()
+    return out
 
 
 @torch.no_grad()
 def next_token_logits_grid(
-    model,
-    prefix: list[int],
-    bodies: list[list[int]],
-    suffix: list[int],
-    settings: dict[str, Steering],
-    batch_size: int = 16,
-) -> dict[str, torch.Tensor]:
-    """`next_token_logits` for many settings: settings that leave the prompt untouched share
-    one prompt cache per batch and only run the suffix; the others run on their own."""
-    out: dict[str, list[torch.Tensor]] = {n: [] for n in settings}
-    prefix, bodies = fold_prefix(model, prefix, bodies)
-    shared = [n for n, s in settings.items() if not s.touches_prompt]
-    for n, s in settings.items():
-        if n not in shared:
-            out[n] = [next_token_logits(model, prefix, bodies, suffix, s, batch_size)]
-    if shared:
-        plain = build_prefix_cache(model, prefix)
-        for start in range(0, len(bodies), batch_size):
-            chunk = bodies[start : start + batch_size]
-            base_cache, base_mask = _prompt_cache(model, plain, chunk, None)
-            step = torch.tensor([suffix] * len(chunk), dtype=torch.long, device=model.cfg.device)
-            mask = torch.cat([base_mask, torch.ones_like(step)], dim=1)
-            for n in shared:
-                with settings[n].apply(model, tail=len(suffix)):
-                    logits = model(step, attention_mask=mask,
-                                   past_key_values=_fork(base_cache, len(chunk)),
-                                   logits_to_keep=1)
-                out[n].append(logits[:, -1].float())
-    return {n: torch.cat(v) for n, v in out.items()}
+    model, prompts: PromptSet, settings: dict[str, Steering], batch_size: int = 16
+) -> dict[str, Float[Tensor, "batch vocab"]]:
+    """`next_token_logits` for many settings; those that leave the prompt untouched share one
+    cache of the bodies per batch and run only their tails."""
+    prompts = fold_prefix(model, prompts)
+    grid = _Grid(model, prompts, settings)
+    out = {n: torch.empty(len(prompts), model.cfg.d_vocab, device=model.cfg.device)
+           for n in settings}
+    for idx in _batches(prompts, batch_size):
+        tails = [prompts.tails[i] for i in idx]
+        for name, cache, mask in grid.caches(idx):
+            dec = _Decoder(model, settings[name], set(), None)
+            logits, _, _ = dec.first_step(cache, mask, tails, None)
+            out[name][torch.tensor(idx, device=logits.device)] = logits.float()
+    return out

@@ -64,26 +64,23 @@ def orthogonalize(
 def orthonormal_basis(
     vectors: Float[Tensor, "k d"], tol: float = 1e-8
 ) -> Float[Tensor, "r d"]:
-    """Orthonormal rows spanning `vectors`, in order (Gram-Schmidt via QR), dependent rows dropped.
+    """Orthonormal rows spanning `vectors`, in order (QR), dependent rows dropped.
 
     Order matters: the first j output rows span the first j inputs, so truncating a basis to
-    k keeps the k leading directions (e.g. the first principal components).
+    k keeps the k leading directions.
     """
     v = _f64(vectors)
     if v.ndim != 2 or v.shape[0] == 0:
         raise SteerlensError("a subspace needs a non-empty (k, d_model) set of vectors")
-    rows: list[Tensor] = []
-    for row in v:
-        w = row.clone()
-        for _ in range(2):  # re-orthogonalise once for numerical stability
-            for b in rows:
-                w = w - (w @ b) * b
-        n = w.norm()
-        if n > tol * row.norm().clamp_min(_EPS) and n > _EPS:
-            rows.append(w / n)
-    if not rows:
-        raise SteerlensError("the vectors spanning the subspace are all zero")
-    return torch.stack(rows)
+    keep = [i for i in range(v.shape[0]) if float(v[i].norm()) > _EPS]
+    while keep:
+        q, r = torch.linalg.qr(v[keep].T)
+        diag = r.diagonal().abs()
+        small = [j for j, i in enumerate(keep) if diag[j] <= tol * float(v[i].norm())]
+        if not small:
+            return (q * torch.sign(r.diagonal())).T
+        keep.pop(small[0])  # a row dependent on the ones before it adds nothing
+    raise SteerlensError("the vectors spanning the subspace are all zero")
 
 
 def projector(basis: Float[Tensor, "k d"]) -> Float[Tensor, "d d"]:
@@ -118,10 +115,18 @@ def fraction_in_subspace(
 def principal_angles(
     a: Float[Tensor, "k d"], b: Float[Tensor, "m d"]
 ) -> Float[Tensor, "r"]:
-    """Principal angles (radians, ascending) between span(a) and span(b); r = min(rank a, rank b)."""
-    qa, qb = orthonormal_basis(a), orthonormal_basis(b)
-    s = torch.linalg.svdvals(einsum(qa, qb, "k d, m d -> k m"))
-    return torch.arccos(s.clamp(-1.0, 1.0))
+    """Principal angles (radians, ascending) between span(a) and span(b) (scipy)."""
+    from scipy.linalg import subspace_angles
+
+    angles = subspace_angles(_f64(a).cpu().numpy().T, _f64(b).cpu().numpy().T)
+    return torch.from_numpy(angles.copy()).flip(0)
+
+
+def mean_difference(
+    pos: Float[Tensor, "n ..."], neg: Float[Tensor, "m ..."]
+) -> Float[Tensor, "..."]:
+    """Difference in means along the first axis, in float32."""
+    return pos.float().mean(0) - neg.float().mean(0)
 
 
 def rescale(v: Float[Tensor, "... d"], norm: float | Tensor) -> Float[Tensor, "... d"]:

@@ -172,3 +172,12 @@ def strict_refusal_judge() -> StrictRefusalJudge:
 
 
 JUDGES = {"refusal_string": RefusalStringJudge, "refusal_string_strict": strict_refusal_judge}
+
+
+def get_judge(name: str, **options):
+    """A judge by name (see JUDGES)."""
+    from steerlens.errors import SteerlensError
+
+    if name not in JUDGES:
+        raise SteerlensError(f"unknown judge {name!r}", fix=f"use one of: {', '.join(JUDGES)}")
+    return JUDGES[name](**options)

@@ -1,18 +1,21 @@
 """Shared-prefix KV caches: run a common prefix once, then fork it for every batch.
 
-Every chat prompt starts with the same header, and every prompt of a template attack with the
-same template text. Running that prefix once and extending a copy of its cache is exact up to
-float rounding (tests/test_kvcache.py checks logits and activations against the full pass).
+Every chat prompt of a set starts with the same ids (the chat header, an attack template's
+head): `PromptSet.prefix`, derived from the ids themselves. Running it once and extending a
+copy of its cache is exact up to float rounding (tests/test_kvcache.py compares logits and
+activations with the full pass).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
+
+from steerlens.prompts import PromptSet
 
 
 @dataclass
@@ -21,17 +24,15 @@ class PrefixCache:
 
     ids: list[int]
     cache: object | None  # transformers Cache; None when the prefix is empty
-    stop_at_layer: int | None
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def fork(self, batch: int):
-        """An independent copy of the cache repeated `batch` times (the original is untouched)."""
+    def fork(self, model, batch: int):
+        """An independent cache holding the prefix `batch` times (the original is untouched)."""
         if self.cache is None:
-            return None
-        with torch.no_grad():
-            c = copy.deepcopy(self.cache)
+            return new_cache(model)
+        c = copy_cache(self.cache)
         c.batch_repeat_interleave(batch)
         return c
 
@@ -48,24 +49,24 @@ def new_cache(model):
     return DynamicCache(config=model.original_model.config)
 
 
+def copy_cache(cache):
+    """A deep copy of a cache, so one branch can extend it without touching the other."""
+    with torch.no_grad():
+        return copy.deepcopy(cache)
+
+
 @torch.no_grad()
 def build_prefix_cache(
     model, ids: list[int], stop_at_layer: int | None = None, fwd_hooks: list | None = None
 ) -> PrefixCache:
-    """Run `ids` once (batch 1) and keep its KV cache; layers at or past `stop_at_layer` are skipped."""
+    """Run `ids` once (batch 1) and keep its KV cache; blocks from `stop_at_layer` on are skipped."""
     if not ids:
-        return PrefixCache([], None, stop_at_layer)
+        return PrefixCache([], None)
     tokens = torch.tensor([ids], dtype=torch.long, device=model.cfg.device)
     cache = new_cache(model)
-    model.run_with_hooks(
-        tokens,
-        fwd_hooks=fwd_hooks or [],
-        return_type=None,
-        stop_at_layer=stop_at_layer,
-        past_key_values=cache,
-        logits_to_keep=1,
-    )
-    return PrefixCache(list(ids), cache, stop_at_layer)
+    model.run_with_hooks(tokens, fwd_hooks=fwd_hooks or [], return_type=None,
+                         stop_at_layer=stop_at_layer, past_key_values=cache, logits_to_keep=1)
+    return PrefixCache(list(ids), cache)
 
 
 def has_sliding_window(model) -> bool:
@@ -76,13 +77,13 @@ def has_sliding_window(model) -> bool:
         getattr(cfg, "use_sliding_window", True) is not False)
 
 
-def fold_prefix(model, prefix: list[int], bodies: list[list[int]]):
-    """(prefix, bodies) to use: shared as given, or with the prefix folded into every row.
+def fold_prefix(model, prompts: PromptSet) -> PromptSet:
+    """The prompts to run: shared prefix as given, or folded back into every row.
 
     A shared prefix puts batch padding between prefix and body. Full attention ignores masked
     keys wherever they sit, but a sliding window counts key *positions*, so interior pads
     would shrink it; for such models the prefix goes back into each row (pads stay leftmost).
     """
-    if prefix and has_sliding_window(model):
-        return [], [list(prefix) + list(b) for b in bodies]
-    return prefix, bodies
+    if prompts.prefix and has_sliding_window(model):
+        return replace(prompts, prefix=[], rows=[prompts.full(i) for i in range(len(prompts))])
+    return prompts

@@ -205,6 +205,9 @@ def resolve_model_path(name: str) -> str:
         return str(embedded_model_dir(name))
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise ModelError(f"local model directory {name} not found",
+                         fix="check the path (a Hugging Face name looks like 'org/model')")
     if "/" not in name:
         raise ModelError(
             f"unknown model {name!r}",

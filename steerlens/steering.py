@@ -1,10 +1,11 @@
 """Steering interventions as TransformerLens hooks: activation addition and directional ablation.
 
-Each intervention yields `(hook_name, fn)` pairs, so it works with `run_with_hooks`,
-`model.hooks()` and generation alike; a `Steering` composes several. Activation addition can
-act on every position or only on positions after the instruction (CAA's rule): the caller
-says, per forward call, how many trailing positions are "after the instruction" with
-`Steering.window(tail)`, which is what makes the KV-cache path equal the full-recompute path.
+An intervention yields `(hook_name, fn)` pairs, so it works with `run_with_hooks`,
+`model.hooks()` and generation alike; a `Steering` composes several. Activation addition acts
+on every position, or only on the positions after the user's instruction (CAA's rule, the
+audit's default). Positions are explicit per forward call: `hooks(tail)` says how many
+trailing positions of the call lie after the instruction (`None`: all of them, as in decode
+steps), so a KV-cached run and a full recompute steer the same tokens.
 """
 
 from __future__ import annotations
@@ -12,25 +13,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from einops import einsum
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.activations import hook_name
 from steerlens.errors import SteerlensError
 from steerlens.geometry import check_vector, orthonormal_basis
+from steerlens.hooks import hook_name
 
-POSITION_MODES = ("all", "after_instruction")
-
-
-@dataclass
-class _Window:
-    tail: int | None = None  # None: every position of the call is after the instruction
+Positions = Literal["all", "after_instruction"]
+POSITIONS: tuple[str, ...] = ("all", "after_instruction")
+_UNSET = object()
 
 
-@dataclass
+@dataclass(frozen=True)
 class ActivationAddition:
     """Add `multiplier * vector` to the residual stream at `layer` (`site`)."""
 
@@ -38,106 +37,119 @@ class ActivationAddition:
     layer: int
     multiplier: float = 1.0
     site: str = "resid_pre"
-    positions: str = "after_instruction"
+    positions: Positions = "after_instruction"
 
     def __post_init__(self) -> None:
-        if self.positions not in POSITION_MODES:
+        if self.positions not in POSITIONS:
             raise SteerlensError(f"unknown positions mode {self.positions!r}",
-                                 fix=f"use one of {', '.join(POSITION_MODES)}")
+                                 fix=f"use one of {', '.join(POSITIONS)}")
         check_vector(self.vector, name="steering vector")
         if self.vector.ndim != 1:
             raise SteerlensError("an activation addition takes one (d_model,) vector")
 
-    def hooks(self, window: _Window) -> list[tuple[str, object]]:
+    @property
+    def touches_prompt(self) -> bool:
+        return self.positions == "all"
+
+    def hooks(self, tail: int | None) -> list[tuple[str, object]]:
+        """Hooks for one forward call whose last `tail` positions are after the instruction."""
+        delta = self.multiplier * self.vector
+        n = None if self.positions == "all" else tail
+
         def add(x: Tensor, hook) -> Tensor:
-            delta = (self.multiplier * self.vector).to(device=x.device, dtype=x.dtype)
-            tail = None if self.positions == "all" else window.tail
-            if tail is None:
-                return x + delta
-            if tail == 0:
+            d = delta.to(device=x.device, dtype=x.dtype)
+            if n is None:
+                return x + d
+            if n == 0:
                 return x
             x = x.clone()
-            x[:, -tail:] += delta
+            x[:, -n:] += d
             return x
 
         return [(hook_name(self.layer, self.site), add)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DirectionalAblation:
     """Project span(`basis`) out of every residual write: block 0's input, each attn_out and mlp_out.
 
     With one row this is Arditi et al.'s directional ablation; with k rows, subspace ablation.
+    It acts on every position.
     """
 
     basis: Float[Tensor, "k d_model"]
     n_layers: int
-    _q: Tensor = field(init=False, repr=False)
+    q: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         b = self.basis if self.basis.ndim == 2 else self.basis[None]
         check_vector(b, name="ablation direction")
-        self._q = orthonormal_basis(b).float()
+        object.__setattr__(self, "q", orthonormal_basis(b).float())
 
-    def hooks(self, window: _Window) -> list[tuple[str, object]]:
+    touches_prompt = True
+
+    def hooks(self, tail: int | None) -> list[tuple[str, object]]:
         def ablate(x: Tensor, hook) -> Tensor:
-            q = self._q.to(x.device)
+            q = self.q.to(x.device)
             xf = x.float()
             coeff = einsum(xf, q, "b p d, k d -> b p k")
             return (xf - einsum(coeff, q, "b p k, k d -> b p d")).to(x.dtype)
 
-        names = ["blocks.0.hook_resid_pre"]
+        names = [hook_name(0, "resid_pre")]
         for layer in range(self.n_layers):
             names += [f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"]
         return [(n, ablate) for n in names]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Steering:
     """A composition of interventions, applied together. An empty one is the unsteered baseline."""
 
-    interventions: list = field(default_factory=list)
-    _window: _Window = field(default_factory=_Window, repr=False)
+    interventions: tuple = ()
 
     @property
     def touches_prompt(self) -> bool:
         """True when the prompt's own activations change (ablation, or addition at all positions)."""
-        return any(
-            isinstance(i, DirectionalAblation) or getattr(i, "positions", "") == "all"
-            for i in self.interventions
-        )
+        return any(i.touches_prompt for i in self.interventions)
 
-    def hooks(self) -> list[tuple[str, object]]:
-        return [h for i in self.interventions for h in i.hooks(self._window)]
-
-    @contextmanager
-    def window(self, tail: int | None) -> Iterator[None]:
-        """Within this block, only the last `tail` positions of each call are after the instruction."""
-        old = self._window.tail
-        self._window.tail = tail
-        try:
-            yield
-        finally:
-            self._window.tail = old
+    def hooks(self, tail: int | None = None) -> list[tuple[str, object]]:
+        """Hooks for one forward call: its last `tail` positions are after the instruction
+        (`None`: every position is, as in a decode step)."""
+        return [h for i in self.interventions for h in i.hooks(tail)]
 
     @contextmanager
-    def apply(self, model, tail: int | None = None) -> Iterator[None]:
-        """Attach the hooks to `model` for the duration of the block."""
-        with self.window(tail), model.hooks(fwd_hooks=self.hooks()):
+    def apply(self, model, tail: int | None = _UNSET) -> Iterator[None]:  # type: ignore[assignment]
+        """Attach the hooks to `model` for the block.
+
+        Additions after the instruction need to know where it ends: pass `tail` (the number of
+        trailing post-instruction positions of each call, e.g. `PromptSet.n_tail`, or `None`
+        for calls that lie wholly after it). For generation use `steerlens.generation`, which
+        passes it per call.
+        """
+        if tail is _UNSET:
+            if any(getattr(i, "positions", "all") == "after_instruction" for i in self.interventions):
+                raise SteerlensError(
+                    "this steering acts only after the instruction, so apply() needs to know "
+                    "where the instruction ends",
+                    fix="pass tail=<post-instruction tokens of the call> (PromptSet.n_tail), "
+                        "or build the addition with positions='all'")
+            tail = None
+        with model.hooks(fwd_hooks=self.hooks(tail)):
             yield
 
 
 def addition(vector: Tensor, layer: int, multiplier: float = 1.0, **kw) -> Steering:
-    return Steering([ActivationAddition(vector, layer, multiplier, **kw)])
+    return Steering((ActivationAddition(vector, layer, multiplier, **kw),))
 
 
 def ablation(basis: Tensor, n_layers: int) -> Steering:
-    return Steering([DirectionalAblation(basis, n_layers)])
+    return Steering((DirectionalAblation(basis, n_layers),))
 
 
 def combine(*steerings: Steering) -> Steering:
-    return Steering([i for s in steerings for i in s.interventions])
+    return Steering(tuple(i for s in steerings for i in s.interventions))
 
 
-def as_device(v: Tensor, model) -> Tensor:
+def as_float(v: Tensor, model) -> Tensor:
+    """A vector on the model's device in float32 (hooks cast it to the activation dtype)."""
     return v.to(device=model.cfg.device, dtype=torch.float32)

@@ -1,4 +1,5 @@
-"""The run store: one directory per audit, every file written atomically, so runs resume."""
+"""The run store: one directory per audit; every file is written atomically (readable, 0644),
+and each stage's artefact is computed once through `RunStore.cached`, so runs resume."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from steerlens.errors import SteerlensError
+
+T = TypeVar("T")
+_MODE = 0o644
 
 
 def _clean(obj):
@@ -22,22 +28,33 @@ def _clean(obj):
     return obj
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Run `write(tmp)` on a temporary file beside `path`, then rename it into place."""
     path = Path(path)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, _MODE)
         os.replace(tmp, path)
     except OSError as e:
-        if "tmp" in locals() and os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise SteerlensError(f"cannot write {path}: {e.strerror or e}",
                              fix="choose a writable --out directory with free space") from e
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text atomically (temporary file, fsync, rename)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(path, write)
 
 
 def write_json(path: Path, obj) -> None:
@@ -48,15 +65,42 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def atomic_save_tensor(save_fn, path: Path) -> None:
+def atomic_save_tensor(save_fn: Callable[[str], None], path: Path) -> None:
     """Run `save_fn(tmp_path)` (e.g. a safetensors save) and rename the result into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_fn(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise SteerlensError(f"cannot write {path}: {e}", fix="choose a writable --out") from e
+    _atomic(path, save_fn)
+
+
+class RunStore:
+    """A run directory. Writing happens here only."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def write_json(self, name: str, obj) -> None:
+        write_json(self.path(name), obj)
+
+    def read_json(self, name: str):
+        return read_json(self.path(name))
+
+    def cached_json(self, name: str, compute: Callable[[], T]) -> T:
+        """`compute()` once; later calls (and resumed runs) read the saved JSON."""
+        if self.exists(name):
+            return self.read_json(name)
+        value = compute()
+        self.write_json(name, value)
+        return self.read_json(name)
+
+    def cached(self, name: str, compute: Callable[[], T], save: Callable[[T, str], None],
+               load: Callable[[Path], T]) -> T:
+        """`compute()` once and `save(value, tmp)` atomically; the value is always read back
+        with `load(path)`, so a fresh run and a resumed one continue from the same bytes."""
+        if not self.exists(name):
+            value = compute()
+            atomic_save_tensor(lambda tmp: save(value, tmp), self.path(name))
+        return load(self.path(name))

@@ -1,11 +1,18 @@
-"""A k-dimensional refusal subspace: estimators, choice of k, and geometry of vectors against it.
+"""A contrastive refusal subspace: every direction separates harmful from harmless prompts.
 
-The paper models refusal as one direction and names that its main limitation. Three
-estimators give an orthonormal basis (rows) at one layer/position:
-(a) `pca_subspace`: PCA (scikit-learn) of harmful activations centred on the harmless mean,
-    or of paired differences;
-(b) `category_subspace`: one difference-in-means direction per harm category, orthonormalised;
-(c) `stacked_subspace`: directions from several layers/positions, stacked and orthonormalised.
+The paper models refusal as one direction and names that its main limitation. Here the first
+basis row is always the difference in means (Arditi's direction); the others come from
+contrasts of subsets of harmful prompts against the harmless mean:
+- `category`: the difference in means of each harm category (from prompt sets that carry
+  categories and do not overlap JailbreakBench: StrongREJECT, HarmBench);
+- `cluster`: k-means clusters of the harmful activations, each cluster's mean minus the
+  harmless mean (unsupervised, in the spirit of SOM directions, Piras et al. 2025, and
+  refusal cones, Wollschläger et al. 2025);
+- `stacked_subspace`: directions from several layers or positions.
+Candidates are orthonormalised greedily (the one with the largest part outside the basis so
+far comes next), so variance that no contrast owns never enters: a PCA of harmful activations
+would return it first (tests/test_subspace.py, planted example). The dimension k is chosen by
+ablation effect on validation prompts (`choose_k_by_ablation`).
 """
 
 from __future__ import annotations
@@ -13,24 +20,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from jaxtyping import Float
-from sklearn.decomposition import PCA
 from torch import Tensor
 
 from steerlens.errors import SteerlensError
-from steerlens.geometry import (
-    fraction_in_subspace,
-    orthonormal_basis,
-    principal_angles,
-    unit,
-)
+from steerlens.geometry import fraction_in_subspace, orthonormal_basis, principal_angles, unit
+
+METHODS = ("category", "cluster")
 
 
 @dataclass
-class Subspace:
-    """Orthonormal rows spanning the subspace, with the evidence for its dimension."""
+class RefusalSubspace:
+    """Orthonormal rows (row 0: the difference in means) with the evidence for each row."""
 
     basis: Float[Tensor, "k d_model"]
     method: str
@@ -40,88 +42,92 @@ class Subspace:
     def k(self) -> int:
         return int(self.basis.shape[0])
 
-    def truncate(self, k: int) -> Subspace:
-        return Subspace(self.basis[:k], self.method, {**self.evidence, "k": k})
+
+def _greedy_basis(first: Tensor, candidates: Tensor, labels: list[str], k: int | None,
+                  tol: float) -> tuple[Tensor, list[dict]]:
+    """Orthonormalise `first`, then repeatedly the candidate with the largest residual norm."""
+    rows, info = [unit(first)], [{"label": "difference in means", "residual_norm": float(first.norm())}]
+    left = list(range(candidates.shape[0]))
+    while left and (k is None or len(rows) < k):
+        q = torch.stack(rows)
+        resid = candidates[left] - (candidates[left] @ q.T) @ q
+        norms = resid.norm(dim=-1)
+        j = int(norms.argmax())
+        if float(norms[j]) <= tol * float(candidates[left[j]].norm()):
+            break
+        rows.append(resid[j] / norms[j])
+        info.append({"label": labels[left[j]], "residual_norm": float(norms[j]),
+                     "norm": float(candidates[left[j]].norm())})
+        left.pop(j)
+    return torch.stack(rows), info
 
 
-def choose_k_by_variance(ratios: Sequence[float], threshold: float = 0.5) -> int:
-    """Smallest k whose cumulative explained-variance ratio reaches `threshold`."""
-    cum = np.cumsum(np.asarray(ratios, dtype=float))
-    hit = np.nonzero(cum >= threshold)[0]
-    return int(hit[0] + 1) if hit.size else len(ratios)
+def _category_means(harmful: Tensor, categories: Sequence[str], min_per_group: int
+                    ) -> tuple[Tensor, list[str], dict[str, int]]:
+    if categories is None or len(categories) != harmful.shape[0]:
+        raise SteerlensError("the category method needs one category per harmful activation",
+                             fix="pass categories=..., e.g. from data.load_categorized()")
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(categories):
+        groups.setdefault(c, []).append(i)
+    kept = {c: idx for c, idx in sorted(groups.items()) if c and len(idx) >= min_per_group}
+    if not kept:
+        raise SteerlensError("no harm category has enough prompts",
+                             fix=f"need at least {min_per_group} prompts per category")
+    means = torch.stack([harmful[idx].mean(0) for idx in kept.values()])
+    return means, list(kept), {c: len(idx) for c, idx in kept.items()}
 
 
-def pca_subspace(
+def _cluster_means(harmful: Tensor, n_clusters: int, min_per_group: int, seed: int
+                   ) -> tuple[Tensor, list[str], dict[str, int]]:
+    from sklearn.cluster import KMeans
+
+    n_clusters = max(1, min(n_clusters, harmful.shape[0] // max(min_per_group, 1)))
+    km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(harmful.numpy())
+    labels = torch.from_numpy(km.labels_)
+    kept = [c for c in range(n_clusters) if int((labels == c).sum()) >= min_per_group]
+    means = torch.stack([harmful[labels == c].mean(0) for c in kept])
+    return means, [f"cluster {c}" for c in kept], {f"cluster {c}": int((labels == c).sum())
+                                                  for c in kept}
+
+
+def refusal_subspace(
     harmful: Float[Tensor, "n d"],
     harmless: Float[Tensor, "m d"],
     k: int | None = None,
-    variance_threshold: float = 0.5,
-    paired: bool = False,
-    include_mean: bool = True,
-) -> Subspace:
-    """PCA of harmful activations centred on the harmless mean (or of paired differences).
+    categories: Sequence[str] | None = None,
+    method: str = "category",
+    n_clusters: int = 6,
+    min_per_group: int = 4,
+    seed: int = 0,
+    tol: float = 1e-6,
+    first: Float[Tensor, "d"] | None = None,
+) -> RefusalSubspace:
+    """A contrastive refusal subspace at one layer and position (see the module docstring).
 
-    PCA centres its input, so the mean difference itself (the 1-D refusal direction) is not
-    a principal component; with `include_mean` it is the first basis vector and the PCs
-    follow, orthonormalised against it, so k = 1 is exactly the difference-in-means direction.
+    The first row is `first` (e.g. the selected refusal direction, so k = 1 is exactly the 1-D
+    audit), else the difference in means of all harmful rows against the harmless mean. With
+    `k=None` every contrast that adds a dimension is kept; choose k by ablation effect.
     """
-    h = harmful.detach().double().cpu()
-    b = harmless.detach().double().cpu()
-    if paired:
-        if h.shape != b.shape:
-            raise SteerlensError("paired PCA needs equal-size harmful and harmless sets")
-        x = h - b
-    else:
-        x = h - b.mean(0)
-    n_comp = min(x.shape[0] - 1, x.shape[1], 32)
-    if n_comp < 1:
-        raise SteerlensError("PCA needs at least two harmful activations", fix="pass more prompts")
-    pca = PCA(n_components=n_comp, svd_solver="full").fit(x.numpy())
-    ratios = pca.explained_variance_ratio_.tolist()
-    k_var = choose_k_by_variance(ratios, variance_threshold)
-    comps = torch.from_numpy(pca.components_)
-    rows = torch.cat([unit(x.mean(0))[None], comps]) if include_mean else comps
-    basis = orthonormal_basis(rows)
-    k_final = k if k is not None else k_var + int(include_mean)
-    k_final = max(1, min(k_final, basis.shape[0]))
-    ev = {"explained_variance_ratio": ratios, "k_by_variance": k_var,
-          "variance_threshold": variance_threshold, "k": k_final, "include_mean": include_mean,
-          "paired": paired}
-    return Subspace(basis[:k_final].float(), "pca", ev)
-
-
-def category_subspace(
-    harmful: Float[Tensor, "n d"],
-    categories: Sequence[str],
-    harmless: Float[Tensor, "m d"],
-    min_per_category: int = 2,
-) -> Subspace:
-    """One difference-in-means direction per harm category (vs the harmless mean), orthonormalised."""
-    if len(categories) != harmful.shape[0]:
-        raise SteerlensError("one category per harmful activation is needed")
+    if method not in METHODS:
+        raise SteerlensError(f"unknown subspace method {method!r}", fix=f"use one of {METHODS}")
     h, mu = harmful.detach().double().cpu(), harmless.detach().double().cpu().mean(0)
-    names = sorted({c for c in categories if c})
-    dirs, used = [], []
-    for name in names:
-        idx = [i for i, c in enumerate(categories) if c == name]
-        if len(idx) >= min_per_category:
-            dirs.append(h[idx].mean(0) - mu)
-            used.append(name)
-    if not dirs:
-        raise SteerlensError("no harm category has enough prompts",
-                             fix=f"need at least {min_per_category} prompts per category")
-    stacked = torch.stack(dirs)
-    # Order by norm so truncating to k keeps the strongest category directions.
-    order = torch.argsort(stacked.norm(dim=-1), descending=True)
-    basis = orthonormal_basis(stacked[order])
-    return Subspace(basis.float(), "category",
-                    {"categories": [used[i] for i in order.tolist()], "k": basis.shape[0]})
+    if method == "category":
+        means, labels, sizes = _category_means(h, categories, min_per_group)
+    else:
+        means, labels, sizes = _cluster_means(h, n_clusters, min_per_group, seed)
+    lead = first.detach().double().cpu() if first is not None else h.mean(0) - mu
+    basis, info = _greedy_basis(lead, means - mu, labels, k, tol)
+    ev = {"method": method, "k_max": basis.shape[0], "rows": info, "group_sizes": sizes,
+          "n_harmful": h.shape[0], "n_harmless": harmless.shape[0]}
+    return RefusalSubspace(basis.float(), method, ev)
 
 
-def stacked_subspace(directions: Float[Tensor, "n d"], labels: Sequence[str] = ()) -> Subspace:
-    """Directions from several layers or positions, stacked and orthonormalised."""
+def stacked_subspace(directions: Float[Tensor, "n d"], labels: Sequence[str] = ()) -> RefusalSubspace:
+    """Difference-in-means directions from several layers or positions, orthonormalised in
+    order (the first stays first)."""
     basis = orthonormal_basis(directions.detach().double().cpu())
-    return Subspace(basis.float(), "stacked", {"sources": list(labels), "k": basis.shape[0]})
+    return RefusalSubspace(basis.float(), "stacked", {"sources": list(labels), "k_max": basis.shape[0]})
 
 
 def overlap_curves(
@@ -133,69 +139,6 @@ def overlap_curves(
         frac.append(float(fraction_in_subspace(v, q)))
         angle.append(float(torch.rad2deg(principal_angles(v[None], q)[0])))
     return {"fraction_in_subspace": frac, "principal_angle_deg": angle}
-
-
-def mitigation_experiment(
-    model,
-    vectors: dict[str, Tensor],
-    layer: int,
-    multiplier: float,
-    refusal_dir: Tensor,
-    subspace: Subspace,
-    harmful: Sequence[str],
-    ks: Sequence[int] | None = None,
-    system: str | None = None,
-    batch_size: int = 16,
-) -> dict:
-    """Does k-D orthogonalisation restore baseline refusal where the 1-D projection does not?
-
-    For each behaviour vector: the mean logit refusal score on harmful prompts (no generation)
-    under baseline, raw `+m·v`, 1-D orthogonalised and k-D orthogonalised steering for every k
-    in `ks`. `restored_fraction` = 1 - |shift after mitigation| / |raw shift| (1 = fully restored).
-    Also returns the ablation effect of each k (harmful refusal score with the first k basis
-    directions ablated), the ablation-based evidence for choosing k.
-    """
-    from steerlens.generation import next_token_logits
-    from steerlens.geometry import orthogonalize, orthogonalize_subspace
-    from steerlens.judges import refusal_score, refusal_token_ids
-    from steerlens.prompts import chat_template, header_ids
-    from steerlens.steering import Steering, ablation, addition
-
-    tok = model.tokenizer
-    ks = list(ks) if ks is not None else list(range(1, subspace.k + 1))
-    hdr = header_ids(tok, system)
-    suffix = tok(chat_template(tok, system).suffix, add_special_tokens=False)["input_ids"]
-    bodies = [tok(s, add_special_tokens=False)["input_ids"] for s in harmful]
-    ids = refusal_token_ids(tok)
-    dev = model.cfg.device
-
-    def steer(vec: Tensor) -> Steering:
-        # A vector orthogonalised to nothing is no steering at all (not an error).
-        if float(vec.norm()) <= 1e-6 * float(v.norm()):
-            return Steering()
-        return addition(vec, layer, multiplier)
-
-    def score(steering: Steering) -> float:
-        logits = next_token_logits(model, hdr, bodies, suffix, steering, batch_size)
-        return float(refusal_score(logits, ids).mean())
-
-    base = score(Steering())
-    out: dict = {"baseline": base, "layer": layer, "multiplier": multiplier, "ks": ks,
-                 "vectors": {}}
-    for name, v in vectors.items():
-        v = v.float().to(dev)
-        rec = {"raw": score(steer(v)), "perp1": score(steer(orthogonalize(v, refusal_dir.to(dev))))}
-        for k in ks:
-            rec[f"perpk{k}"] = score(steer(orthogonalize_subspace(v, subspace.basis[:k].to(dev))))
-        shift = rec["raw"] - base
-        rec["restored_fraction"] = {
-            key: (1 - abs(rec[key] - base) / abs(shift)) if abs(shift) > 1e-9 else None
-            for key in rec if key != "raw"}
-        out["vectors"][name] = rec
-    out["ablation_by_k"] = {k: score(ablation(subspace.basis[:k].to(dev), model.cfg.n_layers))
-                            for k in ks}
-    out["k_by_ablation"] = choose_k_by_ablation(out["ablation_by_k"], base)
-    return out
 
 
 def choose_k_by_ablation(scores: dict[int, float], baseline: float, share: float = 0.9) -> int:

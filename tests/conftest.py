@@ -19,7 +19,18 @@ CHATML = (
 )
 
 
-def tiny_tokenizer():
+# A Llama-2-style template whose end of instruction is plain text (no special token): the
+# boundary between the user's message and the tail then rests on offsets, not on a special id.
+INST = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}<<SYS>>{{ m['content'] }}<</SYS>>\n"
+    "{% elif m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }}{% if not loop.last %}<|im_end|>{% endif %}{% endif %}"
+    "{% endfor %}"
+)
+
+
+def tiny_tokenizer(template: str = CHATML):
     """A byte-level BPE trained on the shipped prompts, with ChatML special tokens."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
@@ -36,7 +47,7 @@ def tiny_tokenizer():
                             show_progress=False)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|im_end|>",
                                   pad_token="<|endoftext|>", padding_side="left")
-    tok.chat_template = CHATML
+    tok.chat_template = template
     return tok
 
 
@@ -95,10 +106,14 @@ def embedded_model():
 
 
 def audit_args(model_dir, out, *extra):
-    """A small audit on the tiny model: 2 behaviours x 2 attacks x 3 goals, 4 new tokens."""
+    """A small audit on the tiny model: 2 behaviours x 2 attacks x 4 goals, 4 new tokens.
+    The random model never refuses, so Arditi's filter is off and every layer is a candidate."""
     return ["--model", model_dir, "--out", str(out), "--behaviours", "sycophancy", "refusal",
-            "--attacks", "none", "refusal_suppression", "--multipliers", "2", "--n-goals", "3",
-            "--n-benign", "2", "--max-new-tokens", "4", "--device", "cpu", *extra]
+            "--attacks", "none", "refusal_suppression", "--doses", "2", "--dose-sweep", "-2", "2",
+            "--n-goals", "4", "--n-benign", "2", "--max-new-tokens", "4", "--device", "cpu",
+            "--n-caa-items", "4", "--n-null-screen", "4", "--n-null-generate", "2",
+            "--n-refusal-train", "8", "--n-refusal-val", "4", "--no-refusal-filter",
+            "--refusal-layer-stride", "1", "--batch-size", "4", *extra]
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,16 @@
-"""The audit CLI end to end on a tiny random model: outputs, resume after kill -9, determinism."""
+"""The audit CLI end to end on a tiny random model: outputs, resume after kill -9, errors."""
 
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import audit_args as _args
 
 from steerlens.audit import main
@@ -21,39 +23,48 @@ def _cells(run):
 def test_cli_end_to_end(finished_run):
     out = finished_run
     for name in ("config.json", "manifest.json", "summary.json", "overlap.json", "report.html",
-                 "refusal_direction.safetensors", "refusal_subspace.safetensors",
-                 "vectors/sycophancy.raw.safetensors", "behaviour_effect.json", "screen.json"):
+                 "refusal_direction.safetensors", "refusal_subspace.safetensors", "dose.json",
+                 "vectors/sycophancy.safetensors", "settings.json", "refusal.json", "subspace.json"):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
-    settings = {r["setting"] for r in summary["rows"]}
-    for kind in ("+", "-", "+perp1", "+perpk", "+random"):
-        assert f"sycophancy@2{kind}" in settings
-    assert "baseline" in settings and summary["benign"]
-    html = (out / "report.html").read_text()
-    assert "plotly" in html.lower() and "<script src=\"http" not in html
+    kinds = {r["kind"] for r in summary["rows"]}
+    assert {"baseline", "+v", "-v", "+v_perp1", "+v_perpk", "random", "refusal_ablated",
+            "subspace_ablated", "refusal_added"} <= kinds
+    assert {(f["vector"], f["attack"]) for f in summary["vectors"]} == {
+        (v, a) for v in ("sycophancy", "refusal") for a in ("none", "refusal_suppression")}
+    for f in summary["vectors"]:
+        assert f["verdict"] in ("weakens refusal", "strengthens refusal", "no effect",
+                                "not distinguishable from a random direction")
+    assert summary["design"]["n_goals"] == 4 and summary["benign"]
+    screened = [r for r in summary["rows"] if r["kind"] == "random" and not r["generated"]]
+    assert len(screened) == 2 * 4  # two attacks x 4 screen-only random directions
+    cell = json.loads((out / "cells" / "none__baseline.json").read_text())
+    assert len(cell["refusal_score"]) == 4 and len(cell["projection"][0]) >= 1
+
+
+def test_run_files_are_readable(finished_run):
+    for p in finished_run.rglob("*"):
+        if p.is_file():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
 
 
 def test_killed_run_resumes_to_identical_results(tiny_model_dir, finished_run, tmp_path):
     """kill -9 mid-grid, then --resume: same files, byte for byte, as the uninterrupted run."""
     out = tmp_path / "b"
     cmd = [sys.executable, "-m", "steerlens.audit", *_args(tiny_model_dir, out), "--no-report"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ})
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 3:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    n_before = len(list((out / "cells").glob("*.json")))
-    assert n_before >= 3
+    assert len(list((out / "cells").glob("*.json"))) >= 3
     assert main(_args(tiny_model_dir, out, "--resume")) == 0
     assert _cells(out) == _cells(finished_run)
-    for name in ("summary.json", "overlap.json", "screen.json", "behaviour_effect.json",
-                 "refusal_candidates.json", "settings.json"):
+    for name in ("summary.json", "overlap.json", "dose.json", "refusal.json", "subspace.json",
+                 "settings.json", "config.json", "refusal_direction.safetensors",
+                 "vectors/refusal.safetensors"):
         assert (out / name).read_bytes() == (finished_run / name).read_bytes(), name
-    a = json.loads((out / "summary.json").read_text())
-    b = json.loads((finished_run / "summary.json").read_text())
-    assert a == b
 
 
 def test_existing_run_needs_resume(tiny_model_dir, finished_run, capsys):
@@ -66,6 +77,8 @@ def test_resume_with_other_config_is_refused(tiny_model_dir, finished_run, capsy
     args[args.index("--n-goals") + 1] = "2"
     assert main(args) == 2
     assert "different configuration (n_goals)" in capsys.readouterr().err
+    assert main(_args(tiny_model_dir, finished_run, "--resume", "--batch-size", "3")) == 2
+    assert "batch_size" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -74,13 +87,39 @@ def test_resume_with_other_config_is_refused(tiny_model_dir, finished_run, capsy
     (["--model", "no-such-model"], "unknown model"),
     (["--n-goals", "500"], "--n-goals 500 out of range"),
     (["--vector", "/nonexistent.safetensors"], "not found"),
-    (["--layer", "99"], "out of range"),
+    (["--judge", "oracle"], "unknown judge"),
+    (["--doses", "-1"], "doses must be positive"),
 ])
 def test_bad_arguments_clear_error(tiny_model_dir, tmp_path, capsys, extra, message):
     args = _args(tiny_model_dir, tmp_path / "x") + extra
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "config.json").exists()
+
+
+def _timed_main(args):
+    t = time.time()
+    code = main(args)
+    return code, time.time() - t
+
+
+def test_bad_layer_and_vector_fail_before_any_forward_pass(tiny_model_dir, tmp_path, capsys):
+    code, secs = _timed_main(_args(tiny_model_dir, tmp_path / "a", "--layer", "99"))
+    assert code == 2 and secs < 30 and "out of range" in capsys.readouterr().err
+    bad = tmp_path / "v.safetensors"
+    from steerlens.vectors import SteeringVector
+
+    SteeringVector(torch.ones(1, 7), [1]).save(bad)  # wrong d_model
+    code, secs = _timed_main(_args(tiny_model_dir, tmp_path / "b", "--vector", str(bad), "--layer", "1"))
+    assert code == 2 and secs < 30 and "d_model" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "config.json").exists() and not (tmp_path / "b").exists()
+
+
+def test_missing_local_model_directory(tmp_path, capsys):
+    assert main(_args(str(tmp_path / "missing" / "dir"), tmp_path / "x")) == 2
+    err = capsys.readouterr().err
+    assert "directory" in err and "not found" in err and "repo" not in err.lower()
 
 
 def test_unwritable_out_dir(tiny_model_dir, tmp_path, capsys):

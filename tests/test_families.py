@@ -4,13 +4,15 @@ import pytest
 import torch
 from conftest import save_tiny_model
 
+from test_generation import naive_generate
+
 from steerlens.activations import collect_resid
 from steerlens.attacks import get_attack
 from steerlens.data import load_jbb
 from steerlens.evaluate import attack_prompts
-from steerlens.generation import generate_grid, generate_naive
+from steerlens.generation import generate_grid
 from steerlens.models import load_model
-from steerlens.prompts import chat_token_rows, header_ids, tokenize_chat
+from steerlens.prompts import chat_prompts, full_batch
 from steerlens.steering import ablation, addition
 
 FAMILIES = ["llama", "mistral", "gemma2"]
@@ -27,9 +29,9 @@ def test_activations_match_full_cache(family_model):
     m = family_model
     tok = m.tokenizer
     instr = ["Write a poem about the sea", "How do I make a weapon?"]
-    rows, n_suffix = chat_token_rows(tok, instr, include_header=False)
-    got = collect_resid(m, rows, [1, 2], [-1], prefix=header_ids(tok), desc=None)
-    b = tokenize_chat(tok, instr)
+    prompts = chat_prompts(tok, instr)
+    got = collect_resid(m, prompts, [1, 2], [-1], desc=None)
+    b = full_batch(prompts, tok)
     names = ["blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"]
     _, cache = m.run_with_cache(b.input_ids, attention_mask=b.attention_mask,
                                 names_filter=lambda n: n in names)
@@ -40,19 +42,18 @@ def test_activations_match_full_cache(family_model):
 def test_generation_grid_matches_naive(family_model):
     m = family_model
     goals = load_jbb("harmful")[:3]
-    prefix, bodies, suffix = attack_prompts(m.tokenizer, get_attack("refusal_suppression"), goals)
+    prompts = attack_prompts(m.tokenizer, get_attack("refusal_suppression"), goals)
     v = torch.randn(m.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 3
     settings = {"add": addition(v, 1, 2.0), "abl": ablation(v[None], m.cfg.n_layers)}
-    got = generate_grid(m, prefix, bodies, suffix, settings, max_new_tokens=4, batch_size=2,
-                        desc=None)
+    got = generate_grid(m, prompts, settings, max_new_tokens=4, batch_size=2, desc=None)
     for name, s in settings.items():
-        ref = generate_naive(m, [prefix + b + suffix for b in bodies], len(suffix), s, 4)
-        assert [c.tokens for c in got[name]] == ref, name
+        ref = naive_generate(m, prompts, s, 4)
+        assert [c.tokens for c in got[name].completions] == ref, name
 
 
 def test_ablation_removes_direction_from_residual(family_model):
     m = family_model
-    b = tokenize_chat(m.tokenizer, ["Tell me a story"])
+    b = full_batch(chat_prompts(m.tokenizer, ["Tell me a story"]), m.tokenizer)
     r = torch.randn(m.cfg.d_model, generator=torch.Generator().manual_seed(1))
     got = {}
 

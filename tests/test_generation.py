@@ -1,10 +1,19 @@
+"""The generation engine equals naive one-prompt-at-a-time full recomputation."""
+
 import torch
 
 from steerlens.attacks import get_attack
 from steerlens.data import load_jbb
 from steerlens.evaluate import attack_prompts
-from steerlens.generation import generate_grid, generate_naive, next_token_logits
-from steerlens.prompts import header_ids, tokenize_chat
+from steerlens.generation import (
+    Readout,
+    generate_grid,
+    next_token_logits,
+    next_token_logits_grid,
+    refusal_log_odds,
+    stop_token_ids,
+)
+from steerlens.prompts import chat_prompts, full_batch
 from steerlens.steering import Steering, ablation, addition, combine
 
 
@@ -21,59 +30,84 @@ def _settings(model):
     }
 
 
-def test_cached_grid_equals_naive_generation(tiny_model):
-    """KV cache + shared prefix + shared prompt cache + early row exit == naive recompute."""
-    tok = tiny_model.tokenizer
-    goals = load_jbb("harmful")[:5]
-    attack = get_attack("refusal_suppression")
-    prefix, bodies, suffix = attack_prompts(tok, attack, goals)
-    settings = _settings(tiny_model)
-    got = generate_grid(tiny_model, prefix, bodies, suffix, settings, max_new_tokens=6,
-                        batch_size=2, desc=None)
-    rows = [prefix + b + suffix for b in bodies]
-    for name, s in settings.items():
-        ref = generate_naive(tiny_model, rows, len(suffix), s, max_new_tokens=6)
-        assert [c.tokens for c in got[name]] == ref, name
-    assert got["baseline"][0].tokens != got["add_after"][0].tokens or \
-        got["baseline"][1].tokens != got["add_after"][1].tokens
-
-
-def test_steering_with_and_without_kv_cache_same_text(tiny_model):
-    """The bridge's own generate with use_past_kv_cache True/False under the same steering."""
-    tok = tiny_model.tokenizer
-    b = tokenize_chat(tok, ["Tell me about cats"])
-    v = torch.randn(tiny_model.cfg.d_model, generator=torch.Generator().manual_seed(1)) * 3
-    s = addition(v, 1, 1.0, positions="all")
+@torch.no_grad()
+def naive_generate(model, prompts, steering, max_new_tokens):
+    """Reference: one prompt at a time, whole ids, no cache; after-instruction steering acts
+    on the prompt's tail and every generated token."""
+    stop = stop_token_ids(model.tokenizer)
     outs = []
-    for use_cache in (True, False):
-        with s.apply(tiny_model):
-            outs.append(tiny_model.generate(b.input_ids, max_new_tokens=5, do_sample=False,
-                                            use_past_kv_cache=use_cache, verbose=False))
-    assert torch.equal(outs[0], outs[1])
+    for i in range(len(prompts)):
+        ids, new = prompts.full(i), []
+        for _ in range(max_new_tokens):
+            with steering.apply(model, tail=prompts.n_tail + len(new)):
+                nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
+            if nxt in stop:
+                break
+            new.append(nxt)
+            ids = ids + [nxt]
+        outs.append(new)
+    return outs
 
 
-def test_next_token_logits_equals_full_forward(tiny_model):
-    tok = tiny_model.tokenizer
-    instr = ["Write a poem", "How to steal a car?"]
-    b = tokenize_chat(tok, instr)
-    ref = tiny_model(b.input_ids, attention_mask=b.attention_mask)[:, -1]
-    bodies = [tok(x, add_special_tokens=False)["input_ids"] for x in instr]
-    suffix = b.input_ids[0, -b.n_suffix:].tolist()
-    got = next_token_logits(tiny_model, header_ids(tok), bodies, suffix)
-    assert torch.allclose(got, ref, atol=1e-4)
+def test_cached_grid_equals_naive_generation(tiny_model):
+    """KV cache + shared prefix + shared body cache + early row exit == naive recompute."""
+    prompts = attack_prompts(tiny_model.tokenizer, get_attack("refusal_suppression"),
+                             load_jbb("harmful")[:5])
+    settings = _settings(tiny_model)
+    got = generate_grid(tiny_model, prompts, settings, max_new_tokens=6, batch_size=2, desc=None)
+    for name, s in settings.items():
+        ref = naive_generate(tiny_model, prompts, s, max_new_tokens=6)
+        assert [c.tokens for c in got[name].completions] == ref, name
+    assert any(a.tokens != b.tokens for a, b in zip(got["baseline"].completions,
+                                                     got["add_after"].completions))
+
+
+def test_readout_equals_plain_forward(tiny_model):
+    """The first decode step's refusal score and projections == a full forward with hooks."""
+    prompts = chat_prompts(tiny_model.tokenizer, ["Write a poem", "How to steal a car?", "Hi"])
+    d = tiny_model.cfg.d_model
+    bases = torch.linalg.qr(torch.randn(d, 2, generator=torch.Generator().manual_seed(1)))[0].T
+    readout = Readout([5, 7], layers=[1, 3], bases=torch.stack([bases, bases]))
+    s = _settings(tiny_model)["add_after"]
+    cells = generate_grid(tiny_model, prompts, {"s": s}, max_new_tokens=0, readout=readout,
+                          batch_size=2, desc=None)
+    b = full_batch(prompts, tiny_model.tokenizer)
+    names = ["blocks.1.hook_resid_pre", "blocks.3.hook_resid_pre"]
+    with tiny_model.hooks(fwd_hooks=s.hooks(tail=prompts.n_tail)):
+        logits, cache = tiny_model.run_with_cache(b.input_ids, attention_mask=b.attention_mask,
+                                                  names_filter=lambda n: n in names)
+    ref_score = refusal_log_odds(logits[:, -1], [5, 7])
+    assert torch.allclose(torch.tensor(cells["s"].refusal_score), ref_score, atol=1e-4)
+    for j, n in enumerate(names):
+        tail = cache[n][:, -prompts.n_tail:]
+        ref = (tail @ bases.T).mean(1)
+        got = torch.tensor([row[j] for row in cells["s"].projection])
+        assert torch.allclose(got, ref, atol=1e-4)
+    assert cells["s"].completions == [None] * 3
+
+
+def test_screen_only_settings_are_not_generated(tiny_model):
+    prompts = chat_prompts(tiny_model.tokenizer, ["Write a poem", "Hi"])
+    cells = generate_grid(tiny_model, prompts, _settings(tiny_model), max_new_tokens=3,
+                          readout=Readout([5]), screen_only=["ablate"], desc=None)
+    assert cells["ablate"].completions == [None, None]
+    assert all(c is not None for c in cells["baseline"].completions)
+
+
+def test_next_token_logits_equal_full_forward(tiny_model):
+    prompts = chat_prompts(tiny_model.tokenizer, ["Write a poem", "How to steal a car?"])
+    b = full_batch(prompts, tiny_model.tokenizer)
+    for name, s in _settings(tiny_model).items():
+        with s.apply(tiny_model, tail=prompts.n_tail):
+            ref = tiny_model(b.input_ids, attention_mask=b.attention_mask)[:, -1]
+        got = next_token_logits(tiny_model, prompts, s)
+        assert torch.allclose(got, ref, atol=1e-4), name
 
 
 def test_logits_grid_equals_per_setting(tiny_model):
-    from steerlens.generation import next_token_logits_grid
-
-    tok = tiny_model.tokenizer
-    instr = ["Write a poem", "How to steal a car?", "Hello there friend"]
-    b = tokenize_chat(tok, instr)
-    bodies = [tok(x, add_special_tokens=False)["input_ids"] for x in instr]
-    suffix = b.input_ids[0, -b.n_suffix:].tolist()
+    prompts = chat_prompts(tiny_model.tokenizer, ["Write a poem", "How to steal a car?", "Hi"])
     settings = _settings(tiny_model)
-    grid = next_token_logits_grid(tiny_model, header_ids(tok), bodies, suffix, settings,
-                                  batch_size=2)
+    grid = next_token_logits_grid(tiny_model, prompts, settings, batch_size=2)
     for name, s in settings.items():
-        ref = next_token_logits(tiny_model, header_ids(tok), bodies, suffix, s, batch_size=2)
+        ref = next_token_logits(tiny_model, prompts, s, batch_size=2)
         assert torch.allclose(grid[name], ref, atol=1e-4), name

@@ -11,7 +11,7 @@ from conftest import audit_args
 
 from steerlens import models
 from steerlens.audit import main
-from steerlens.directions import SteeringVector
+from steerlens.vectors import SteeringVector
 from steerlens.errors import ModelError, SteerlensError
 from steerlens.store import atomic_write_text, write_json
 

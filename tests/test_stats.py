@@ -1,6 +1,20 @@
 import math
 
-from steerlens.stats import asr, mcnemar_exact, ols, per_category, wilson
+import pytest
+from scipy import stats as sps
+
+from steerlens.stats import (
+    asr,
+    benjamini_hochberg,
+    mcnemar_exact,
+    mcnemar_power,
+    minimum_detectable_shift,
+    null_percentile,
+    paired_difference,
+    per_category,
+    permutation_correlation,
+    wilson,
+)
 
 
 def test_wilson_known_values():
@@ -26,7 +40,56 @@ def test_mcnemar_exact():
     assert mcnemar_exact(base, base)["p_value"] == 1.0
 
 
-def test_ols():
-    r = ols([0, 1, 2, 3], [1, 3, 5, 7])
-    assert abs(r["slope"] - 2) < 1e-12 and abs(r["r2"] - 1) < 1e-12
-    assert math.isnan(ols([1, 1, 1], [1, 2, 3])["slope"])
+def test_paired_difference_agresti_min():
+    """Agresti & Min (2005): Wald interval on the table with 1/2 added to each cell."""
+    base = [True] * 30 + [False] * 70
+    other = [True] * 20 + [False] * 10 + [True] * 25 + [False] * 45  # b=10, c=25
+    d = paired_difference(base, other)
+    assert abs(d["diff"] - 0.15) < 1e-12
+    nb, nc, n = 10.5, 25.5, 102
+    centre = (nc - nb) / n
+    half = 1.959964 * math.sqrt((nb + nc) - (nc - nb) ** 2 / n) / n
+    assert abs(d["ci_low"] - (centre - half)) < 1e-9 and abs(d["ci_high"] - (centre + half)) < 1e-9
+
+
+def test_mcnemar_power_against_simulation():
+    import random
+
+    rng = random.Random(0)
+    n, up, down, hits, reps = 40, 0.25, 0.05, 0, 2000
+    for _ in range(reps):
+        b = c = 0
+        for _ in range(n):
+            u = rng.random()
+            c += u < up
+            b += up <= u < up + down
+        hits += b + c > 0 and sps.binomtest(c, b + c, 0.5).pvalue < 0.05
+    assert abs(mcnemar_power(n, 0.20, 0.05) - hits / reps) < 0.03
+
+
+def test_minimum_detectable_shift_shrinks_with_n():
+    m20, m100 = minimum_detectable_shift(20, 0.05), minimum_detectable_shift(100, 0.05)
+    assert 0.3 <= m20 <= 0.55 and 0.08 <= m100 <= 0.2 and m100 < m20
+    assert mcnemar_power(100, m100, 0.05) >= 0.8 > mcnemar_power(100, m100 - 0.01, 0.05)
+
+
+def test_benjamini_hochberg_matches_scipy_and_keeps_nan():
+    p = [0.01, 0.04, 0.03, float("nan"), 0.5]
+    q = benjamini_hochberg(p)
+    ref = sps.false_discovery_control([0.01, 0.04, 0.03, 0.5])
+    assert math.isnan(q[3]) and [q[i] for i in (0, 1, 2, 4)] == pytest.approx(list(ref))
+
+
+def test_permutation_correlation_exact_and_sampled():
+    x = [0.1, 0.2, 0.3, 0.4, 0.5]
+    r = permutation_correlation(x, [1, 2, 3, 4, 5])
+    assert r["exact"] and abs(r["r"] - 1) < 1e-12 and abs(r["p_value"] - 2 / 120) < 1e-12
+    r = permutation_correlation(list(range(10)), [3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
+    assert not r["exact"] and 0 < r["p_value"] <= 1
+    assert math.isnan(permutation_correlation([1, 1, 1], [1, 2, 3])["r"])
+
+
+def test_null_percentile():
+    assert null_percentile(0.5, [0.1, -0.2, 0.6, -0.7]) == 50.0
+    assert null_percentile(-0.9, [0.1, 0.2]) == 100.0
+    assert math.isnan(null_percentile(0.1, []))
