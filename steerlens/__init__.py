@@ -6,6 +6,13 @@ and subspace), and how to make it safe (orthogonalisation)?
 
 __version__ = "0.1.0"
 
+import warnings  # noqa: E402
+
+# `python -m steerlens.judges` runs a module this package has already imported (directions use
+# the judges); runpy warns about that, harmlessly, since the CLI only reads shared constants.
+warnings.filterwarnings("ignore", message="'steerlens.judges' found in sys.modules",
+                        category=RuntimeWarning)
+
 from steerlens.directions import (  # noqa: E402
     RefusalDirection,
     SteeringVector,
