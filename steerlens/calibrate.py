@@ -113,10 +113,11 @@ def calibrate(name: str, options: dict[str, Any], limit: int | None = None) -> d
     ms = 1000 * (time.perf_counter() - t0) / len(arts)
     out = {"judge": name, "settings": judge.settings(), "n": len(arts), "limit": limit,
            "ms_per_response": ms, "data_sha256": artifacts_sha256(), **by_method(y, pred, methods)}
-    if scored:
-        out["lomo_threshold"] = lomo_threshold(scores, y, methods)
-    if hasattr(judge, "lomo"):
+    if hasattr(judge, "lomo"):  # trained on these labels: only retrained held-out numbers count
+        out["in_sample"] = True
         out["lomo_retrained"] = judge.lomo(goals, resps, y, methods)
+    elif scored:
+        out["lomo_threshold"] = lomo_threshold(scores, y, methods)
     return out
 
 
@@ -134,7 +135,8 @@ def format_report(r: dict[str, Any]) -> str:
                              f"{m['recall']:>6.3f} {m['kappa']:>6.3f} {m['asr_true']:>5.2f} "
                              f"{m['asr_pred']:>5.2f}")
 
-    block("as configured (threshold/weights as shipped):", r)
+    block("IN-SAMPLE (trained on these labels), as shipped:" if r.get("in_sample")
+          else "as configured (threshold as given):", r)
     if "lomo_threshold" in r:
         block("threshold fit leave-one-method-out (row = held-out method):", r["lomo_threshold"])
     if "lomo_retrained" in r:

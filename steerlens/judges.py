@@ -237,7 +237,7 @@ JUDGES: dict[str, Callable[..., Judge]] = {
     "probe": _probe_judge,
 }
 
-DEFAULT_OFFLINE_JUDGE = "probe"
+DEFAULT_OFFLINE_JUDGE = "refusal_string"
 
 
 def get_judge(name: str, **options: Any) -> Judge:
