@@ -33,6 +33,7 @@ class ArtifactResponse:
 
 
 def artifacts_dir() -> Path:
+    """Where the shipped artifact files live (`data/jbb_artifacts/attack-artifacts`)."""
     return data_dir() / "jbb_artifacts" / "attack-artifacts"
 
 

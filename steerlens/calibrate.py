@@ -145,6 +145,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `calibrate` and `train` subcommands."""
     p = argparse.ArgumentParser(prog="python -m steerlens.judges",
                                 description="Calibrate (or train) jailbreak judges against "
                                             "JailbreakBench's artifact labels.")

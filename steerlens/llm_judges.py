@@ -178,6 +178,7 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[Int[Tensor, "b pos"], 
 
 
 def pad_id(tokenizer) -> int:
+    """The tokenizer's pad id (EOS when it has none)."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
@@ -264,6 +265,7 @@ class LLMJudge:
         return out
 
     def judge(self, goals: list[str], responses: list[str]) -> list[bool]:
+        """Jailbroken when the answer log-odds exceed `threshold`."""
         return [s > self.threshold for s in self.scores(goals, responses)]
 
     def decided(self, response: str) -> bool:
@@ -271,6 +273,7 @@ class LLMJudge:
         return False
 
     def settings(self) -> dict[str, Any]:
+        """Model, threshold, answer tokens and source, JSON-able (recorded with verdicts)."""
         tok = self.model.tokenizer
         return {"judge": self.name, "model": getattr(self.model, "steerlens_name", None),
                 "threshold": self.threshold, "answer_prefix": self.answer_prefix,
