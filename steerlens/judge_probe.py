@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import cohen_kappa_score, make_scorer
+from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 
 from steerlens.errors import ModelError, SteerlensError
 from steerlens.judges import RefusalStringJudge
@@ -97,33 +98,22 @@ def features(enc: SentenceEncoder, goals: list[str], responses: list[str],
     return np.concatenate([r, g[[gi[t] for t in goals]], spec.string_weight * s], axis=1)
 
 
-def fit(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
-    """L2 logistic regression (lbfgs, deterministic)."""
-    return LogisticRegression(C=c, max_iter=5000).fit(x, y)
+def search(estimator: Any = None, grid: dict[str, Any] | None = None) -> GridSearchCV:
+    """Hyper-parameter search scored by Cohen's kappa on leave-one-attack-method-out folds."""
+    return GridSearchCV(estimator if estimator is not None else LogisticRegression(max_iter=5000),
+                        grid if grid is not None else {"C": list(C_GRID)},
+                        cv=LeaveOneGroupOut(), scoring=make_scorer(cohen_kappa_score))
 
 
-def select_c(x: np.ndarray, y: np.ndarray, methods: np.ndarray) -> float:
-    """The C in C_GRID with the best pooled leave-one-method-out kappa on these rows."""
-    best, best_k = C_GRID[0], -2.0
-    for c in C_GRID:
-        pred = np.zeros(len(y), dtype=bool)
-        for m in np.unique(methods):
-            test = methods == m
-            pred[test] = fit(x[~test], y[~test], c).predict(x[test])
-        k = cohen_kappa_score(y, pred)
-        if k > best_k:
-            best, best_k = c, k
-    return best
-
-
-def nested_lomo(x: np.ndarray, y: np.ndarray, methods: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Held-out predictions per attack method; C is chosen without the held-out method."""
+def nested_lomo(x: np.ndarray, y: np.ndarray, methods: np.ndarray, estimator: Any = None,
+                grid: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Held-out predictions per attack method; hyper-parameters are searched without it."""
     pred = np.zeros(len(y), dtype=bool)
-    chosen = {}
-    for m in np.unique(methods):
-        test = methods == m
-        chosen[str(m)] = select_c(x[~test], y[~test], methods[~test])
-        pred[test] = fit(x[~test], y[~test], chosen[str(m)]).predict(x[test])
+    chosen: dict[str, Any] = {}
+    for train, test in LeaveOneGroupOut().split(x, y, methods):
+        gs = search(estimator, grid).fit(x[train], y[train], groups=methods[train])
+        pred[test] = gs.predict(x[test])
+        chosen[str(methods[test][0])] = gs.best_params_
     return pred, chosen
 
 
@@ -209,8 +199,8 @@ def train(out_dir: Path | None = None, device: str | None = None) -> dict[str, A
     x = features(SentenceEncoder(device or "cpu"), [a.goal for a in arts],
                  [a.response for a in arts], spec)
     pred, chosen = nested_lomo(x, y, methods)
-    c = select_c(x, y, methods)
-    clf = fit(x, y, c)
+    gs = search().fit(x, y, groups=methods)
+    c, clf = gs.best_params_["C"], gs.best_estimator_
     out = Path(out_dir) if out_dir else WEIGHTS_DIR
     tensors = {"coef": clf.coef_[0].astype(np.float32),
                "intercept": clf.intercept_.astype(np.float32)}
