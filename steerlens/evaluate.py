@@ -57,6 +57,12 @@ def attack_prompts(tokenizer, attack: Attack, goals: Sequence[Behavior],
     return chat_prompts(tokenizer, [attack.render(g.goal, g.target) for g in goals], system)
 
 
+def _stored(x: float) -> float:
+    """5 decimals, and never -0.0: an ablated projection is ~1e-8 of either sign, and the sign
+    would differ between backends with different thread counts."""
+    return round(x, 5) + 0.0
+
+
 def run_cell(model, prompts: PromptSet, goals: Sequence[Behavior], settings: Sequence[Setting],
              judge, max_new_tokens: int, batch_size: int, readout: Readout | None) -> dict[str, dict]:
     """Generate, judge and screen every goal under every setting (one shared prompt cache)."""
@@ -69,8 +75,8 @@ def run_cell(model, prompts: PromptSet, goals: Sequence[Behavior], settings: Seq
     out = {}
     for s in settings:
         c = cells[s.name]
-        rec = {**s.meta(), "refusal_score": [round(x, 5) for x in c.refusal_score],
-               "projection": [[[round(x, 5) for x in layer] for layer in row]
+        rec = {**s.meta(), "refusal_score": [_stored(x) for x in c.refusal_score],
+               "projection": [[[_stored(x) for x in layer] for layer in row]
                               for row in c.projection]}
         if s.generate:
             comps = [x.text for x in c.completions]

@@ -32,7 +32,7 @@ def test_tensor_constructors_name_a_device():
 
 def test_decode_loop_has_one_host_transfer():
     src = (PKG / "generation.py").read_text()
-    body = src[src.index("def _decode"): src.index("def generate_grid")]
+    body = src[src.index("    def decode("): src.index("    def _advance(")]
     for bad in (".cpu()", ".numpy()", ".item()", "int(nxt"):
         assert bad not in body, bad
     assert body.count(".tolist()") == 1

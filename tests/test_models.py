@@ -88,12 +88,13 @@ def test_tiny_model_loads_as_bridge(tiny_model):
 def test_bridge_logits_equal_hf(embedded_model):
     from transformers import AutoModelForCausalLM
 
-    from steerlens.prompts import tokenize_chat
+    from steerlens.prompts import chat_prompts, full_batch
 
     path = models.embedded_model_dir("qwen2.5-coder-0.5b-instruct")
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                               attn_implementation="eager")
-    b = tokenize_chat(embedded_model.tokenizer, ["Tell me a joke.", "How do I pick a lock?"])
+    b = full_batch(chat_prompts(embedded_model.tokenizer, ["Tell me a joke.", "How do I pick a lock?"]),
+                   embedded_model.tokenizer)
     with torch.no_grad():
         ours = embedded_model(b.input_ids, attention_mask=b.attention_mask)
         ref = hf(b.input_ids, attention_mask=b.attention_mask).logits
