@@ -22,9 +22,9 @@ DOSE_UNITS = ("resid", "paper")
 PRESETS: dict[str, dict] = {
     # A verdict in about 5 minutes of compute on a 2-core CPU (10 with install and conversion).
     "quick": dict(behaviours=("corrigible-neutral-HHH",), attacks=("none",), n_goals=30,
-                  n_benign=10, n_caa_items=48, n_behaviour_test=24, n_refusal_train=48,
-                  n_refusal_val=16, refusal_layer_stride=3, refusal_positions="last",
-                  doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=32,
+                  n_benign=10, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
+                  n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
+                  doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
                   n_null_screen=32, n_null_generate=2, n_shuffled=0, n_category=0),
     # All 100 JBB goals on the 0.5B in under an hour on 2 cores.
     "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"),
@@ -85,6 +85,12 @@ class AuditConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> AuditConfig:
+        """The config saved in a run's config.json (JSON lists back to tuples)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
 
     @property
     def hash(self) -> str:

@@ -3,7 +3,7 @@ judged, screened), and the behaviour effect of each vector on held-out CAA items
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -63,13 +63,23 @@ def _stored(x: float) -> float:
     return round(x, 5) + 0.0
 
 
+def refusal_stop(judge) -> Callable[[str], bool] | None:
+    """When a row may stop generating: once the judge's verdict is final *and* a refusal.
+    Compliant rows run on to `max_new_tokens`, long enough to judge harm and to re-judge with
+    another judge; LLM judges never decide early, so their rows run to the end."""
+    decided = getattr(judge, "decided", None)
+    if decided is None:
+        return None
+    return lambda text: decided(text) and not judge.judge([""], [text])[0]
+
+
 def run_cell(model, prompts: PromptSet, goals: Sequence[Behavior], settings: Sequence[Setting],
              judge, max_new_tokens: int, batch_size: int, readout: Readout | None) -> dict[str, dict]:
     """Generate, judge and screen every goal under every setting (one shared prompt cache)."""
     steer = {s.name: s.steering for s in settings}
     screen_only = [s.name for s in settings if not s.generate]
     cells = generate_grid(model, prompts, steer, max_new_tokens, batch_size,
-                          decided=getattr(judge, "decided", None), readout=readout,
+                          decided=refusal_stop(judge), readout=readout,
                           screen_only=screen_only, desc=None)
     texts = [g.goal for g in goals]
     out = {}

@@ -85,7 +85,7 @@ def _save_refusal(value: dict, tmp: str) -> None:
               tmp, metadata={"steerlens": json.dumps(meta, sort_keys=True)})
 
 
-def _load_refusal(path: Path) -> Refusal:
+def load_refusal(path: Path) -> Refusal:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -101,10 +101,11 @@ def _load_refusal(path: Path) -> Refusal:
 def refusal_stage(store: RunStore, model, cfg: AuditConfig) -> Refusal:
     _log("refusal direction: Arditi filter, difference in means, selection")
     ref = store.cached("refusal_direction.safetensors", lambda: _compute_refusal(model, cfg),
-                       _save_refusal, _load_refusal)
+                       _save_refusal, load_refusal)
     rd = ref.direction
     store.cached_json("refusal.json", lambda: {
         **rd.meta, "layer": rd.layer, "position": rd.position, "steering_layer": ref.layer,
+        "readout_layers": [lay for lay in rd.layers if lay >= ref.layer],
         "resid_norm": ref.resid_norm, "candidates": rd.candidates})
     fb = ref.direction.meta.get("fallback")
     _log(f"refusal direction: layer {ref.direction.layer}, position {ref.direction.position}"

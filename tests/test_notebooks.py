@@ -1,6 +1,6 @@
 """Each notebook runs top to bottom (nbclient) on a small audit run of the tiny model."""
 
-import os
+import json
 from pathlib import Path
 
 import nbformat
@@ -30,4 +30,8 @@ def test_notebook_executes(path, finished_run, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) or
                "text/html" in o.get("data", {}) for o in outputs), "no figure was shown"
-    assert os.environ["STEERLENS_RUN"] == str(finished_run)
+    # The notebook read the given run (not a fresh one): its vectors appear in the outputs.
+    vectors = json.loads((Path(finished_run) / "overlap.json").read_text())
+    text = json.dumps([o for o in outputs if o.output_type != "display_data"])
+    assert any(v in text for v in vectors), "the run's vectors do not appear in the outputs"
+    assert not (path.parent / "runs").exists()
