@@ -29,10 +29,10 @@ PRESETS: dict[str, dict] = {
     # All 100 JBB goals on the 0.5B in under an hour on 2 cores.
     "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"),
                      attacks=("none", "refusal_suppression"), n_goals=100, n_benign=30,
-                     n_caa_items=128, n_behaviour_test=50, n_refusal_train=64,
-                     n_refusal_val=24, refusal_layer_stride=2, refusal_positions="last",
-                     doses=(0.15,), dose_sweep=(-0.3, -0.15, 0.15, 0.3), max_new_tokens=48,
-                     n_null_screen=64, n_null_generate=4, n_shuffled=1, n_category=8),
+                     n_caa_items=96, n_behaviour_test=48, n_refusal_train=128,
+                     n_refusal_val=64, refusal_layer_stride=2, refusal_positions="last",
+                     doses=(0.15,), dose_sweep=(-0.3, -0.15, 0.15, 0.3), max_new_tokens=64,
+                     n_null_screen=64, n_null_generate=3, n_shuffled=1, n_category=8),
     # The paper's grid, for GPUs.
     "paper": dict(behaviours=("coordinate-other-ais", "corrigible-neutral-HHH", "hallucination",
                               "myopic-reward", "survival-instinct", "sycophancy", "refusal"),
