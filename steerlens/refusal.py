@@ -208,10 +208,11 @@ def _pick(scored: list[dict], kl_threshold: float, base_harmless: float) -> tupl
     rules = [(kl_threshold, 0.0, None), (2 * kl_threshold, 0.0, "KL threshold x2"),
              (4 * kl_threshold, 0.0, "KL threshold x4"),
              (4 * kl_threshold, base_harmless, "KL x4 and addition above the harmless baseline")]
-    for kl_used, induce, fallback in rules:
-        passing = [c for c in scored if c["kl"] <= kl_used and c["addition_refusal"] >= induce]
-        if passing:
-            break
+    def passing_under(rule) -> list[dict]:
+        return [c for c in scored if c["kl"] <= rule[0] and c["addition_refusal"] >= rule[1]]
+
+    kl_used, induce, fallback = next((r for r in rules if passing_under(r)), rules[-1])
+    passing = passing_under((kl_used, induce))
     for c in scored:
         c["passes_arditi"] = c["kl"] <= kl_threshold and c["addition_refusal"] >= 0.0
     if not passing:

@@ -11,7 +11,7 @@ from steerlens.caa import (
     split_half_cosine,
     swap_options,
 )
-from steerlens.data import ABItem, CAA_BEHAVIOURS, load_caa
+from steerlens.data import CAA_BEHAVIOURS, ABItem, load_caa
 from steerlens.geometry import cosine
 
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 from conftest import save_tiny_model
-
 from test_generation import naive_generate
 
 from steerlens.activations import collect_resid

@@ -39,10 +39,10 @@ def test_refusal_scores_equal_full_forward(tiny_model):
 
 
 def test_filter_keeps_refused_harmful_and_answered_harmless(tiny_model):
-    h, l = _ins("harmful_train", 6), _ins("harmless_train", 6)
-    f = filter_by_refusal(tiny_model, h, l, batch_size=4)
+    h, hl = _ins("harmful_train", 6), _ins("harmless_train", 6)
+    f = filter_by_refusal(tiny_model, h, hl, batch_size=4)
     assert f.harmful == [x for x, s in zip(h, f.scores["harmful"]) if s > 0]
-    assert f.harmless == [x for x, s in zip(l, f.scores["harmless"]) if s < 0]
+    assert f.harmless == [x for x, s in zip(hl, f.scores["harmless"]) if s < 0]
 
 
 def test_difference_in_means_at_every_tail_position(tiny_model):

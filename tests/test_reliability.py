@@ -11,9 +11,9 @@ from conftest import audit_args
 
 from steerlens import models
 from steerlens.audit import main
-from steerlens.vectors import SteeringVector
 from steerlens.errors import ModelError, SteerlensError
 from steerlens.store import atomic_write_text, write_json
+from steerlens.vectors import SteeringVector
 
 ROOT = Path(__file__).parent.parent
 

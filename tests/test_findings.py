@@ -1,0 +1,80 @@
+"""Findings: one function per claim, generated from runs, and the committed report cannot drift."""
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from steerlens.findings import CLAIMS, _fix_outcome, main
+from steerlens.summary import load_run_data, summarize
+
+
+def test_findings_generated_from_run(finished_run, tmp_path):
+    out = tmp_path / "findings.md"
+    assert main([str(finished_run), "--out", str(out)]) == 0
+    text = out.read_text()
+    for n in range(1, 7):
+        assert f"| {n}. " in text
+    # Every claim row has as many cells as its table's header (no unescaped pipes).
+    for line in text.splitlines():
+        if re.match(r"\| [1-6]\. ", line):
+            assert line.replace("\\|", "").count("|") in (4, 5), line
+    assert "minimum detectable ΔASR" in text
+
+
+def test_each_claim_reads_the_summary(finished_run):
+    s = summarize(load_run_data(finished_run))
+    for claim in CLAIMS:
+        c = claim(s)
+        assert {"claim", "paper", "measured", "verdict"} <= set(c) and c["verdict"], claim.__name__
+
+
+def test_fix_outcome_rule():
+    assert _fix_outcome(0.01, 0.5) == "restores"
+    assert _fix_outcome(0.01, 0.01) == "partly restores"
+    assert _fix_outcome(0.5, 0.01) == "does not restore"
+    assert _fix_outcome(0.5, 0.5) == "inconclusive"
+
+
+def test_bad_run_is_an_error(tmp_path):
+    assert main([str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2
+
+
+def test_committed_findings_match_committed_runs(tmp_path, monkeypatch):
+    """docs/findings.md is exactly what its own command gives on the committed runs."""
+    root = Path(__file__).resolve().parents[1]
+    doc = root / "docs" / "findings.md"
+    text = doc.read_text()
+    m = re.search(r"`python -m steerlens\.findings ([^`]+)`", text)
+    if m is None:
+        pytest.skip("docs/findings.md is not generated yet")
+    args = shlex.split(m.group(1))
+    for a in (a for a in args if not a.startswith("--")):
+        src = root / a
+        assert src.exists(), f"{a} is named in docs/findings.md but not committed"
+        dst = tmp_path / a
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
+    monkeypatch.chdir(tmp_path)
+    assert main(args + ["--out", "out.md"]) == 0
+    assert (tmp_path / "out.md").read_text() == text
+
+
+def test_rejudging_changes_labels_without_touching_the_run(finished_run, tmp_path):
+    """summarize(judge=...) re-judges saved completions and writes nothing."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = (run / "summary.json").read_bytes()
+
+    class RefuseAll:
+        name = "refuse_all"
+
+        def judge(self, goals, responses):
+            return [False] * len(responses)
+
+    s = summarize(load_run_data(run), judge=RefuseAll())
+    assert all(r["asr"] == 0 for r in s["rows"] if "asr" in r)
+    assert all(b["false_refusal_rate"] == 1 for b in s["benign"])
+    assert (run / "summary.json").read_bytes() == before
