@@ -72,8 +72,8 @@ def load_run(run: str | Path, model) -> AuditedRun:
                              fix="pass an audit's --out directory, or finish it with --resume")
     store = _ReadOnly(root)
     cfg = AuditConfig.from_json(store.read_json("config.json")["config"])
-    if model.cfg.d_model != stages.load_refusal(store.path("refusal_direction.safetensors")
-                                                ).direction.shape[-1]:
+    saved = stages.load_refusal(store.path("refusal_direction.safetensors")).direction.direction
+    if model.cfg.d_model != saved.shape[-1]:
         raise SteerlensError(f"{root} was audited on {cfg.model}, not on this model",
                              fix=f"load_model({cfg.model!r})")
     ref = stages.refusal_stage(store, model, cfg)
