@@ -1,11 +1,16 @@
 """Benchmarks of steerlens' cost levers on the embedded model (not a test; prints a markdown table).
 
     python benchmarks/bench_core.py [--model KEY] [--n 8] [--new 24] [--json out.json]
+    python benchmarks/bench_core.py --n 2 --new 4 --cell-new 2 --attacks refusal_suppression  # smoke
 
 1. steered generation (ours, KV cache, hooks) vs HF `generate` unsteered: new tokens/s;
 2. activation collection (prefix reuse, early stop) vs HF forward over the same prompts: tok/s;
-3. a template-attack cell (4 settings) with prefix + prompt-cache reuse vs without;
+3. a template-attack cell (1 and 4 settings) with prefix + prompt-cache reuse vs without;
 4. logit screening vs generated ASR: Spearman over settings, and the cost ratio.
+
+The screen is the audit's first-step refusal score (log-odds of `steerlens.refusal`'s refusal
+tokens, from `next_token_logits_grid`); the generated ASR is the audit's `run_cell` with the
+refusal_string judge (rows stop once refused; compliant rows run to `--new` tokens).
 """
 
 from __future__ import annotations
@@ -18,6 +23,22 @@ import time
 import torch
 from scipy.stats import spearmanr
 
+from steerlens.activations import collect_resid
+from steerlens.attacks import get_attack
+from steerlens.data import load_instructions, load_jbb
+from steerlens.evaluate import Kind, Setting, attack_prompts, run_cell
+from steerlens.generation import (
+    generate_grid,
+    next_token_logits_grid,
+    refusal_log_odds,
+    stop_token_ids,
+)
+from steerlens.judges import get_judge
+from steerlens.models import load_model
+from steerlens.prompts import PromptSet, chat_prompts, full_batch, pad_id
+from steerlens.refusal import refusal_token_ids
+from steerlens.steering import Steering, addition
+
 
 def _timed(fn):
     t = time.perf_counter()
@@ -25,115 +46,100 @@ def _timed(fn):
     return out, time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
-    ap.add_argument("--n", type=int, default=8, help="prompts per batch")
-    ap.add_argument("--new", type=int, default=24, help="new tokens")
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args()
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
-    from steerlens.activations import collect_resid
-    from steerlens.attacks import get_attack
-    from steerlens.data import load_instructions, load_jbb
-    from steerlens.evaluate import attack_prompts, refusal_screen, run_attack
-    from steerlens.generation import generate_grid, stop_token_ids
-    from steerlens.models import load_model
-    from steerlens.prompts import chat_token_rows, header_ids, tokenize_chat
-    from steerlens.steering import Steering, addition
 
-    torch.manual_seed(0)
-    torch.set_grad_enabled(False)
-    (m, load_s) = _timed(lambda: load_model(args.model, device="cpu"))
-    rss_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    tok = m.tokenizer
-    hf = m.original_model
-    n_params = sum(p.numel() for p in hf.parameters())
-    goals = load_jbb("harmful")[: args.n]
-    instr = [g.goal for g in goals]
-    rows = {}
-
-    # 1. Steered generation vs HF generate (unsteered), same prompts and batch.
-    b = tokenize_chat(tok, instr)
-    stops = stop_token_ids(tok)
-
-    def hf_gen():
-        return hf.generate(b.input_ids, attention_mask=b.attention_mask, max_new_tokens=args.new,
-                           do_sample=False, pad_token_id=tok.pad_token_id)
-
-    hf_out, hf_s = _timed(hf_gen)
-    hf_new = 0
-    for row in hf_out[:, b.input_ids.shape[1]:].tolist():
+def _unstopped(rows: list[list[int]], stops: set[int]) -> int:
+    """New tokens of HF `generate` rows up to (not counting) the first stop token."""
+    n = 0
+    for row in rows:
         for t in row:
             if t in stops:
                 break
-            hf_new += 1
-    v = torch.randn(m.cfg.d_model)
-    v = v / v.norm() * 4
-    rows_body, n_suffix = chat_token_rows(tok, instr, include_header=False)
-    bodies = [r[:-n_suffix] for r in rows_body]
-    suffix = rows_body[0][-n_suffix:]
+            n += 1
+    return n
+
+
+def bench_generation(m, goals, v, args) -> dict:
+    """1. Our steered generation vs HF `generate` unsteered, same prompts and batch."""
+    tok = m.tokenizer
+    prompts = chat_prompts(tok, [g.goal for g in goals])
+    b = full_batch(prompts, tok)
+    hf_out, hf_s = _timed(lambda: m.original_model.generate(
+        b.input_ids, attention_mask=b.attention_mask, max_new_tokens=args.new, do_sample=False,
+        pad_token_id=pad_id(tok)))
+    hf_new = _unstopped(hf_out[:, b.input_ids.shape[1]:].tolist(), stop_token_ids(tok))
     steer = {"steered": addition(v, m.cfg.n_layers // 2, 1.0)}
-    ours, ours_s = _timed(lambda: generate_grid(m, header_ids(tok), bodies, suffix, steer,
-                                                args.new, batch_size=args.n, desc=None))
-    ours_new = sum(len(c.tokens) for c in ours["steered"])
-    rows["generation"] = {"hf_tok_s": hf_new / hf_s, "ours_tok_s": ours_new / ours_s,
-                          "ratio": (ours_new / ours_s) / (hf_new / hf_s)}
+    ours, ours_s = _timed(lambda: generate_grid(m, prompts, steer, args.new, batch_size=args.n,
+                                                desc=None))
+    ours_new = sum(len(c.tokens) for c in ours["steered"].completions)
+    return {"hf_tok_s": hf_new / hf_s, "ours_tok_s": ours_new / ours_s,
+            "ratio": (ours_new / ours_s) / (hf_new / hf_s)}
 
-    # 2. Activation collection vs HF forward (same prompts; tokens counted without padding).
+
+def bench_activations(m, layer: int, args) -> dict:
+    """2. Activation collection at the tail vs HF forward (tokens counted without padding)."""
+    tok = m.tokenizer
     harm = [x.instruction for x in load_instructions("harmful_train")[: 4 * args.n]]
-    bh = tokenize_chat(tok, harm)
-    n_tok = int(bh.attention_mask.sum())
-    _, hf_fwd_s = _timed(lambda: [hf(bh.input_ids[i: i + args.n],
-                                     attention_mask=bh.attention_mask[i: i + args.n])
-                                  for i in range(0, len(harm), args.n)])
-    r_rows, ns = chat_token_rows(tok, harm, include_header=False)
-    layer = int(m.cfg.n_layers * 2 / 3)
-    _, ours_act_s = _timed(lambda: collect_resid(m, r_rows, [layer], list(range(-ns, 0)),
-                                                 prefix=header_ids(tok), batch_size=args.n,
-                                                 desc=None))
-    rows["activations"] = {"hf_tok_s": n_tok / hf_fwd_s, "ours_tok_s": n_tok / ours_act_s,
-                           "ratio": hf_fwd_s / ours_act_s, "layer": layer}
+    prompts = chat_prompts(tok, harm)
+    b = full_batch(prompts, tok)
+    n_tok = int(b.attention_mask.sum())
+    _, hf_s = _timed(lambda: [m.original_model(b.input_ids[i: i + args.n],
+                                               attention_mask=b.attention_mask[i: i + args.n])
+                              for i in range(0, len(harm), args.n)])
+    _, ours_s = _timed(lambda: collect_resid(m, prompts, [layer], prompts.tail_positions(),
+                                             batch_size=args.n, desc=None))
+    return {"hf_tok_s": n_tok / hf_s, "ours_tok_s": n_tok / ours_s, "ratio": hf_s / ours_s,
+            "layer": layer}
 
-    # 3. Template attack cells: prefix + shared prompt cache vs naive (no prefix, one call per
-    # setting). AIM is a long template (the lever's use case); refusal suppression a short one.
-    rows["attack_cell"] = {}
-    for attack_name in ("aim", "refusal_suppression"):
-        attack = get_attack(attack_name)
-        prefix, a_bodies, a_suffix = attack_prompts(tok, attack, goals)
-        for n_set in (1, 4):
-            settings = {f"s{i}": addition(v * (i + 1), layer, 1.0) for i in range(n_set - 1)}
-            settings["baseline"] = Steering()
-            _, shared_s = _timed(lambda: generate_grid(m, prefix, a_bodies, a_suffix, settings,
-                                                       8, args.n, desc=None))
 
-            def naive():
-                for name, s in settings.items():
-                    generate_grid(m, [], [prefix + x for x in a_bodies], a_suffix, {name: s}, 8,
-                                  args.n, desc=None)
+def _unshared(prompts: PromptSet) -> PromptSet:
+    """The same rows with no shared prefix: every row runs its whole text."""
+    return PromptSet([], [prompts.full(i) for i in range(len(prompts))], prompts.n_tail,
+                     prompts.texts)
 
-            _, naive_s = _timed(naive)
-            rows["attack_cell"][f"{attack_name}/{n_set}"] = {
-                "shared_s": shared_s, "naive_s": naive_s, "ratio": shared_s / naive_s,
-                "prompt_tokens": len(prefix) + len(a_suffix) + max(map(len, a_bodies))}
 
-    # 4. Logit screening vs generated ASR over settings (attack none).
-    none = get_attack("none")
-    grid = {"baseline": Steering()}
+def bench_attack_cell(m, goals, v, layer: int, attack_name: str, n_set: int, args) -> dict:
+    """3. One attack cell: shared prefix + one prompt cache for all settings, vs naive (no
+    prefix, one call per setting, so nothing is shared)."""
+    prompts = attack_prompts(m.tokenizer, get_attack(attack_name), goals)
+    settings = {f"s{i}": addition(v * (i + 1), layer, 1.0) for i in range(n_set - 1)}
+    settings["baseline"] = Steering()
+    _, shared_s = _timed(lambda: generate_grid(m, prompts, settings, args.cell_new, args.n,
+                                               desc=None))
+    plain = _unshared(prompts)
+
+    def naive():
+        for name, s in settings.items():
+            generate_grid(m, plain, {name: s}, args.cell_new, args.n, desc=None)
+
+    _, naive_s = _timed(naive)
+    return {"shared_s": shared_s, "naive_s": naive_s, "ratio": shared_s / naive_s,
+            "prompt_tokens": len(prompts.prefix) + max(map(len, prompts.rows))}
+
+
+def bench_screening(m, goals, v, layer: int, args) -> dict:
+    """4. Logit screening vs generated ASR over settings (attack none)."""
+    prompts = attack_prompts(m.tokenizer, get_attack("none"), goals)
+    settings = [Setting("baseline", Kind.BASELINE)]
     for mult in (-8, -4, 4, 8, 12):
-        grid[f"m{mult}"] = addition(v, layer, float(mult) / 4)
-    scr, scr_s = _timed(lambda: refusal_screen(m, none, goals, grid, args.n))
-    gen, gen_s = _timed(lambda: run_attack(m, none, goals, grid, max_new_tokens=args.new,
-                                           batch_size=args.n))
+        settings.append(Setting(f"m{mult}", Kind.PLUS if mult > 0 else Kind.MINUS,
+                                addition(v, layer, float(mult) / 4), dose=mult / 4))
+    grid = {s.name: s.steering for s in settings}
+    ids = refusal_token_ids(m.tokenizer)
+    scr, scr_s = _timed(lambda: {k: refusal_log_odds(x, ids).tolist() for k, x in
+                                 next_token_logits_grid(m, prompts, grid, args.n).items()})
+    gen, gen_s = _timed(lambda: run_cell(m, prompts, goals, settings, get_judge("refusal_string"),
+                                         args.new, args.n, None))
     neg_score = [-sum(scr[k]) / len(scr[k]) for k in grid]
     asr = [sum(gen[k]["jailbroken"]) / len(goals) for k in grid]
     rho = spearmanr(neg_score, asr).statistic
-    rows["screening"] = {"spearman": float(rho), "screen_s": scr_s, "generate_s": gen_s,
-                         "cost_ratio": scr_s / gen_s, "asr": asr}
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    rows["memory"] = {"fp32_weights_gb": n_params * 4 / 1e9, "peak_rss_gb_after_load": rss_load,
-                      "peak_rss_gb": rss_peak, "load_s": load_s}
+    return {"spearman": float(rho), "screen_s": scr_s, "generate_s": gen_s,
+            "cost_ratio": scr_s / gen_s, "asr": asr}
 
+
+def print_table(rows: dict, args) -> None:
     print("| benchmark | ours | reference | ratio |\n|---|---|---|---|")
     g, a, s = rows["generation"], rows["activations"], rows["screening"]
     print(f"| steered generation new tok/s vs HF generate (batch {args.n}, {args.new} new) | "
@@ -143,13 +149,45 @@ def main() -> None:
     for key, c in rows["attack_cell"].items():
         att, n_set = key.split("/")
         print(f"| {att} cell (~{c['prompt_tokens']} prompt tokens), {n_set} setting(s), "
-              f"8 new: with prefix/prompt reuse vs without (s) | {c['shared_s']:.1f} | "
+              f"{args.cell_new} new: with prefix/prompt reuse vs without (s) | {c['shared_s']:.1f} | "
               f"{c['naive_s']:.1f} | {c['ratio']:.2f}x |")
     print(f"| logit screening vs generated ASR: Spearman / cost (s) | {s['spearman']:.2f} / "
           f"{s['screen_s']:.1f} | {s['generate_s']:.1f} | {s['cost_ratio']:.2f}x |")
     mem = rows["memory"]
     print(f"| peak RSS (GB) vs fp32 weights (GB) | {mem['peak_rss_gb']:.2f} | "
           f"{mem['fp32_weights_gb']:.2f} | {mem['peak_rss_gb'] / mem['fp32_weights_gb']:.2f}x |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--n", type=int, default=8, help="JBB goals, and prompts per batch")
+    ap.add_argument("--new", type=int, default=24, help="new tokens (generation, screening)")
+    ap.add_argument("--cell-new", type=int, default=8, help="new tokens in the attack cells")
+    ap.add_argument("--attacks", default="aim,refusal_suppression",
+                    help="comma-separated attacks for the cell benchmark")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    torch.set_grad_enabled(False)
+    m, load_s = _timed(lambda: load_model(args.model, device="cpu"))
+    rss_load = _peak_gb()
+    n_params = sum(p.numel() for p in m.original_model.parameters())
+    goals = load_jbb("harmful")[: args.n]
+    v = torch.randn(m.cfg.d_model)
+    v = v / v.norm() * 4
+    layer = int(m.cfg.n_layers * 2 / 3)
+    rows = {"generation": bench_generation(m, goals, v, args),
+            "activations": bench_activations(m, layer, args), "attack_cell": {}}
+    for attack_name in args.attacks.split(","):
+        for n_set in (1, 4):
+            rows["attack_cell"][f"{attack_name}/{n_set}"] = bench_attack_cell(
+                m, goals, v, layer, attack_name, n_set, args)
+    rows["screening"] = bench_screening(m, goals, v, layer, args)
+    rows["memory"] = {"fp32_weights_gb": n_params * 4 / 1e9, "peak_rss_gb_after_load": rss_load,
+                      "peak_rss_gb": _peak_gb(), "load_s": load_s}
+    print_table(rows, args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

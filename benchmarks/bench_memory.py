@@ -1,9 +1,11 @@
 """Peak resident memory of loading and running the embedded model through steerlens (not a test).
 
-    python benchmarks/bench_memory.py [--model KEY]
+    python benchmarks/bench_memory.py [--model KEY] [--n-act 32] [--n-gen 16] [--new 24]
+    python benchmarks/bench_memory.py --n-act 2 --n-gen 2 --new 4  # smoke
 
-Prints peak RSS after loading, after activation collection, and after steered generation,
-as multiples of the fp32 weight size (target: about 1.3x, i.e. never two copies of the weights).
+Prints peak RSS after loading, after activation collection (every layer, the tail positions),
+and after steered generation (baseline plus one addition), as multiples of the fp32 weight size
+(target: about 1.3x, i.e. never two copies of the weights).
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ import resource
 
 import torch
 
+from steerlens.activations import collect_resid
+from steerlens.data import load_instructions, load_jbb
+from steerlens.generation import generate_grid
+from steerlens.models import load_model
+from steerlens.prompts import chat_prompts
+from steerlens.steering import Steering, addition
+
 
 def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
@@ -22,31 +31,23 @@ def peak_gb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--n-act", type=int, default=32, help="instructions for activation collection")
+    ap.add_argument("--n-gen", type=int, default=16, help="JBB goals for generation")
+    ap.add_argument("--new", type=int, default=24, help="new tokens")
     args = ap.parse_args()
-
-    from steerlens.activations import collect_resid
-    from steerlens.data import load_instructions, load_jbb
-    from steerlens.generation import generate_grid
-    from steerlens.models import load_model
-    from steerlens.prompts import chat_token_rows, header_ids
-    from steerlens.steering import Steering, addition
 
     torch.set_grad_enabled(False)
     m = load_model(args.model, device="cpu")
     weights = sum(p.numel() * p.element_size() for p in m.original_model.parameters()) / 1e9
     out = {"weights_gb": weights, "after_load": peak_gb()}
     tok = m.tokenizer
-    harm = [x.instruction for x in load_instructions("harmful_train")[:32]]
-    rows, ns = chat_token_rows(tok, harm, include_header=False)
-    collect_resid(m, rows, list(range(m.cfg.n_layers)), list(range(-ns, 0)),
-                  prefix=header_ids(tok), desc=None)
+    harm = chat_prompts(tok, [x.instruction for x in load_instructions("harmful_train")[: args.n_act]])
+    collect_resid(m, harm, list(range(m.cfg.n_layers)), harm.tail_positions(), desc=None)
     out["after_activations"] = peak_gb()
-    goals = [g.goal for g in load_jbb("harmful")[:16]]
-    rows, ns = chat_token_rows(tok, goals, include_header=False)
+    goals = chat_prompts(tok, [g.goal for g in load_jbb("harmful")[: args.n_gen]])
     v = torch.randn(m.cfg.d_model)
-    generate_grid(m, header_ids(tok), [r[:-ns] for r in rows], rows[0][-ns:],
-                  {"base": Steering(), "add": addition(v / v.norm() * 4, 12, 1.0)},
-                  max_new_tokens=24, desc=None)
+    generate_grid(m, goals, {"base": Steering(), "add": addition(v / v.norm() * 4, 12, 1.0)},
+                  max_new_tokens=args.new, desc=None)
     out["after_generation"] = peak_gb()
     out["ratio"] = out["after_generation"] / weights
     print(json.dumps(out, indent=1))
