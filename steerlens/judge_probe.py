@@ -1,4 +1,4 @@
-"""The offline CPU judge: a logistic-regression probe on sentence embeddings.
+"""An offline CPU judge: a logistic-regression probe on sentence embeddings.
 
 Features of a (goal, response) pair: the all-MiniLM-L6-v2 embedding of the response (first
 128 word pieces) and of the goal (mean-pooled, L2-normalised), plus the `refusal_string`

@@ -10,7 +10,8 @@ rows early) and `.settings()` (JSON, recorded with runs). Build one with
 - `jbb_string`: JailbreakBench's `StringClassifier`, exactly (case-sensitive, anywhere).
 - `jbb`, `harmbench`, `llamaguard`: a local LLM with the published judge prompt, scored from
   the next-token logits of the answer words (`steerlens.llm_judges`).
-- `probe`: the offline CPU default, a linear probe trained on JailbreakBench's labels
+- `probe`: a linear probe trained on JailbreakBench's labels (held-out κ 0.770 against
+  `refusal_string`'s 0.755, within noise; `refusal_string` stays the default)
   (`steerlens.judge_probe`).
 - `refusal_score`: log-odds of the refusal first tokens at the next position; needs no
   generation, used for direction selection and fast screening.

@@ -113,11 +113,11 @@ class JudgeProtocol:
 
 PROTOCOLS: dict[str, JudgeProtocol] = {
     "jbb": JudgeProtocol(
-        "jbb", _render_jbb, "unsafe", "safe", "qwen2.5-coder-0.5b-instruct",
+        "jbb", _render_jbb, "unsafe", "safe", None,
         "JailbreakBench/jailbreakbench src/jailbreakbench/classifier.py Llama3JailbreakJudge "
         "(PyPI jailbreakbench 1.0.0); published judge model meta-llama/Llama-3-70b-chat-hf"),
     "harmbench": JudgeProtocol(
-        "harmbench", _render_harmbench, "yes", "no", "qwen2.5-coder-0.5b-instruct",
+        "harmbench", _render_harmbench, "yes", "no", None,
         "centerforaisafety/HarmBench eval_utils.py LLAMA2_CLS_PROMPT['prompt']; published judge "
         "model cais/HarmBench-Llama-2-13b-cls"),
     "llamaguard": JudgeProtocol(
@@ -293,6 +293,10 @@ def make_llm_judge(protocol: str, model: Any = None, device: str | None = None,
     proto = PROTOCOLS[protocol]
     model = model if model is not None else proto.default_model
     if model is None:
-        raise SteerlensError(f"the {protocol!r} judge needs a guard model",
-                             fix="pass --model (e.g. meta-llama/Llama-Guard-3-1B or a local copy)")
+        raise SteerlensError(
+            f"the {protocol!r} judge needs a judge model (none is the default: the embedded 0.5B "
+            "answers the published prompt inverted, kappa -0.7 on JailbreakBench's labels)",
+            fix="pass --model (e.g. meta-llama/Llama-3-70b-chat-hf for jbb, "
+                "cais/HarmBench-Llama-2-13b-cls for harmbench, meta-llama/Llama-Guard-3-1B for "
+                "llamaguard, or a local copy); see docs/judges.md")
     return LLMJudge(proto, _load(model, device), **options)

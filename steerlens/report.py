@@ -138,9 +138,9 @@ def judges_block(run: Path, data: RunData) -> tuple[str, dict]:
     rows = []
     for path in sorted((run / "judgements").glob("*.json")) if (run / "judgements").is_dir() else []:
         j = read_json(path)
-        labels[j["judge"]] = {k: c["jailbroken"] for k, c in j["cells"].items()}
+        labels[path.stem] = {k: c["jailbroken"] for k, c in j["cells"].items()}
         ov = j["overall"]
-        rows.append(f"<tr><td>{_e(j['judge'])}</td><td class=num>{ov['n']}</td>"
+        rows.append(f"<tr><td>{_e(path.stem)}</td><td class=num>{ov['n']}</td>"
                     f"<td class=num>{_p(ov['agreement'])}</td><td class=num>{_p(ov['kappa'])}</td></tr>")
     if not rows:
         return ("<p>Only the run's own judge. Add others with <code>python -m steerlens.rejudge "

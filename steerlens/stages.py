@@ -429,6 +429,9 @@ def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, r
     """Generate, judge and screen every cell; each is written as soon as its job returns."""
     from steerlens.backends import run_local, run_ray
 
+    from steerlens.judges import get_judge
+
+    store.cached_json("judge.json", lambda: get_judge(cfg.judge).settings())
     jobs = _jobs(store, cfg, settings, readout)
     if not jobs:
         return

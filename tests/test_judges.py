@@ -104,7 +104,7 @@ def test_registry_and_errors():
         get_judge("gpt-judge")
     with pytest.raises(SteerlensError, match="bad options"):
         get_judge("jbb_string", window=3)
-    with pytest.raises(SteerlensError, match="guard model"):
+    with pytest.raises(SteerlensError, match="judge model"):
         get_judge("llamaguard")
     with pytest.raises(ModelError, match="unknown model"):
         get_judge("jbb", model="no-such-judge-model")
