@@ -21,13 +21,15 @@ DOSE_UNITS = ("resid", "paper")
 
 PRESETS: dict[str, dict] = {
     # A verdict in about 5 minutes of compute on a 2-core CPU (10 with install and conversion).
-    "quick": dict(behaviours=("corrigible-neutral-HHH",), attacks=("none",), n_goals=30,
+    # Layer 14 of the default 0.5B: where its CAA vectors move their own behaviour
+    # (benchmarks/caa_layer_scan.py, docs/caa_layer_scan.json); other models: pass --layer.
+    "quick": dict(behaviours=("corrigible-neutral-HHH",), layer=14, attacks=("none",), n_goals=30,
                   n_benign=10, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
                   n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
                   doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
                   n_null_screen=32, n_null_generate=2, n_shuffled=0, n_category=0),
     # All 100 JBB goals on the 0.5B in under an hour on 2 cores.
-    "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"),
+    "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"), layer=14,
                      attacks=("none", "refusal_suppression"), n_goals=100, n_benign=30,
                      n_caa_items=96, n_behaviour_test=48, n_refusal_train=128,
                      n_refusal_val=64, refusal_layer_stride=2, refusal_positions="last",
