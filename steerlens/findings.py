@@ -205,13 +205,14 @@ def instrument_lines(s: dict) -> list[str]:
 
 
 def verdict_table(s: dict) -> list[str]:
-    lines = ["| vector | dose | attack | ΔASR pts [95% CI] | q | null % | cos | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| vector | dose | attack | ΔASR pts [95% CI] | q | null % (refusal score) | "
+             "null % (projection) | cos | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for f in s["vectors"]:
         p = f["plus"]
         lines.append(f"| {f['vector']} | {f['dose']:g} | {f['attack']} | {_pts(p.get('delta_asr'))} "
                      f"[{_pts(p.get('delta_ci_low'))}, {_pts(p.get('delta_ci_high'))}] | "
                      f"{_g(p.get('q_value'))} | {_g(f['null_percentile_screen'])} | "
+                     f"{_g(f.get('null_percentile_projection'))} | "
                      f"{f['overlap'].get('cosine', float('nan')):+.2f} | {f['verdict']} |")
     return lines
 

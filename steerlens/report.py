@@ -85,8 +85,8 @@ def _mitigation_cell(f: dict, key: str) -> str:
 def verdict_table(summary: dict) -> str:
     """One row per vector, dose and attack: the answer, why, the mitigation, the checks."""
     head = ("<tr><th>vector</th><th>dose</th><th>attack</th><th>verdict</th>"
-            "<th>ΔASR pts [95% CI]</th><th>null %</th><th>q</th><th>cos(v, r)</th>"
-            "<th>in subspace</th><th>projection shift</th><th>ΔASR ⊥1 (p vs raw)</th>"
+            "<th>ΔASR pts [95% CI]</th><th>null % (refusal score)</th><th>q</th><th>cos(v, r)</th>"
+            "<th>in subspace</th><th>projection shift (null %)</th><th>ΔASR ⊥1 (p vs raw)</th>"
             "<th>ΔASR ⊥k (p vs raw)</th><th>p(matching) unsteered → steered</th>"
             "<th>benign false refusals</th></tr>")
     rows = []
@@ -101,7 +101,8 @@ def verdict_table(summary: dict) -> str:
             f"<td class=num>{_int(f['null_percentile_screen'])}</td><td class=num>{_p(p.get('q_value'))}</td>"
             f"<td class=num>{ov.get('cosine', float('nan')):+.2f}</td>"
             f"<td class=num>{ov.get('fraction_in_subspace', float('nan')):.2f}</td>"
-            f"<td class=num>{'n/a' if shift is None else f'{shift:+.2f}'}</td>"
+            f"<td class=num>{'n/a' if shift is None else f'{shift:+.2f}'} "
+            f"({_int(f.get('null_percentile_projection'))})</td>"
             f"<td class=num>{_mitigation_cell(f, 'perp1')}</td><td class=num>{_mitigation_cell(f, 'perpk')}</td>"
             f"<td>{_behaviour_cell(f)}</td><td class=num>{_benign_cell(summary, f)}</td></tr>")
     return f"<table id=verdicts>{head}{''.join(rows)}</table>"

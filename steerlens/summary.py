@@ -146,6 +146,9 @@ def vector_findings(rows: list[dict], data: RunData) -> list[dict]:
                    "perpk": next(iter(_pick(rows, attack, kind="+v_perpk", vector=name, dose=dose)), None),
                    "null_percentile_delta_asr": null_percentile(plus.get("delta_asr"), null_asr),
                    "null_percentile_screen": null_percentile(plus.get("refusal_score_shift"), null_screen),
+                   "null_percentile_projection": null_percentile(
+                       _mean(plus.get("projection_shift", [])),
+                       [_mean(r.get("projection_shift", [])) for r in nulls]),
                    "n_null_generated": len(null_asr), "n_null_screened": len(null_screen),
                    "overlap": data.overlap.get(name, {}),
                    "behaviour": (data.dose.get("vectors", {}).get(name, {}))}
