@@ -428,7 +428,6 @@ def _jobs(store: RunStore, cfg: AuditConfig, settings: dict, readout) -> list:
 def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, readout) -> None:
     """Generate, judge and screen every cell; each is written as soon as its job returns."""
     from steerlens.backends import run_local, run_ray
-
     from steerlens.judges import get_judge
 
     store.cached_json("judge.json", lambda: get_judge(cfg.judge).settings())
