@@ -12,9 +12,17 @@ python benchmarks/caa_layer_scan.py --model qwen2.5-coder-1.5b-instruct \
   --behaviours corrigible-neutral-HHH refusal --layers 12 14 16 18 20 --doses -0.15 0.15 \
   --n-items 32 --n-test 24 --out docs/caa_layer_scan_1.5b.json          # 1.5B: layer 18
 
-# 0.5B (default embedded model), standard preset: all 100 JBB goals (stratified), no attack and
-# refusal suppression, three behaviours, layer 14, dose 0.15 of the mean residual norm.
-python -m steerlens.audit --preset standard --out results/findings-0.5b-resid --no-report
+# 0.5B (default embedded model): standard preset cut to fit this session's CPU time (two
+# behaviours that steer strongly, 60 stratified goals, 48 new tokens, 2 generated random
+# directions per attack), no attack and refusal suppression, layer 14, dose 0.15 of the mean
+# residual norm. The refusal direction, subspace and the two CAA vectors come from a full
+# standard-preset run that was stopped in its grid (copied in; stages skip existing files).
+python -m steerlens.audit --preset standard --out /tmp/std05-full --no-report  # stopped in the grid
+mkdir -p results/findings-0.5b-resid/vectors
+cp /tmp/std05-full/refusal* /tmp/std05-full/subspace.json results/findings-0.5b-resid/
+cp /tmp/std05-full/vectors/{corrigible-neutral-HHH,refusal}.safetensors results/findings-0.5b-resid/vectors/
+python -m steerlens.audit --preset standard --behaviours corrigible-neutral-HHH refusal \
+  --n-goals 60 --n-null-generate 2 --max-new-tokens 48 --out results/findings-0.5b-resid --no-report
 
 # 1.5B, quick preset at its layer 18 (one core: it ran beside the run above).
 OMP_NUM_THREADS=1 python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
