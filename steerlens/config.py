@@ -21,15 +21,13 @@ DOSE_UNITS = ("resid", "paper")
 
 PRESETS: dict[str, dict] = {
     # A verdict in about 5 minutes of compute on a 2-core CPU (10 with install and conversion).
-    # Layer 14 of the default 0.5B: where its CAA vectors move their own behaviour
-    # (benchmarks/caa_layer_scan.py, docs/caa_layer_scan.json); other models: pass --layer.
-    "quick": dict(behaviours=("corrigible-neutral-HHH",), layer=14, attacks=("none",), n_goals=30,
+    "quick": dict(behaviours=("corrigible-neutral-HHH",), attacks=("none",), n_goals=30,
                   n_benign=10, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
                   n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
                   doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
                   n_null_screen=32, n_null_generate=2, n_shuffled=0, n_category=0),
     # All 100 JBB goals on the 0.5B in under an hour on 2 cores.
-    "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"), layer=14,
+    "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"),
                      attacks=("none", "refusal_suppression"), n_goals=100, n_benign=30,
                      n_caa_items=96, n_behaviour_test=48, n_refusal_train=128,
                      n_refusal_val=64, refusal_layer_stride=2, refusal_positions="last",
@@ -47,6 +45,12 @@ PRESETS: dict[str, dict] = {
                   max_new_tokens=128, n_null_screen=256, n_null_generate=16, n_shuffled=2,
                   n_category=16),
 }
+
+
+# Steering layers measured for the embedded models: where their CAA vectors move their own
+# behaviour (benchmarks/caa_layer_scan.py; docs/caa_layer_scan*.json). Used when --layer is not
+# given; any other model steers at its refusal direction's layer unless --layer says otherwise.
+MEASURED_LAYERS = {"qwen2.5-coder-0.5b-instruct": 14, "qwen2.5-coder-1.5b-instruct": 18}
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(per-layer files are read as decoder-layer outputs, steering-vectors' "
                         "convention) or repeng/llama.cpp GGUF control vectors")
     p.add_argument("--layer", type=int, default=None,
-                   help="steering layer, resid_pre numbering (default: the refusal direction's)")
+                   help="steering layer, resid_pre numbering (default: the measured one for the "
+                        "embedded models, 14 for the 0.5B and 18 for the 1.5B; else the refusal "
+                        "direction's layer)")
     p.add_argument("--dose-unit", choices=DOSE_UNITS,
                    help="resid: dose = fraction of the mean residual-stream norm at the steering "
                         "layer on harmful prompts (default); paper: multiplier on CAA vectors "
@@ -203,6 +209,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]
         if given is not None and f.name not in ("device", "dtype", "batch_size", "version"):
             values[f.name] = given
     values["vectors"] = tuple(str(Path(v)) for v in (args.vectors or ()))
+    if values.get("layer") is None:
+        values["layer"] = MEASURED_LAYERS.get(values.get("model", AuditConfig.model))
     values = {k: tuple(v) if k in _TUPLES else v for k, v in values.items()}
     cfg = AuditConfig(preset=args.preset, **{k: v for k, v in values.items() if k != "preset"})
     opts = RunOptions(Path(args.out), args.resume, not args.no_report, args.backend, args.address,

@@ -130,3 +130,13 @@ def test_unwritable_out_dir(tiny_model_dir, tmp_path, capsys):
         pytest.skip("running as root: permissions are not enforced")
     assert main(_args(tiny_model_dir, ro / "run")) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_measured_steering_layers_apply_only_to_their_models():
+    from steerlens.config import build_parser, config_from_args
+
+    cfg = lambda *a: config_from_args(build_parser().parse_args(list(a)))[0]  # noqa: E731
+    assert cfg().layer == 14  # the default 0.5B: where its CAA vectors steer
+    assert cfg("--model", "qwen2.5-coder-1.5b-instruct").layer == 18
+    assert cfg("--model", "/some/other/model").layer is None  # its refusal direction's layer
+    assert cfg("--layer", "3").layer == 3
