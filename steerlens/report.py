@@ -41,7 +41,7 @@ def _e(x) -> str:
 
 
 def _pts(x) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:+.0f}"
+    return "n/a" if x is None or x != x else f"{100 * x + 0.0:+.0f}"
 
 
 def _p(x) -> str:
