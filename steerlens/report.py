@@ -41,7 +41,7 @@ def _e(x) -> str:
 
 
 def _pts(x) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x + 0.0:+.0f}"
+    return "n/a" if x is None or x != x else f"{round(100 * x):+d}"
 
 
 def _p(x) -> str:
