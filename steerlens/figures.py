@@ -172,7 +172,7 @@ def cosine_scatter(summary: dict) -> go.Figure:
     """Per vector: its antisymmetric ΔASR against cosine with the refusal direction."""
     fig = _fig("Why: ΔASR (½(+v − −v)) against cos(v, refusal direction)",
                xaxis_title="cosine with the refusal direction",
-               yaxis_title="½ ΔASR(+v) − ½ ΔASR(−v) (points)")
+               yaxis_title="½(ΔASR+v − ΔASR−v), pts")
     for key, reg in summary["regressions"].items():
         xs = reg["cosine"].get("x") or [summary["overlap"].get(v, {}).get("cosine") for v in reg["vectors"]]
         fig.add_scatter(x=xs, y=[100 * y for y in reg["effect"]], mode="markers+text",
