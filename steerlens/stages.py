@@ -179,12 +179,18 @@ def subspace_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> Re
 # -- 3. steering vectors ---------------------------------------------------------------------
 
 def _shuffled(diffs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Label-shuffled CAA vectors: each question's (twin pair's) difference gets a random sign."""
+    """Label-shuffled CAA vectors: the matching/non-matching labels of each question (twin
+    pair) are swapped for a random *half* of the questions. Exactly half keeps the null free of
+    the behaviour: with independent signs a consistent difference c survives as
+    (sum of signs) * c and, rescaled to the vector's norm, the "null" is the vector itself."""
     g = torch.Generator().manual_seed(seed)
     units = diffs.shape[0] // 2
     out = []
     for _ in range(n):
-        signs = torch.randint(0, 2, (units,), generator=g).float() * 2 - 1
+        signs = torch.ones(units)
+        signs[torch.randperm(units, generator=g)[: units // 2]] = -1.0
+        if units % 2:
+            signs[torch.randperm(units, generator=g)[0]] = 0.0  # odd count: one question sits out
         out.append((diffs * signs.repeat_interleave(2)[:, None, None]).mean(0))
     return torch.stack(out) if out else torch.zeros(0, *diffs.shape[1:])
 

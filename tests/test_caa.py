@@ -122,3 +122,17 @@ def test_embedded_parity_and_letter_balance(embedded_model):
     # (|cos| 0.11 at 16 items, 0.12 at 64 on this model, shrinking with n).
     assert float(cos_plain.min()) > 0.8, cos_plain
     assert float(cos.max()) < 0.2, cos
+
+
+def test_label_shuffled_null_cancels_the_behaviour():
+    """A consistent per-question difference c (plus noise) vanishes from every shuffled null:
+    exactly half the questions are flipped, so the null is noise only."""
+    from steerlens.stages import _shuffled
+
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(1, 1, 256, generator=g) * 10
+    diffs = c + 0.1 * torch.randn(40, 1, 256, generator=g)  # 20 questions x 2 twins
+    nulls = _shuffled(diffs, 5, seed=0)
+    assert nulls.shape == (5, 1, 256)
+    assert float(cosine(nulls[:, 0], c[0].expand(5, 256)).abs().max()) < 0.3
+    assert float(nulls.norm(dim=-1).max()) < 0.2 * float(c.norm())
