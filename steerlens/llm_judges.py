@@ -33,6 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from steerlens.errors import ModelError, SteerlensError
+from steerlens.judges import check_pairs
 from steerlens.kvcache import PrefixCache, build_prefix_cache, fold_prefix
 from steerlens.prompts import PromptSet
 
@@ -255,9 +256,7 @@ class LLMJudge:
 
     def scores(self, goals: list[str], responses: list[str]) -> list[float]:
         """Log-odds of the positive (jailbroken) answer over the negative one, per row."""
-        if len(goals) != len(responses):
-            raise SteerlensError(f"{len(goals)} goals but {len(responses)} responses",
-                                 fix="pass one goal per response")
+        check_pairs(goals, responses)
         if not goals:
             return []
         rows = [encode(self.model.tokenizer, t) for t in self.texts(goals, responses)]

@@ -3,7 +3,9 @@ import torch
 
 from steerlens.attacks import ATTACKS, Attack, get_attack
 from steerlens.errors import SteerlensError
-from steerlens.judges import RefusalStringJudge, refusal_score, refusal_token_ids
+from steerlens.generation import refusal_log_odds
+from steerlens.judges import RefusalStringJudge
+from steerlens.refusal import refusal_token_ids
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -39,7 +41,7 @@ def test_refusal_score(tiny_model):
     assert ids
     logits = torch.full((2, len(tiny_model.tokenizer)), -10.0)
     logits[0, ids[0]] = 10.0
-    s = refusal_score(logits, ids)
+    s = refusal_log_odds(logits, ids)
     assert s[0] > 5 and s[1] < -5
 
 
