@@ -399,13 +399,22 @@ def settings_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal, sub: 
     return {"grid": grid, "validation": checks}
 
 
+# Generated settings per grid job: each job shares one prompt cache and decodes its
+# after-instruction settings together (`generation.generate_grid`).
+JOB_SETTINGS = 8
+
+
 def _cell_name(attack: str, setting: str) -> str:
     return f"cells/{attack}__{setting}.json"
 
 
 def _jobs(store: RunStore, cfg: AuditConfig, settings: dict, readout) -> list:
     """Jobs for the cells not on disk yet: chunks of generated settings per attack (screen-only
-    settings ride along with the first chunk), benign false refusals, refusal validation."""
+    settings ride along with the first chunk), benign false refusals, refusal validation.
+
+    Chunks are cut from the whole grid, then a chunk with every cell on disk is skipped: a
+    resumed run decodes the same settings together as an uninterrupted one (batch composition
+    moves float rounding, so this keeps resumed cells byte-identical)."""
     from steerlens.backends import Job
     from steerlens.data import load_jbb, stratified
     from steerlens.evaluate import Kind
@@ -413,20 +422,19 @@ def _jobs(store: RunStore, cfg: AuditConfig, settings: dict, readout) -> list:
     goals = stratified(load_jbb("harmful"), cfg.n_goals)
     kw = dict(judge=cfg.judge, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
               system=cfg.system, readout=readout)
+    done = lambda attack, chunk: all(store.exists(_cell_name(attack, s.name)) for s in chunk)  # noqa: E731
     jobs = []
     for i, attack in enumerate(cfg.attacks):
-        todo = [s for s in settings["grid"] + (settings["validation"] if i == 0 else [])
-                if not store.exists(_cell_name(attack, s.name))]
-        gen = [s for s in todo if s.generate]
-        screen = [s for s in todo if not s.generate]
-        for j in range(0, max(len(gen), 1), 8):
-            chunk = gen[j: j + 8] + (screen if j == 0 else [])
-            if chunk:
+        every = settings["grid"] + (settings["validation"] if i == 0 else [])
+        gen = [s for s in every if s.generate]
+        screen = [s for s in every if not s.generate]
+        for j in range(0, max(len(gen), 1), JOB_SETTINGS):
+            chunk = gen[j: j + JOB_SETTINGS] + (screen if j == 0 else [])
+            if chunk and not done(attack, chunk):
                 jobs.append(Job(attack, goals, chunk, **kw))
     if cfg.n_benign:
-        benign = [s for s in settings["grid"] if s.kind in (Kind.BASELINE, Kind.PLUS, Kind.MINUS)
-                  and not store.exists(_cell_name("benign", s.name))]
-        if benign:
+        benign = [s for s in settings["grid"] if s.kind in (Kind.BASELINE, Kind.PLUS, Kind.MINUS)]
+        if benign and not done("benign", benign):
             jobs.append(Job("benign", stratified(load_jbb("benign"), cfg.n_benign), benign, **kw))
     return jobs
 

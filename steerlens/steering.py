@@ -10,13 +10,14 @@ steps), so a KV-cached run and a full recompute steer the same tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from einops import einsum
+from einops import einsum, repeat
 from jaxtyping import Float
 from torch import Tensor
 
@@ -117,6 +118,17 @@ class Steering:
         (`None`: every position is, as in a decode step)."""
         return [h for i in self.interventions for h in i.hooks(tail)]
 
+    def keep(self, index: Tensor) -> None:
+        """Rows leaving a batch: the same steering acts on every row, so nothing changes."""
+
+    @property
+    def stackable(self) -> bool:
+        """True when only after-instruction additions, one per hook: such settings can share
+        one batch, each row with its own vector (`RowAdditions`)."""
+        adds = self.interventions
+        return all(isinstance(i, ActivationAddition) and i.positions == "after_instruction"
+                   for i in adds) and len({(i.layer, i.site) for i in adds}) == len(adds)
+
     @contextmanager
     def apply(self, model, tail: int | None = _UNSET) -> Iterator[None]:  # type: ignore[assignment]
         """Attach the hooks to `model` for the block.
@@ -136,6 +148,48 @@ class Steering:
             tail = None
         with model.hooks(fwd_hooks=self.hooks(tail)):
             yield
+
+
+class RowAdditions:
+    """Several stackable settings in one batch: row j adds the vector of its own setting
+    (`settings[j % k]`, rows as `cache.batch_repeat_interleave(k)` lays them out) after the
+    instruction. Each row computes what its setting alone would (a setting without an addition
+    at a hook adds exact zeros); only the batch is larger, which is what decoding on a CPU needs.
+    """
+
+    touches_prompt = False
+
+    def __init__(self, settings: Sequence[Steering], n_rows: int):
+        if not all(s.stackable for s in settings):
+            raise SteerlensError("only after-instruction additions can share a batch row by row")
+        names = sorted({hook_name(i.layer, i.site) for s in settings for i in s.interventions})
+        self.deltas: dict[str, Tensor] = {}
+        for name in names:
+            # multiplier * vector in the vector's own dtype, as ActivationAddition computes it
+            per = [next((i.multiplier * i.vector for i in s.interventions
+                         if hook_name(i.layer, i.site) == name), None) for s in settings]
+            given = [d for d in per if d is not None]
+            dtype = functools.reduce(torch.promote_types, [d.dtype for d in given])
+            rows = torch.stack([torch.zeros_like(given[0], dtype=dtype) if d is None else d.to(dtype)
+                                for d in per])
+            self.deltas[name] = repeat(rows, "k d -> (n k) d", n=n_rows)
+
+    def hooks(self, tail: int | None) -> list[tuple[str, object]]:
+        def add(x: Tensor, hook, name: str) -> Tensor:
+            d = self.deltas[name].to(device=x.device, dtype=x.dtype)[:, None]
+            if tail is None:
+                return x + d
+            if tail == 0:
+                return x
+            x = x.clone()
+            x[:, -tail:] += d
+            return x
+
+        return [(name, functools.partial(add, name=name)) for name in self.deltas]
+
+    def keep(self, index: Tensor) -> None:
+        """Follow the rows still in the batch (as `cache.batch_select_indices(index)`)."""
+        self.deltas = {n: d[index.to(d.device)] for n, d in self.deltas.items()}
 
 
 def addition(vector: Tensor, layer: int, multiplier: float = 1.0, **kw) -> Steering:

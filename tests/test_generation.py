@@ -111,3 +111,27 @@ def test_logits_grid_equals_per_setting(tiny_model):
     for name, s in settings.items():
         ref = next_token_logits(tiny_model, prompts, s, batch_size=2)
         assert torch.allclose(grid[name], ref, atol=1e-4), name
+
+
+def test_stacked_settings_equal_one_at_a_time(tiny_model):
+    """After-instruction settings decoded together (one batch, a vector per row, screen-only
+    rows dropped after the first step) give what each setting gives alone."""
+    prompts = attack_prompts(tiny_model.tokenizer, get_attack("none"), load_jbb("harmful")[:5])
+    g = torch.Generator().manual_seed(3)
+    vs = torch.randn(4, tiny_model.cfg.d_model, generator=g) * 3
+    settings = {"baseline": Steering(), "a": addition(vs[0], 1, 2.0), "b": addition(vs[1], 2, -1.0),
+                "two_layers": combine(addition(vs[2], 1), addition(vs[3], 3)),
+                "screened": addition(vs[3], 1), "ablate": ablation(vs[0][None], tiny_model.cfg.n_layers)}
+    assert all(s.stackable for k, s in settings.items() if k != "ablate")
+    d = tiny_model.cfg.d_model
+    readout = Readout([5, 7], layers=[1, 3], bases=torch.eye(d)[:2].expand(2, 2, d))
+    kw = dict(max_new_tokens=6, batch_size=2, readout=readout, screen_only=["screened"], desc=None)
+    stacked = generate_grid(tiny_model, prompts, settings, stack=8, **kw)
+    alone = generate_grid(tiny_model, prompts, settings, stack=1, **kw)
+    for name in settings:
+        a, b = stacked[name], alone[name]
+        assert [c and c.tokens for c in a.completions] == [c and c.tokens for c in b.completions]
+        assert torch.allclose(torch.tensor(a.refusal_score), torch.tensor(b.refusal_score), atol=1e-4)
+        assert torch.allclose(torch.tensor(a.projection), torch.tensor(b.projection), atol=1e-4)
+    assert stacked["screened"].completions == [None] * 5
+    assert len({tuple(c.tokens) for n in ("baseline", "a", "b") for c in stacked[n].completions}) > 5
