@@ -5,7 +5,7 @@ and subspace, and how far it moves the residual stream along them), and how to m
 (orthogonalisation)?
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from steerlens.caa import caa_vector  # noqa: E402
 from steerlens.geometry import cosine, orthogonalize, orthogonalize_subspace  # noqa: E402

@@ -85,7 +85,8 @@ def run_cell(model, prompts: PromptSet, goals: Sequence[Behavior], settings: Seq
     out = {}
     for s in settings:
         c = cells[s.name]
-        rec = {**s.meta(), "refusal_score": [_stored(x) for x in c.refusal_score],
+        rec = {**s.meta(), "steered_prompt_tokens": prompts.n_tail,
+               "refusal_score": [_stored(x) for x in c.refusal_score],
                "projection": [[[_stored(x) for x in layer] for layer in row]
                               for row in c.projection]}
         if s.generate:

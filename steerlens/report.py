@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from steerlens import figures as F
+from steerlens.report_text import steered_tokens
 from steerlens.store import atomic_write_text, read_json
 from steerlens.summary import RunData, load_run_data
 
@@ -114,7 +115,7 @@ def design_block(summary: dict) -> str:
     out = [f"<p class=lead>{d['n_goals']} JailbreakBench goals stratified over "
            f"{len(d['categories'])} categories; attacks {_e(', '.join(d['attacks'] or []))}; "
            f"judge <b>{_e(summary.get('judge'))}</b>; dose unit {_e(d['dose_unit'])}; "
-           f"steering {_e(d['steered_positions'])}. <b>Smallest ΔASR this design detects</b> "
+           f"steering {_e(d['steered_positions'])}{_e(steered_tokens(d))}. <b>Smallest ΔASR this design detects</b> "
            f"(exact McNemar, α = {d['alpha']}, 80% power): {_pts(d['minimum_detectable_delta_asr'])} "
            f"points. {summary.get('n_tests_bh', 0)} tests, Benjamini–Hochberg q-values.</p>"]
     fb = (summary.get("refusal") or {}).get("fallback")

@@ -30,10 +30,17 @@ def verdict_lines(summary: dict) -> list[str]:
     return lines
 
 
+def steered_tokens(d: dict) -> str:
+    """Steered prompt tokens per attack (runs before 0.3.0 did not record them)."""
+    n = {a: k for a, k in (d.get("steered_prompt_tokens") or {}).items() if k is not None}
+    return f" ({', '.join(f'{a}: {k}' for a, k in n.items())} prompt tokens)" if n else ""
+
+
 def design_lines(summary: dict) -> list[str]:
     d = summary["design"]
     lines = [f"design: {d['n_goals']} JBB goals over {len(d['categories'])} categories; attacks "
              f"{', '.join(d['attacks'] or [])}; judge {d['judge']}; dose unit {d['dose_unit']}",
+             f"steered: {d['steered_positions']}{steered_tokens(d)}",
              f"power: the smallest ΔASR this design detects (exact McNemar, α={d['alpha']}, "
              f"80% power, {100 * d['reverse_flip_rate']:.0f}% background flips) is "
              f"{_pct(d['minimum_detectable_delta_asr'])} points"]

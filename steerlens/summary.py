@@ -113,6 +113,8 @@ def design(data: RunData, rows: list[dict]) -> dict:
             "attacks": cfg.get("attacks"), "doses": cfg.get("doses"),
             "dose_unit": cfg.get("dose_unit"), "judge": cfg.get("judge"),
             "steered_positions": "from the end of the user's message on (the same under every attack)",
+            "steered_prompt_tokens": {a: c.get("steered_prompt_tokens") for (a, n), c in
+                                      sorted(data.cells.items()) if n == "baseline" and a != "benign"},
             "reverse_flip_rate": q, "alpha": ALPHA, "power": 0.8,
             "minimum_detectable_delta_asr": minimum_detectable_shift(n, q) if n else float("nan")}
 
