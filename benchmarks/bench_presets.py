@@ -1,15 +1,19 @@
 """Wall time and peak memory of `python -m steerlens.audit --preset P`, as a user runs it.
 
     python benchmarks/bench_presets.py --preset quick --json benchmarks/results_presets.json
+    python benchmarks/bench_presets.py --fresh --json benchmarks/results_presets.json
 
 Each preset runs in a fresh process into a fresh directory (the model conversion is cached, so
 run the audit once before to leave it out). Peak memory is the child's maximum RSS.
+`--fresh` times README's first command verbatim on a fresh clone of this checkout's HEAD with
+a new venv and an empty model cache: install, model conversion and the quick audit together.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,13 +35,44 @@ def run(preset: str, extra: list[str]) -> dict:
             "peak_rss_gb": round(rss_kb / 1e6, 2), "exit_code": rc}
 
 
+def readme_command() -> str:
+    """README's first command (install and run the quick audit), as written there."""
+    for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines():
+        if line.startswith("    python3 -m venv .venv") and "steerlens.audit" in line:
+            return line.strip()
+    raise SystemExit("README.md has no install-and-run command")
+
+
+def run_fresh() -> dict:
+    """README's first command on a fresh clone, fresh venv and empty model cache."""
+    repo = Path(__file__).parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "steerlens"
+        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+        # no pip cache either: packages come from the index, as on a new machine
+        env = {**os.environ, "STEERLENS_CACHE": str(Path(tmp) / "cache"), "PIP_NO_CACHE_DIR": "1"}
+        t0 = time.perf_counter()
+        rc = subprocess.run(["bash", "-c", readme_command()], cwd=clone, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        wall = time.perf_counter() - t0
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone,
+                                capture_output=True, text=True).stdout.strip()
+    rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"preset": "quick", "fresh": True, "commit": commit, "command": readme_command(),
+            "wall_s": round(wall, 1), "peak_rss_gb": round(rss_kb / 1e6, 2), "exit_code": rc}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="quick")
+    p.add_argument("--fresh", action="store_true",
+                   help="README's install-and-run command on a fresh clone, venv and model cache")
     p.add_argument("--json", default=None, help="append the result to this JSON list")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="more audit flags after --")
     args = p.parse_args()
-    res = run(args.preset, [a for a in args.extra if a != "--"])
+    res = run_fresh() if args.fresh else run(args.preset, [a for a in args.extra if a != "--"])
+    res["date"] = time.strftime("%Y-%m-%d")
+    res["cpus"] = os.cpu_count()
     print(res)
     if args.json:
         path = Path(args.json)
