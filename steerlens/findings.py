@@ -10,10 +10,12 @@ random and label-shuffled directions) and the design's power.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+from steerlens.report_text import steered_tokens
 from steerlens.store import atomic_write_text
 from steerlens.summary import load_run_data, summarize
 
@@ -99,6 +101,9 @@ def claim_overlap(s: dict) -> dict:
             parts.append(f"{key} {x}: r={_g(t['r'])}, permutation p={_g(t['p_value'])}, "
                          f"q={_g(t.get('q_value'))}, n={t['n']} vectors")
             ok |= t.get("q_value", 1) < ALPHA and t["r"] < 0
+        n = len(reg["vectors"])
+        parts.append(f"with {n} vectors the smallest attainable permutation p is "
+                     f"{_g(min(1.0, 2 / math.factorial(n)))}" if n >= 1 else "no vector")
     return {"claim": "3. Overlap with the refusal direction explains ΔASR (the vector is the unit)",
             "paper": "shifts come from overlap with the refusal direction",
             "measured": "; ".join(parts) or "fewer than 3 vectors", "verdict":
@@ -185,7 +190,8 @@ def instrument_lines(s: dict) -> list[str]:
     lines = [f"- Design: {d['n_goals']} JBB goals stratified over {len(d['categories'])} categories; "
              f"attacks {', '.join(d['attacks'])}; judge {s['judge']}; doses {d['doses']} "
              f"({d['dose_unit']} unit); **minimum detectable ΔASR {_pts(d['minimum_detectable_delta_asr'])} "
-             f"points** (exact McNemar, α = 0.05, 80% power); {s['n_tests_bh']} tests under BH.",
+             f"points** (exact McNemar, α = 0.05, 80% power); {s['n_tests_bh']} tests under BH; "
+             f"steered {d['steered_positions']}{steered_tokens(d)}.",
              f"- Refusal direction: layer {ref.get('layer')}, steering layer {ref.get('steering_layer')}; "
              f"Arditi filter kept {ref.get('n_after_filter')} of {ref.get('n_before_filter')}; "
              f"fallback: {ref.get('fallback') or 'none (passes Arditi)'}."]
@@ -205,13 +211,16 @@ def instrument_lines(s: dict) -> list[str]:
 
 
 def verdict_table(s: dict) -> list[str]:
-    lines = ["| vector | dose | attack | ΔASR pts [95% CI] | q | null % (refusal score) | "
-             "null % (projection) | cos | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| vector | dose | attack | ΔASR pts [95% CI] | q | null % (ΔASR, n generated) | "
+             "null % (refusal score, n screened) | null % (projection) | cos | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for f in s["vectors"]:
         p = f["plus"]
         lines.append(f"| {f['vector']} | {f['dose']:g} | {f['attack']} | {_pts(p.get('delta_asr'))} "
                      f"[{_pts(p.get('delta_ci_low'))}, {_pts(p.get('delta_ci_high'))}] | "
-                     f"{_g(p.get('q_value'))} | {_g(f['null_percentile_screen'])} | "
+                     f"{_g(p.get('q_value'))} | {_g(f.get('null_percentile_delta_asr'))} "
+                     f"({f['n_null_generated']}) | {_g(f['null_percentile_screen'])} "
+                     f"({f['n_null_screened']}) | "
                      f"{_g(f.get('null_percentile_projection'))} | "
                      f"{f['overlap'].get('cosine', float('nan')):+.2f} | {f['verdict']} |")
     return lines
