@@ -12,32 +12,29 @@ python benchmarks/caa_layer_scan.py --model qwen2.5-coder-1.5b-instruct \
   --behaviours corrigible-neutral-HHH refusal --layers 12 14 16 18 20 --doses -0.15 0.15 \
   --n-items 32 --n-test 24 --out docs/caa_layer_scan_1.5b.json          # 1.5B: layer 18
 
-# 0.5B (default embedded model): standard preset cut to fit this session's CPU time (two
-# behaviours that steer strongly, 60 stratified goals, 48 new tokens, 2 generated random
-# directions per attack), no attack and refusal suppression, layer 14, dose 0.15 of the mean
-# residual norm. The refusal direction, subspace and the two CAA vectors come from a full
-# standard-preset run that was stopped in its grid (copied in; stages skip existing files).
-python -m steerlens.audit --preset standard --out /tmp/std05-full --no-report  # stopped in the grid
-mkdir -p results/findings-0.5b-resid/vectors
-cp /tmp/std05-full/refusal* /tmp/std05-full/subspace.json results/findings-0.5b-resid/
-cp /tmp/std05-full/vectors/{corrigible-neutral-HHH,refusal}.safetensors results/findings-0.5b-resid/vectors/
-python -m steerlens.audit --preset standard --behaviours corrigible-neutral-HHH refusal \
-  --n-goals 60 --n-null-generate 2 --max-new-tokens 48 --out results/findings-0.5b-resid --no-report
+# 0.5B (default embedded model): the standard preset as it ships (3 behaviours, all 100 JBB
+# goals, no attack and refusal suppression, layer 14, dose 0.15 of the mean residual norm).
+python -m steerlens.audit --preset standard --out results/findings-0.5b-resid --no-report
 
-# 1.5B, quick preset at its layer 18 (one core: it ran beside the run above).
-OMP_NUM_THREADS=1 python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
-  --layer 18 --out results/findings-1.5b-resid --no-report
-
-# The paper's dose convention (vectors at equal norm: the mean CAA norm at the layer; m = 1.5),
-# quick preset on both models; the 1.5B run reuses the resid run's direction, subspace and
-# vectors, which do not depend on the dose (the audit skips stages whose files exist).
-python -m steerlens.audit --preset quick --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5 \
+# 0.5B at the paper's dose convention (vectors at equal norm: the mean CAA norm at the layer;
+# m = 1.5), same design; the refusal direction, subspace and CAA vectors do not depend on the
+# dose, so they are copied from the resid run (the audit skips stages whose files exist).
+mkdir -p results/findings-0.5b-paper/vectors
+cp results/findings-0.5b-resid/refusal* results/findings-0.5b-resid/subspace.json results/findings-0.5b-paper/
+cp results/findings-0.5b-resid/vectors/* results/findings-0.5b-paper/vectors/
+python -m steerlens.audit --preset standard --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5 \
   --out results/findings-0.5b-paper --no-report
+
+# 1.5B (a strong refuser): quick-preset design with two behaviours, at its layer 18, both dose
+# conventions; the paper-dose run reuses the resid run's direction, subspace and vectors.
+python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
+  --behaviours corrigible-neutral-HHH refusal --out results/findings-1.5b-resid --no-report
 mkdir -p results/findings-1.5b-paper/vectors
 cp results/findings-1.5b-resid/refusal* results/findings-1.5b-resid/subspace.json results/findings-1.5b-paper/
 cp results/findings-1.5b-resid/vectors/* results/findings-1.5b-paper/vectors/
-python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct --layer 18 \
-  --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5 --out results/findings-1.5b-paper --no-report
+python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
+  --behaviours corrigible-neutral-HHH refusal --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5 \
+  --out results/findings-1.5b-paper --no-report
 
 # CAA validation per behaviour (letter balance, split-half, p(matching) per dose) on the 0.5B.
 python benchmarks/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json

@@ -33,7 +33,7 @@ def verdict_lines(summary: dict) -> list[str]:
 def steered_tokens(d: dict) -> str:
     """Steered prompt tokens per attack (runs before 0.3.0 did not record them)."""
     n = {a: k for a, k in (d.get("steered_prompt_tokens") or {}).items() if k is not None}
-    return f" ({', '.join(f'{a}: {k}' for a, k in n.items())} prompt tokens)" if n else ""
+    return f"; prompt tokens steered: {', '.join(f'{k} under {a}' for a, k in n.items())}" if n else ""
 
 
 def design_lines(summary: dict) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from steerlens.activations import collect_resid
-from steerlens.caa import balanced, pair_activations
+from steerlens.caa import balanced, label_shuffled, pair_activations
 from steerlens.config import AuditConfig
 from steerlens.data import load_caa, load_categorized, load_instructions
 from steerlens.errors import SteerlensError
@@ -178,23 +178,6 @@ def subspace_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> Re
 
 # -- 3. steering vectors ---------------------------------------------------------------------
 
-def _shuffled(diffs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Label-shuffled CAA vectors: the matching/non-matching labels of each question (twin
-    pair) are swapped for a random *half* of the questions. Exactly half keeps the null free of
-    the behaviour: with independent signs a consistent difference c survives as
-    (sum of signs) * c and, rescaled to the vector's norm, the "null" is the vector itself."""
-    g = torch.Generator().manual_seed(seed)
-    units = diffs.shape[0] // 2
-    out = []
-    for _ in range(n):
-        signs = torch.ones(units)
-        signs[torch.randperm(units, generator=g)[: units // 2]] = -1.0
-        if units % 2:
-            signs[torch.randperm(units, generator=g)[0]] = 0.0  # odd count: one question sits out
-        out.append((diffs * signs.repeat_interleave(2)[:, None, None]).mean(0))
-    return torch.stack(out) if out else torch.zeros(0, *diffs.shape[1:])
-
-
 def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> dict:
     items = load_caa(behaviour, "generate")
     items = [items[i] for i in sample(range(len(items)), cfg.n_caa_items, cfg.seed)]
@@ -210,7 +193,7 @@ def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> dict:
             "unbalanced_letter_cosine": cosine(acts.diffs[0::2].mean(0),
                                                acts.letter_direction()).tolist()}
     return {"vector": SteeringVector(vec, layers, "resid_pre", meta),
-            "null": _shuffled(acts.diffs, cfg.n_shuffled, cfg.seed)[:, layers.index(ref.layer)]}
+            "null": label_shuffled(acts.diffs, cfg.n_shuffled, cfg.seed)[:, layers.index(ref.layer)]}
 
 
 def _save_caa(value: dict, tmp: str) -> None:

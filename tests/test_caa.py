@@ -125,14 +125,19 @@ def test_embedded_parity_and_letter_balance(embedded_model):
 
 
 def test_label_shuffled_null_cancels_the_behaviour():
-    """A consistent per-question difference c (plus noise) vanishes from every shuffled null:
-    exactly half the questions are flipped, so the null is noise only."""
-    from steerlens.stages import _shuffled
+    """Per-question differences share a direction c with sizes that vary by question (as real
+    CAA differences do) plus noise: every shuffled null is orthogonal to the vector, of the
+    noise's size; without the projection the signed mean would be mostly c."""
+    from steerlens.caa import label_shuffled
 
     g = torch.Generator().manual_seed(0)
-    c = torch.randn(1, 1, 256, generator=g) * 10
-    diffs = c + 0.1 * torch.randn(40, 1, 256, generator=g)  # 20 questions x 2 twins
-    nulls = _shuffled(diffs, 5, seed=0)
-    assert nulls.shape == (5, 1, 256)
-    assert float(cosine(nulls[:, 0], c[0].expand(5, 256)).abs().max()) < 0.3
-    assert float(nulls.norm(dim=-1).max()) < 0.2 * float(c.norm())
+    c = torch.randn(1, 2, 256, generator=g)
+    size = torch.rand(20, 1, 1, generator=g) * 4  # 20 questions, effect sizes 0..4
+    diffs = c * size.repeat_interleave(2, 0) + 0.1 * torch.randn(40, 2, 256, generator=g)
+    nulls = label_shuffled(diffs, 5, seed=0)
+    vec = diffs.mean(0)
+    assert nulls.shape == (5, 2, 256)
+    assert float(cosine(nulls, vec.expand(5, 2, 256)).abs().max()) < 1e-5
+    naive = (diffs * torch.tensor([1.0, -1.0] * 10).repeat_interleave(2)[:, None, None]).mean(0)
+    assert float(cosine(naive, vec).abs().min()) > 0.5  # what the projection removes
+    assert float(nulls.norm(dim=-1).max()) < 0.2 * float(vec.norm(dim=-1).min())
