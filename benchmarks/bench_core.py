@@ -6,7 +6,9 @@
 1. steered generation (ours, KV cache, hooks) vs HF `generate` unsteered: new tokens/s;
 2. activation collection (prefix reuse, early stop) vs HF forward over the same prompts: tok/s;
 3. a template-attack cell (1 and 4 settings) with prefix + prompt-cache reuse vs without;
-4. logit screening vs generated ASR: Spearman over settings, and the cost ratio.
+4. logit screening vs generated ASR: Spearman over settings, and the cost ratio;
+5. 8 after-instruction settings decoded together (`stack=8`) vs one at a time (`stack=1`),
+   with the completions compared.
 
 The screen is the audit's first-step refusal score (log-odds of `steerlens.refusal`'s refusal
 tokens, from `next_token_logits_grid`); the generated ASR is the audit's `run_cell` with the
@@ -139,6 +141,20 @@ def bench_screening(m, goals, v, layer: int, args) -> dict:
             "cost_ratio": scr_s / gen_s, "asr": asr}
 
 
+def bench_stacking(m, goals, v, layer: int, args) -> dict:
+    """5. A grid of 8 after-instruction settings: decoded together vs one setting at a time."""
+    prompts = attack_prompts(m.tokenizer, get_attack("none"), goals)
+    settings = {"baseline": Steering(), **{f"s{i}": addition(v * (i - 3) / 2, layer, 1.0)
+                                           for i in range(7)}}
+    run = lambda k: generate_grid(m, prompts, settings, args.new, args.n, desc=None, stack=k)  # noqa: E731
+    together, together_s = _timed(lambda: run(8))
+    alone, alone_s = _timed(lambda: run(1))
+    same = all([c.tokens for c in together[k].completions] == [c.tokens for c in alone[k].completions]
+               for k in settings)
+    return {"stacked_s": together_s, "alone_s": alone_s, "ratio": together_s / alone_s,
+            "identical_completions": same, "settings": len(settings)}
+
+
 def print_table(rows: dict, args) -> None:
     print("| benchmark | ours | reference | ratio |\n|---|---|---|---|")
     g, a, s = rows["generation"], rows["activations"], rows["screening"]
@@ -153,6 +169,10 @@ def print_table(rows: dict, args) -> None:
               f"{c['naive_s']:.1f} | {c['ratio']:.2f}x |")
     print(f"| logit screening vs generated ASR: Spearman / cost (s) | {s['spearman']:.2f} / "
           f"{s['screen_s']:.1f} | {s['generate_s']:.1f} | {s['cost_ratio']:.2f}x |")
+    k = rows["stacking"]
+    print(f"| {k['settings']} after-instruction settings, {args.new} new: decoded together vs one at a "
+          f"time (s; completions identical: {k['identical_completions']}) | {k['stacked_s']:.1f} | "
+          f"{k['alone_s']:.1f} | {k['ratio']:.2f}x |")
     mem = rows["memory"]
     print(f"| peak RSS (GB) vs fp32 weights (GB) | {mem['peak_rss_gb']:.2f} | "
           f"{mem['fp32_weights_gb']:.2f} | {mem['peak_rss_gb'] / mem['fp32_weights_gb']:.2f}x |")
@@ -185,6 +205,7 @@ def main() -> None:
             rows["attack_cell"][f"{attack_name}/{n_set}"] = bench_attack_cell(
                 m, goals, v, layer, attack_name, n_set, args)
     rows["screening"] = bench_screening(m, goals, v, layer, args)
+    rows["stacking"] = bench_stacking(m, goals, v, layer, args)
     rows["memory"] = {"fp32_weights_gb": n_params * 4 / 1e9, "peak_rss_gb_after_load": rss_load,
                       "peak_rss_gb": _peak_gb(), "load_s": load_s}
     print_table(rows, args)
