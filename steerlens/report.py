@@ -86,14 +86,15 @@ def _mitigation_cell(f: dict, key: str) -> str:
 def verdict_table(summary: dict) -> str:
     """One row per vector, dose and attack: the answer, why, the mitigation, the checks."""
     head = ("<tr><th>vector</th><th>dose</th><th>attack</th><th>verdict</th>"
-            "<th>ΔASR pts [95% CI]</th><th>null % (refusal score)</th><th>q</th><th>cos(v, r)</th>"
+            "<th>ΔASR pts [95% CI] (null %, n generated)</th><th>null % (refusal score)</th><th>q</th><th>cos(v, r)</th>"
             "<th>in subspace</th><th>projection shift (null %)</th><th>ΔASR ⊥1 (p vs raw)</th>"
             "<th>ΔASR ⊥k (p vs raw)</th><th>p(matching) unsteered → steered</th>"
             "<th>benign false refusals</th></tr>")
     rows = []
     for f in summary["vectors"]:
         p, ov = f["plus"], f.get("overlap") or {}
-        ci = f"{_pts(p.get('delta_asr'))} [{_pts(p.get('delta_ci_low'))}, {_pts(p.get('delta_ci_high'))}]"
+        ci = (f"{_pts(p.get('delta_asr'))} [{_pts(p.get('delta_ci_low'))}, {_pts(p.get('delta_ci_high'))}] "
+              f"({_int(f.get('null_percentile_delta_asr'))}, {f.get('n_null_generated', 0)})")
         shift = _mean((p.get("projection_shift") or [])[1:] or p.get("projection_shift"))
         rows.append(
             f"<tr class='{VERDICT_CLASS.get(f['verdict'], '')}'><td>{_e(f['vector'])}</td>"
