@@ -127,7 +127,7 @@ class Steering:
         one batch, each row with its own vector (`RowAdditions`)."""
         adds = self.interventions
         return all(isinstance(i, ActivationAddition) and i.positions == "after_instruction"
-                   for i in adds) and len({(i.layer, i.site) for i in adds}) == len(adds)
+                   for i in adds) and len({hook_name(i.layer, i.site) for i in adds}) == len(adds)
 
     @contextmanager
     def apply(self, model, tail: int | None = _UNSET) -> Iterator[None]:  # type: ignore[assignment]

@@ -127,9 +127,9 @@ def test_stacked_settings_equal_one_at_a_time(tiny_model):
     readout = Readout([5, 7], layers=[1, 3], bases=torch.eye(d)[:2].expand(2, 2, d))
     kw = dict(max_new_tokens=6, batch_size=2, readout=readout, screen_only=["screened"], desc=None)
     stacked = generate_grid(tiny_model, prompts, settings, stack=8, **kw)
-    alone = generate_grid(tiny_model, prompts, settings, stack=1, **kw)
     for name in settings:
-        a, b = stacked[name], alone[name]
+        a = stacked[name]
+        b = generate_grid(tiny_model, prompts, {name: settings[name]}, **kw)[name]  # truly alone
         assert [c and c.tokens for c in a.completions] == [c and c.tokens for c in b.completions]
         assert torch.allclose(torch.tensor(a.refusal_score), torch.tensor(b.refusal_score), atol=1e-4)
         assert torch.allclose(torch.tensor(a.projection), torch.tensor(b.projection), atol=1e-4)
