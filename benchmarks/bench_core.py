@@ -144,8 +144,8 @@ def bench_screening(m, goals, v, layer: int, args) -> dict:
 def bench_stacking(m, goals, v, layer: int, args) -> dict:
     """5. A grid of 8 after-instruction settings: decoded together vs one setting at a time."""
     prompts = attack_prompts(m.tokenizer, get_attack("none"), goals)
-    settings = {"baseline": Steering(), **{f"s{i}": addition(v * (i - 3) / 2, layer, 1.0)
-                                           for i in range(7)}}
+    settings = {"baseline": Steering(), **{f"s{m:+g}": addition(v * m, layer, 1.0)
+                                           for m in (-2, -1.5, -1, -0.5, 0.5, 1, 1.5)}}
     run = lambda k: generate_grid(m, prompts, settings, args.new, args.n, desc=None, stack=k)  # noqa: E731
     together, together_s = _timed(lambda: run(8))
     alone, alone_s = _timed(lambda: run(1))
