@@ -32,7 +32,7 @@ mkdir -p results/findings-0.5b-paper/vectors
 cp results/findings-0.5b-resid/refusal* results/findings-0.5b-resid/subspace.json results/findings-0.5b-paper/
 cp results/findings-0.5b-resid/vectors/* results/findings-0.5b-paper/vectors/
 OMP_NUM_THREADS=1 python -m steerlens.audit --preset standard --dose-unit paper --doses 1.5 \
-  --dose-sweep -1.5 1.5 --out results/findings-0.5b-paper --no-report   # one core, beside the 1.5B
+  --dose-sweep -1.5 1.5 --out results/findings-0.5b-paper --no-report   # one core, beside the 1.5B: 76 min 25 s
 
 # 1.5B (a strong refuser): quick-preset design with two behaviours, at its layer 18, both dose
 # conventions; the paper-dose run reuses the resid run's direction, subspace and vectors.
