@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerlens.report_text import steered_tokens
+from steerlens.stats import smallest_permutation_p
 from steerlens.store import atomic_write_text
 from steerlens.summary import load_run_data, summarize
 
@@ -94,16 +95,18 @@ def claim_overlap(s: dict) -> dict:
     """3. Verdict: 'supported' if, with the vector as the unit, ΔASR correlates with the cosine
     or the refusal-projection shift with a permutation q < 0.05 and the expected sign (more
     refusal direction, fewer jailbreaks: r < 0); else 'not supported' (with n vectors stated)."""
-    parts, ok = [], False
+    parts, ok, sizes = [], False, set()
     for key, reg in s["regressions"].items():
         for x in ("cosine", "projection_shift"):
             t = reg[x]
             parts.append(f"{key} {x}: r={_g(t['r'])}, permutation p={_g(t['p_value'])}, "
                          f"q={_g(t.get('q_value'))}, n={t['n']} vectors")
             ok |= t.get("q_value", 1) < ALPHA and t["r"] < 0
-        n = len(reg["vectors"])
-        parts.append(f"with {n} vectors the smallest attainable permutation p is "
-                     f"{_g(min(1.0, 2 / math.factorial(n)))}" if n >= 1 else "no vector")
+        sizes.add(len(reg["vectors"]))
+    for n in sorted(sizes):
+        floor = smallest_permutation_p(n)
+        parts.append(f"with {n} vectors the smallest attainable permutation p is {_g(floor)}"
+                     if math.isfinite(floor) else f"{n} vectors: the test needs at least 3")
     return {"claim": "3. Overlap with the refusal direction explains ΔASR (the vector is the unit)",
             "paper": "shifts come from overlap with the refusal direction",
             "measured": "; ".join(parts) or "fewer than 3 vectors", "verdict":

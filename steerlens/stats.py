@@ -124,6 +124,14 @@ def permutation_correlation(x: Sequence[float], y: Sequence[float], n_perm: int 
     return {"r": r, "p_value": p, "n": n, "exact": n <= 8, "slope": float(np.polyfit(x, y, 1)[0])}
 
 
+def smallest_permutation_p(n: int) -> float:
+    """The smallest p `permutation_correlation` can give with n units: 1/n! when exact (only
+    the observed order is as extreme; 2/n! if x is symmetric), nan below 3 units."""
+    if n < 3:
+        return float("nan")
+    return 1.0 / math.factorial(n) if n <= 8 else 1.0 / 20000
+
+
 def null_percentile(value: float, null: Sequence[float]) -> float:
     """Share of the null whose magnitude is below |value| (100: beyond every null value)."""
     null = [abs(v) for v in null if v is not None and math.isfinite(v)]

@@ -13,6 +13,7 @@ from steerlens.stats import (
     paired_difference,
     per_category,
     permutation_correlation,
+    smallest_permutation_p,
     wilson,
 )
 
@@ -87,6 +88,15 @@ def test_permutation_correlation_exact_and_sampled():
     r = permutation_correlation(list(range(10)), [3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
     assert not r["exact"] and 0 < r["p_value"] <= 1
     assert math.isnan(permutation_correlation([1, 1, 1], [1, 2, 3])["r"])
+
+
+def test_smallest_permutation_p_is_attained():
+    """The floor printed for claim 3 is what the exact test gives when x is not symmetric."""
+    x, y = [-0.11, -0.10, 0.10], [0.17, 0.12, -0.35]
+    r = permutation_correlation(x, y)
+    assert r["p_value"] == pytest.approx(smallest_permutation_p(3)) == pytest.approx(1 / 6)
+    assert smallest_permutation_p(5) == pytest.approx(1 / 120)
+    assert math.isnan(smallest_permutation_p(2))
 
 
 def test_null_percentile():
