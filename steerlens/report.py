@@ -8,6 +8,7 @@ no server is needed. `python -m steerlens.report RUN` rebuilds it.
 
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import statistics
@@ -250,11 +251,16 @@ def write_report(run: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m steerlens.report RUN", file=sys.stderr)
+    """CLI: rebuild RUN/report.html; a directory without a finished run is a one-line error."""
+    p = argparse.ArgumentParser(prog="python -m steerlens.report", description=__doc__.split("\n")[0])
+    p.add_argument("run", help="run directory of a finished audit (its --out)")
+    args = p.parse_args(argv)
+    if not (Path(args.run) / "summary.json").is_file():
+        print(f"error: {args.run} holds no finished audit (no summary.json)\n  fix: pass an "
+              "audit's --out directory; finish a killed one with its command plus --resume",
+              file=sys.stderr)
         return 2
-    print(write_report(args[0]))
+    print(write_report(args.run))
     return 0
 
 

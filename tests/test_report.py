@@ -90,3 +90,20 @@ def test_render_needs_only_saved_files(finished_run, tmp_path):
     a = render(run, read_json(run / "summary.json"), load_run_data(run))
     b = render(run, read_json(run / "summary.json"), load_run_data(run))
     assert a == b and "<table id=verdicts>" in a
+
+
+def test_cli_rebuilds_and_rejects_an_unfinished_run(finished_run, tmp_path, capsys):
+    """`python -m steerlens.report RUN`: a finished run gets its page; anything else a one-line
+    error with its fix and exit code 2, not a traceback."""
+    from steerlens.report import main
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    assert main([str(run)]) == 0 and (run / "report.html").is_file()
+    (run / "summary.json").unlink()
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "no summary.json" in err and "fix:" in err
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
