@@ -25,7 +25,7 @@ PRESETS: dict[str, dict] = {
                   n_benign=10, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
                   n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
                   doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
-                  n_null_screen=32, n_null_generate=2, n_shuffled=0, n_category=0),
+                  n_null_screen=32, n_null_generate=2, n_shuffled=1, n_category=0),
     # All 100 JBB goals on the 0.5B in under an hour on 2 cores.
     "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"),
                      attacks=("none", "refusal_suppression"), n_goals=100, n_benign=30,
@@ -81,7 +81,7 @@ class AuditConfig:
     max_new_tokens: int = 32
     n_null_screen: int = 32
     n_null_generate: int = 2
-    n_shuffled: int = 0
+    n_shuffled: int = 1  # label-shuffled CAA vectors per behaviour (the null "of the same kind")
     n_category: int = 0  # StrongREJECT prompts per category for the subspace (0: cluster method)
     k: int | None = None  # subspace dimension (None: chosen by ablation effect)
     seed: int = 0

@@ -28,8 +28,8 @@ def test_cli_end_to_end(finished_run):
         assert (out / name).exists(), name
     summary = json.loads((out / "summary.json").read_text())
     kinds = {r["kind"] for r in summary["rows"]}
-    assert {"baseline", "+v", "-v", "+v_perp1", "+v_perpk", "random", "refusal_ablated",
-            "subspace_ablated", "refusal_added"} <= kinds
+    assert {"baseline", "+v", "-v", "+v_perp1", "+v_perpk", "random", "shuffled",
+            "refusal_ablated", "subspace_ablated", "refusal_added"} <= kinds  # both nulls by default
     assert {(f["vector"], f["attack"]) for f in summary["vectors"]} == {
         (v, a) for v in ("sycophancy", "refusal") for a in ("none", "refusal_suppression")}
     for f in summary["vectors"]:
