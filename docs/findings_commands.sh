@@ -36,15 +36,17 @@ OMP_NUM_THREADS=1 python -m steerlens.audit --preset standard --dose-unit paper 
 
 # 1.5B (a strong refuser): quick-preset design with two behaviours, at its layer 18, both dose
 # conventions; the paper-dose run reuses the resid run's direction, subspace and vectors.
+# These runs predate the quick preset's label-shuffled null (hence --n-shuffled 0; every
+# command here reproduces its run's config hash, tests/test_findings.py checks it).
 # (each on one core, beside another run: 30 min 41 s and 27 min 50 s, peak RSS 9.2 and 7.9 GB)
 OMP_NUM_THREADS=1 python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
-  --behaviours corrigible-neutral-HHH refusal --out results/findings-1.5b-resid --no-report
+  --behaviours corrigible-neutral-HHH refusal --n-shuffled 0 --out results/findings-1.5b-resid --no-report
 mkdir -p results/findings-1.5b-paper/vectors
 cp results/findings-1.5b-resid/refusal* results/findings-1.5b-resid/subspace.json results/findings-1.5b-paper/
 cp results/findings-1.5b-resid/vectors/* results/findings-1.5b-paper/vectors/
 OMP_NUM_THREADS=1 python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
   --behaviours corrigible-neutral-HHH refusal --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5 \
-  --out results/findings-1.5b-paper --no-report
+  --n-shuffled 0 --out results/findings-1.5b-paper --no-report
 
 # CAA validation per behaviour (letter balance, split-half, p(matching) per dose) on the 0.5B.
 python benchmarks/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json

@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("max-new-tokens", int, "generation length of judged cells"),
                              ("n-null-screen", int, "random directions screened"),
                              ("n-null-generate", int, "random directions generated"),
+                             ("n-shuffled", int, "label-shuffled CAA vectors per behaviour "
+                                                 "(generated)"),
                              ("k", int, "refusal-subspace dimension (default: by ablation)")):
         p.add_argument(f"--{name}", type=kind, help=text)
     p.add_argument("--no-refusal-filter", dest="filter_refusal_prompts", action="store_false",
@@ -240,7 +242,10 @@ def validate(cfg: AuditConfig) -> None:
               (cfg.dose_unit in DOSE_UNITS, f"unknown dose unit {cfg.dose_unit!r}", "resid or paper"),
               (bool(cfg.behaviours) or bool(cfg.vectors), "nothing to audit",
                "name --behaviours or --vector files"),
-              (cfg.n_caa_items >= 2, "--n-caa-items must be at least 2", "e.g. 64")]
+              (cfg.n_caa_items >= 2, "--n-caa-items must be at least 2", "e.g. 64"),
+              (min(cfg.n_null_screen, cfg.n_null_generate, cfg.n_shuffled) >= 0,
+               "null counts (--n-null-screen, --n-null-generate, --n-shuffled) must be 0 or more",
+               "e.g. --n-shuffled 1")]
     for ok, problem, fix in checks:
         if not ok:
             raise SteerlensError(problem, fix=fix)

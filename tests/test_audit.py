@@ -89,6 +89,7 @@ def test_resume_with_other_config_is_refused(tiny_model_dir, finished_run, capsy
     (["--vector", "/nonexistent.safetensors"], "not found"),
     (["--judge", "oracle"], "unknown judge"),
     (["--doses", "-1"], "doses must be positive"),
+    (["--n-shuffled", "-1"], "must be 0 or more"),
 ])
 def test_bad_arguments_clear_error(tiny_model_dir, tmp_path, capsys, extra, message):
     args = _args(tiny_model_dir, tmp_path / "x") + extra

@@ -78,3 +78,21 @@ def test_rejudging_changes_labels_without_touching_the_run(finished_run, tmp_pat
     assert all(r["asr"] == 0 for r in s["rows"] if "asr" in r)
     assert all(b["false_refusal_rate"] == 1 for b in s["benign"])
     assert (run / "summary.json").read_bytes() == before
+
+
+def test_findings_commands_reproduce_the_committed_configs():
+    """Every audit command in docs/findings_commands.sh resolves to the config hash of the run it
+    names: the committed findings can be remade with today's code and presets."""
+    from steerlens.config import build_parser, config_from_args
+    from steerlens.store import read_json
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "docs" / "findings_commands.sh").read_text().replace("\\\n", " ")
+    commands = [shlex.split(line.split("#")[0]) for line in script.splitlines()
+                if "steerlens.audit" in line and not line.lstrip().startswith("#")]
+    assert commands, "no audit command in docs/findings_commands.sh"
+    for words in commands:
+        args = words[words.index("steerlens.audit") + 1:]
+        cfg, opts = config_from_args(build_parser().parse_args(args))
+        committed = read_json(root / opts.out / "config.json")
+        assert cfg.hash == committed["hash"], f"{opts.out}: {' '.join(args)}"
