@@ -48,9 +48,20 @@ OMP_NUM_THREADS=1 python -m steerlens.audit --preset quick --model qwen2.5-coder
   --behaviours corrigible-neutral-HHH refusal --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5 \
   --n-shuffled 0 --out results/findings-1.5b-paper --no-report
 
+# 1.5B with power: the same instruments (copied from the resid run: same model, layer, items
+# and refusal prompts), 100 goals, no attack and refusal suppression, 64 screened and 3
+# generated random nulls, 30 benign goals (2 cores, beside nothing: 73 min, peak RSS 9.4 GB).
+mkdir -p results/findings-1.5b-resid-100/vectors
+cp results/findings-1.5b-resid/refusal* results/findings-1.5b-resid/subspace.json results/findings-1.5b-resid-100/
+cp results/findings-1.5b-resid/vectors/* results/findings-1.5b-resid-100/vectors/
+python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
+  --behaviours corrigible-neutral-HHH refusal --n-goals 100 --n-benign 30 \
+  --attacks none refusal_suppression --n-null-screen 64 --n-null-generate 3 --n-shuffled 0 \
+  --out results/findings-1.5b-resid-100 --no-report
+
 # CAA validation per behaviour (letter balance, split-half, p(matching) per dose) on the 0.5B.
 python benchmarks/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json
 
 python -m steerlens.findings results/findings-0.5b-resid results/findings-0.5b-paper \
-  results/findings-1.5b-resid results/findings-1.5b-paper \
+  results/findings-1.5b-resid-100 results/findings-1.5b-resid results/findings-1.5b-paper \
   --discussion docs/findings_discussion.md --out docs/findings.md

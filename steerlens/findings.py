@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -232,7 +233,10 @@ def verdict_table(s: dict) -> list[str]:
 
 
 def run_label(s: dict, config: dict) -> str:
-    return f"{config['model']}, {config['dose_unit']} dose {', '.join(f'{d:g}' for d in config['doses'])}"
+    """Model, dose and design size: enough to tell apart two runs of one model."""
+    doses = ", ".join(f"{d:g}" for d in config["doses"])
+    return (f"{config['model']}, {config['dose_unit']} dose {doses}, {config['n_goals']} goals × "
+            f"{len(config['attacks'])} attack{'s' if len(config['attacks']) > 1 else ''}")
 
 
 def run_section(run: Path, s: dict, config: dict, claims: list[dict]) -> list[str]:
@@ -261,7 +265,8 @@ def render(runs: list[str], discussion: str | None = None) -> str:
            "|---|---|" + "---|" * len(loaded)]
     for i, fn in enumerate(CLAIMS):
         first = loaded[0][3][i] if loaded else fn.__doc__
-        out.append(f"| {first['claim']} | {first['paper']} | "
+        claim = re.sub(r" \(k = \w+\)", " (k by ablation, per run)", first["claim"])
+        out.append(f"| {claim} | {first['paper']} | "
                    + " | ".join(cl[i]["verdict"] for _, _, _, cl in loaded) + " |")
     out.append("")
     for run, s, config, cl in loaded:
