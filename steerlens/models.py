@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from steerlens.compat import check_cache_path, install_cache_shim
 from steerlens.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,11 @@ def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype=None):
-    """Return a `TransformerBridge` for an embedded key, an HF hub name or a local HF directory."""
+    """Return a `TransformerBridge` for an embedded key, an HF hub name or a local HF directory.
+
+    The bridge is checked before it is returned: its KV-cache path must equal a plain full
+    forward on a tiny prompt pair (`steerlens.compat.check_cache_path`), else ModelError.
+    """
     from transformer_lens.model_bridge import TransformerBridge
 
     device = device or default_device()
@@ -255,4 +260,6 @@ def load_model(name: str = DEFAULT_MODEL, device: str | None = None, dtype=None)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     bridge.steerlens_name = name  # the name results are labelled with
+    install_cache_shim(bridge)
+    bridge.steerlens_cache_check = check_cache_path(bridge)  # raises before any work if broken
     return bridge

@@ -63,10 +63,10 @@ def test_balanced_vector_is_zero_at_the_embeddings(tiny_model):
     assert v.meta["n_prompts"] == 4 * len(items)
 
 
-def _hf_reference(model, items, layers):
+def _hf_reference(model, items, layers, offset: int = 1):
     """steering-vectors' CAA, computed without steerlens: HF template on the whole strings,
     one plain HF forward each, decoder-layer outputs (hidden_states[l + 1]) at the last token,
-    mean of (matching - non-matching)."""
+    mean of (matching - non-matching). `offset=0` reads block inputs (resid_pre)."""
     hf, tok = model.original_model, model.tokenizer
 
     def act(question, letter):
@@ -75,7 +75,7 @@ def _hf_reference(model, items, layers):
             tokenize=False, continue_final_message=True)
         ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         hs = hf(ids, output_hidden_states=True).hidden_states
-        return torch.stack([hs[lay + 1][0, -1] for lay in layers])
+        return torch.stack([hs[lay + offset][0, -1] for lay in layers])
 
     return torch.stack([act(it.question, it.matching) - act(it.question, it.not_matching)
                         for it in items]).mean(0)
@@ -141,3 +141,17 @@ def test_label_shuffled_null_cancels_the_behaviour():
     naive = (diffs * torch.tensor([1.0, -1.0] * 10).repeat_interleave(2)[:, None, None]).mean(0)
     assert float(cosine(naive, vec).abs().min()) > 0.5  # what the projection removes
     assert float(nulls.norm(dim=-1).max()) < 0.2 * float(vec.norm(dim=-1).min())
+
+
+@pytest.mark.embedded
+def test_embedded_balanced_vector_equals_plain_hf(embedded_model):
+    """The exactness issue's case: the default (balanced, resid_pre) vector on 4 items is
+    non-zero and equals plain HF forwards on the whole strings, on any installed transformers
+    (it was exactly zero with transformers 5.24 before the cache shim)."""
+    items = load_caa("corrigible-neutral-HHH")[:4]
+    v = caa_vector(embedded_model, items, [10, 14], batch_size=8)
+    ref = _hf_reference(embedded_model, balanced(items), [10, 14], offset=0)
+    norms = v.vectors.norm(dim=-1)
+    assert float(norms.min()) > 0.1, norms
+    rel = (v.vectors - ref).norm(dim=-1) / ref.norm(dim=-1)
+    assert float(rel.max()) < 1e-4, rel

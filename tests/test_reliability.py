@@ -89,5 +89,5 @@ def test_error_table_covers_every_case():
     for case in ("missing embedded package", "sha256 mismatch", "corrupt cache",
                  "malformed dataset", "unknown behaviour", "unknown attack", "unknown model",
                  "layer out of range", "wrong d_model", "zero", "NaN", "empty prompt set",
-                 "placeholder", "unwritable", "full disk"):
+                 "placeholder", "unwritable", "full disk", "broken KV-cache path"):
         assert case.lower() in table.lower(), case
