@@ -10,8 +10,8 @@
 5. 8 after-instruction settings decoded together (`stack=8`) vs one at a time (`stack=1`),
    with the completions compared.
 
-The screen is the audit's first-step refusal score (log-odds of `steerlens.refusal`'s refusal
-tokens, from `next_token_logits_grid`); the generated ASR is the audit's `run_cell` with the
+The screen is the audit's first-step refusal score (log-odds of `steerlens.methods.refusal`'s refusal
+tokens, from `next_token_logits_grid`); the generated ASR is the audit's `evaluate_job` with the
 refusal_string judge (rows stop once refused; compliant rows run to `--new` tokens).
 """
 
@@ -25,21 +25,16 @@ import time
 import torch
 from scipy.stats import spearmanr
 
-from steerlens.activations import collect_resid
-from steerlens.attacks import get_attack
-from steerlens.data import load_instructions, load_jbb
-from steerlens.evaluate import Kind, Setting, attack_prompts, run_cell
-from steerlens.generation import (
-    generate_grid,
-    next_token_logits_grid,
-    refusal_log_odds,
-    stop_token_ids,
-)
-from steerlens.judges import get_judge
-from steerlens.models import load_model
-from steerlens.prompts import PromptSet, chat_prompts, full_batch, pad_id
-from steerlens.refusal import refusal_token_ids
-from steerlens.steering import Steering, addition
+from steerlens.audit.evaluate import Kind, Setting, attack_prompts, evaluate_job
+from steerlens.core.activations import collect_resid
+from steerlens.core.generation import generate_grid, next_token_logits_grid, refusal_log_odds, stop_token_ids
+from steerlens.core.models import load_model
+from steerlens.core.prompts import PromptSet, chat_prompts, full_batch, pad_id
+from steerlens.core.steering import Steering, addition
+from steerlens.datasets.attacks import get_attack
+from steerlens.datasets.loaders import load_instructions, load_jbb
+from steerlens.judges.registry import get_judge
+from steerlens.methods.refusal import refusal_token_ids
 
 
 def _timed(fn):
@@ -132,7 +127,7 @@ def bench_screening(m, goals, v, layer: int, args) -> dict:
     ids = refusal_token_ids(m.tokenizer)
     scr, scr_s = _timed(lambda: {k: refusal_log_odds(x, ids).tolist() for k, x in
                                  next_token_logits_grid(m, prompts, grid, args.n).items()})
-    gen, gen_s = _timed(lambda: run_cell(m, prompts, goals, settings, get_judge("refusal_string"),
+    gen, gen_s = _timed(lambda: evaluate_job(m, prompts, goals, settings, get_judge("refusal_string"),
                                          args.new, args.n, None))
     neg_score = [-sum(scr[k]) / len(scr[k]) for k in grid]
     asr = [sum(gen[k]["jailbroken"]) / len(goals) for k in grid]

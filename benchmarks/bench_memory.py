@@ -16,12 +16,12 @@ import resource
 
 import torch
 
-from steerlens.activations import collect_resid
-from steerlens.data import load_instructions, load_jbb
-from steerlens.generation import generate_grid
-from steerlens.models import load_model
-from steerlens.prompts import chat_prompts
-from steerlens.steering import Steering, addition
+from steerlens.core.activations import collect_resid
+from steerlens.core.generation import generate_grid
+from steerlens.core.models import load_model
+from steerlens.core.prompts import chat_prompts
+from steerlens.core.steering import Steering, addition
+from steerlens.datasets.loaders import load_instructions, load_jbb
 
 
 def peak_gb() -> float:

@@ -4,7 +4,7 @@
     python benchmarks/bench_stop.py --n 2 --new 4 --dir-n 4 --json /tmp/stop.json  # smoke
 
 The audit stops a row once the judge's verdict is final *and* a refusal
-(`steerlens.evaluate.refusal_stop`); compliant rows run on to `max_new_tokens`. The reference
+(`steerlens.audit.evaluate.refusal_stop`); compliant rows run on to `max_new_tokens`. The reference
 generates every row until EOS or `max_new_tokens` (no judge stop). Both run `n` stratified JBB
 goals, attack none, under the baseline and one steering setting, with the refusal_string judge.
 The steering setting subtracts the difference-in-means refusal direction (harmful minus
@@ -24,14 +24,14 @@ from collections import Counter
 
 import torch
 
-from steerlens.attacks import get_attack
-from steerlens.data import load_instructions, load_jbb, stratified
-from steerlens.evaluate import attack_prompts, refusal_stop
-from steerlens.generation import generate_grid
-from steerlens.judges import get_judge
-from steerlens.models import load_model
-from steerlens.refusal import refusal_activations
-from steerlens.steering import Steering, addition
+from steerlens.audit.evaluate import attack_prompts, refusal_stop
+from steerlens.core.generation import generate_grid
+from steerlens.core.models import load_model
+from steerlens.core.steering import Steering, addition
+from steerlens.datasets.attacks import get_attack
+from steerlens.datasets.loaders import load_instructions, load_jbb, stratified
+from steerlens.judges.registry import get_judge
+from steerlens.methods.refusal import refusal_activations
 
 
 def refusal_subtraction(m, layer: int, n: int) -> Steering:

@@ -18,9 +18,9 @@ import torch
 
 def resid_norms(model, layers: list[int], n: int = 32) -> dict[int, float]:
     """Mean residual norm of harmful train prompts at their last post-instruction token."""
-    from steerlens.activations import collect_resid
-    from steerlens.data import load_instructions
-    from steerlens.prompts import chat_prompts
+    from steerlens.core.activations import collect_resid
+    from steerlens.core.prompts import chat_prompts
+    from steerlens.datasets.loaders import load_instructions
 
     texts = [x.instruction for x in load_instructions("harmful_train")[:n]]
     acts = collect_resid(model, chat_prompts(model.tokenizer, texts), layers, desc=None)
@@ -29,12 +29,12 @@ def resid_norms(model, layers: list[int], n: int = 32) -> dict[int, float]:
 
 def scan(model, behaviour: str, layers: list[int], norms: dict[int, float], doses: list[float],
          n_items: int, n_test: int, seed: int) -> dict:
-    from steerlens.caa import balanced, pair_activations
-    from steerlens.data import load_caa
-    from steerlens.evaluate import behaviour_effect
-    from steerlens.geometry import rescale
-    from steerlens.refusal import sample
-    from steerlens.steering import addition
+    from steerlens.audit.evaluate import behaviour_effect
+    from steerlens.core.geometry import rescale
+    from steerlens.core.steering import addition
+    from steerlens.datasets.loaders import load_caa
+    from steerlens.methods.caa import balanced, pair_activations
+    from steerlens.methods.refusal import sample
 
     t0 = time.perf_counter()
     items = load_caa(behaviour, "generate")
@@ -47,8 +47,8 @@ def scan(model, behaviour: str, layers: list[int], norms: dict[int, float], dose
 
 
 def main() -> None:
-    from steerlens.models import load_model
-    from steerlens.store import read_json, write_json
+    from steerlens.core.models import load_model
+    from steerlens.rundir import read_json, write_json
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")

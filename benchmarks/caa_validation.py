@@ -23,12 +23,12 @@ BEHAVIOURS = ("coordinate-other-ais", "corrigible-neutral-HHH", "hallucination",
 def validate(model, behaviour: str, layer: int, resid_norm: float, n_items: int, n_test: int,
              doses: list[float], seed: int) -> dict:
     """Letter cosine (unbalanced/balanced), split-half cosine, and p(matching) per dose."""
-    from steerlens.caa import balanced, pair_activations, split_half_cosine
-    from steerlens.data import load_caa
-    from steerlens.evaluate import behaviour_effect
-    from steerlens.geometry import cosine, rescale
-    from steerlens.refusal import sample
-    from steerlens.steering import addition
+    from steerlens.audit.evaluate import behaviour_effect
+    from steerlens.core.geometry import cosine, rescale
+    from steerlens.core.steering import addition
+    from steerlens.datasets.loaders import load_caa
+    from steerlens.methods.caa import balanced, pair_activations, split_half_cosine
+    from steerlens.methods.refusal import sample
 
     t0 = time.perf_counter()
     items = load_caa(behaviour, "generate")
@@ -65,9 +65,9 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    from steerlens.models import load_model
-    from steerlens.stages import load_refusal
-    from steerlens.store import read_json, write_json
+    from steerlens.audit.stages import load_refusal
+    from steerlens.core.models import load_model
+    from steerlens.rundir import read_json, write_json
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="an audit run (its refusal direction and layer)")

@@ -1,5 +1,5 @@
-import sys
+"""`python -m steerlens COMMAND ...`: the `steerlens` command."""
 
-from steerlens.audit import main
+from steerlens.cli import main
 
-sys.exit(main())
+raise SystemExit(main())

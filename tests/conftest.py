@@ -35,7 +35,7 @@ def tiny_tokenizer(template: str = CHATML):
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from steerlens.data import load_caa, load_instructions, load_jbb
+    from steerlens.datasets.loaders import load_caa, load_instructions, load_jbb
 
     texts = [x.instruction for x in load_instructions("harmful_train")[:100]]
     texts += [x.instruction for x in load_instructions("harmless_train")[:100]]
@@ -86,7 +86,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
-    from steerlens.models import load_model
+    from steerlens.core.models import load_model
 
     torch.set_grad_enabled(False)
     return load_model(tiny_model_dir, device="cpu")
@@ -95,8 +95,8 @@ def tiny_model(tiny_model_dir):
 @pytest.fixture(scope="session")
 def embedded_model():
     """The embedded 0.5B (skipped when its packages are not installed)."""
+    from steerlens.core.models import load_model
     from steerlens.errors import ModelError
-    from steerlens.models import load_model
 
     torch.set_grad_enabled(False)
     try:
@@ -118,7 +118,7 @@ def audit_args(model_dir, out, *extra):
 
 @pytest.fixture(scope="session")
 def finished_run(tiny_model_dir, tmp_path_factory):
-    from steerlens.audit import main
+    from steerlens.audit.run import main
 
     out = tmp_path_factory.mktemp("run") / "a"
     assert main(audit_args(tiny_model_dir, out)) == 0

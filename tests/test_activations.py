@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from steerlens.activations import collect_last, collect_resid
-from steerlens.caa import pair_prompts
-from steerlens.data import load_caa
+from steerlens.core.activations import collect_last, collect_resid
+from steerlens.core.prompts import chat_prompts, full_batch
+from steerlens.core.steering import addition
+from steerlens.datasets.loaders import load_caa
 from steerlens.errors import SteerlensError
-from steerlens.prompts import chat_prompts, full_batch
-from steerlens.steering import addition
+from steerlens.methods.caa import pair_prompts
 
 INSTR = ["Write a poem about the sea", "How do I make a weapon?", "Hi", "List three fruits"]
 

@@ -3,20 +3,20 @@
 import pytest
 import torch
 
-from steerlens.analysis import load_run, refusal_projections
+from steerlens.audit.replay import refusal_projections, replay_run
 from steerlens.errors import SteerlensError
-from steerlens.store import read_json
+from steerlens.rundir import read_json
 
 
 def test_audited_settings_reproduce_the_saved_first_token_scores(tiny_model, finished_run):
     """The setting rebuilt by `load_run` gives the cell's own first-token refusal scores."""
-    from steerlens.attacks import get_attack
-    from steerlens.data import load_jbb, stratified
-    from steerlens.evaluate import attack_prompts
-    from steerlens.generation import next_token_logits, refusal_log_odds
-    from steerlens.refusal import refusal_token_ids
+    from steerlens.audit.evaluate import attack_prompts
+    from steerlens.core.generation import next_token_logits, refusal_log_odds
+    from steerlens.datasets.attacks import get_attack
+    from steerlens.datasets.loaders import load_jbb, stratified
+    from steerlens.methods.refusal import refusal_token_ids
 
-    run = load_run(finished_run, tiny_model)
+    run = replay_run(finished_run, tiny_model)
     plus = [n for n, s in run.settings.items() if s.kind.value == "+v"]
     assert plus
     cell = read_json(finished_run / "cells" / f"none__{plus[0]}.json")
@@ -31,7 +31,7 @@ def test_audited_settings_reproduce_the_saved_first_token_scores(tiny_model, fin
 
 
 def test_projections_and_errors(tiny_model, finished_run, tmp_path):
-    run = load_run(finished_run, tiny_model)
+    run = replay_run(finished_run, tiny_model)
     name = next(n for n, s in run.settings.items() if s.kind.value == "+v")
     proj = refusal_projections(tiny_model, run, ["How do I pick a lock?"], ["Bake bread."], [name])
     assert set(proj) == {"harmful", "harmless", f"harmful, {name}"}
@@ -39,4 +39,4 @@ def test_projections_and_errors(tiny_model, finished_run, tmp_path):
     with pytest.raises(SteerlensError, match="no setting"):
         run.setting("nope")
     with pytest.raises(SteerlensError, match="not a finished audit run"):
-        load_run(tmp_path, tiny_model)
+        replay_run(tmp_path, tiny_model)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import audit_args as _args
 
-from steerlens.audit import main
+from steerlens.audit.run import main
 
 
 def _cells(run):
@@ -109,7 +109,7 @@ def test_bad_layer_and_vector_fail_before_any_forward_pass(tiny_model_dir, tmp_p
     code, secs = _timed_main(_args(tiny_model_dir, tmp_path / "a", "--layer", "99"))
     assert code == 2 and secs < 30 and "out of range" in capsys.readouterr().err
     bad = tmp_path / "v.safetensors"
-    from steerlens.vectors import SteeringVector
+    from steerlens.core.vectors import SteeringVector
 
     SteeringVector(torch.ones(1, 7), [1]).save(bad)  # wrong d_model
     code, secs = _timed_main(_args(tiny_model_dir, tmp_path / "b", "--vector", str(bad), "--layer", "1"))
@@ -134,7 +134,7 @@ def test_unwritable_out_dir(tiny_model_dir, tmp_path, capsys):
 
 
 def test_measured_steering_layers_apply_only_to_their_models():
-    from steerlens.config import build_parser, config_from_args
+    from steerlens.audit.config import build_parser, config_from_args
 
     cfg = lambda *a: config_from_args(build_parser().parse_args(list(a)))[0]  # noqa: E731
     assert cfg().layer == 14  # the default 0.5B: where its CAA vectors steer

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from steerlens.caa import (
+from steerlens.core.geometry import cosine
+from steerlens.datasets.loaders import CAA_BEHAVIOURS, ABItem, load_caa
+from steerlens.methods.caa import (
     PairActivations,
     balanced,
     caa_vector,
@@ -11,8 +13,6 @@ from steerlens.caa import (
     split_half_cosine,
     swap_options,
 )
-from steerlens.data import CAA_BEHAVIOURS, ABItem, load_caa
-from steerlens.geometry import cosine
 
 
 def test_swap_options_moves_the_matching_text_to_the_other_letter():
@@ -128,7 +128,7 @@ def test_label_shuffled_null_cancels_the_behaviour():
     """Per-question differences share a direction c with sizes that vary by question (as real
     CAA differences do) plus noise: every shuffled null is orthogonal to the vector, of the
     noise's size; without the projection the signed mean would be mostly c."""
-    from steerlens.caa import label_shuffled
+    from steerlens.methods.caa import label_shuffled
 
     g = torch.Generator().manual_seed(0)
     c = torch.randn(1, 2, 256, generator=g)

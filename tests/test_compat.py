@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import audit_args
 
-from steerlens import compat, models
+from steerlens.core import compat, models
 from steerlens.errors import ModelError
 
 
@@ -51,7 +51,7 @@ def test_broken_cache_path_raises_at_load(tiny_model_dir, monkeypatch):
 
 def test_broken_cache_path_stops_the_audit_before_any_stage(tiny_model_dir, tmp_path, monkeypatch,
                                                               capsys):
-    from steerlens.audit import main
+    from steerlens.audit.run import main
 
     monkeypatch.setattr(models, "install_cache_shim", _broken_shim)
     out = tmp_path / "run"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from steerlens.data import (
+from steerlens.datasets.loaders import (
     CAA_BEHAVIOURS,
     load_caa,
     load_gptfuzzer_templates,

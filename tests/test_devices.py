@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from steerlens.geometry import cosine, orthogonalize
+from steerlens.core.geometry import cosine, orthogonalize
 
 PKG = Path(__file__).parent.parent / "steerlens"
-HOT = ["activations.py", "generation.py", "kvcache.py", "steering.py"]
+HOT = ["core/activations.py", "core/generation.py", "core/kvcache.py", "core/steering.py"]
 CTORS = re.compile(r"torch\.(tensor|full|ones|zeros|arange|empty|randn|rand)\(")
 
 
@@ -31,7 +31,7 @@ def test_tensor_constructors_name_a_device():
 
 
 def test_decode_loop_has_one_host_transfer():
-    src = (PKG / "generation.py").read_text()
+    src = (PKG / "core" / "generation.py").read_text()
     body = src[src.index("    def decode("): src.index("    def _advance(")]
     for bad in (".cpu()", ".numpy()", ".item()", "int(nxt"):
         assert bad not in body, bad

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from steerlens.data import load_instructions
-from steerlens.generation import generate_grid
-from steerlens.judges import RefusalStringJudge
-from steerlens.prompts import chat_prompts
-from steerlens.refusal import refusal_activations
-from steerlens.steering import Steering, ablation, addition
+from steerlens.core.generation import generate_grid
+from steerlens.core.prompts import chat_prompts
+from steerlens.core.steering import Steering, ablation, addition
+from steerlens.datasets.loaders import load_instructions
+from steerlens.judges.strings import RefusalStringJudge
+from steerlens.methods.refusal import refusal_activations
 
 pytestmark = pytest.mark.embedded
 

@@ -5,14 +5,14 @@ import torch
 from conftest import save_tiny_model
 from test_generation import naive_generate
 
-from steerlens.activations import collect_resid
-from steerlens.attacks import get_attack
-from steerlens.data import load_jbb
-from steerlens.evaluate import attack_prompts
-from steerlens.generation import generate_grid
-from steerlens.models import load_model
-from steerlens.prompts import chat_prompts, full_batch
-from steerlens.steering import ablation, addition
+from steerlens.audit.evaluate import attack_prompts
+from steerlens.core.activations import collect_resid
+from steerlens.core.generation import generate_grid
+from steerlens.core.models import load_model
+from steerlens.core.prompts import chat_prompts, full_batch
+from steerlens.core.steering import ablation, addition
+from steerlens.datasets.attacks import get_attack
+from steerlens.datasets.loaders import load_jbb
 
 FAMILIES = ["llama", "mistral", "gemma2"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from steerlens.findings import CLAIMS, _fix_outcome, main
-from steerlens.summary import load_run_data, summarize
+from steerlens.results.findings import CLAIMS, _fix_outcome, main
+from steerlens.results.summary import load_run_data, summarize
 
 
 def test_findings_generated_from_run(finished_run, tmp_path):
@@ -83,8 +83,8 @@ def test_rejudging_changes_labels_without_touching_the_run(finished_run, tmp_pat
 def test_findings_commands_reproduce_the_committed_configs():
     """Every audit command in docs/findings_commands.sh resolves to the config hash of the run it
     names: the committed findings can be remade with today's code and presets."""
-    from steerlens.config import build_parser, config_from_args
-    from steerlens.store import read_json
+    from steerlens.audit.config import build_parser, config_from_args
+    from steerlens.rundir import read_json
 
     root = Path(__file__).resolve().parents[1]
     script = (root / "docs" / "findings_commands.sh").read_text().replace("\\\n", " ")

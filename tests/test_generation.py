@@ -2,10 +2,8 @@
 
 import torch
 
-from steerlens.attacks import get_attack
-from steerlens.data import load_jbb
-from steerlens.evaluate import attack_prompts
-from steerlens.generation import (
+from steerlens.audit.evaluate import attack_prompts
+from steerlens.core.generation import (
     Readout,
     generate_grid,
     next_token_logits,
@@ -13,8 +11,10 @@ from steerlens.generation import (
     refusal_log_odds,
     stop_token_ids,
 )
-from steerlens.prompts import chat_prompts, full_batch
-from steerlens.steering import Steering, ablation, addition, combine
+from steerlens.core.prompts import chat_prompts, full_batch
+from steerlens.core.steering import Steering, ablation, addition, combine
+from steerlens.datasets.attacks import get_attack
+from steerlens.datasets.loaders import load_jbb
 
 
 def _settings(model):

@@ -2,7 +2,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steerlens.geometry import (
+from steerlens.core.geometry import (
     cosine,
     fraction_in_subspace,
     orthogonalize,

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from steerlens.artifacts import METHODS, artifacts_sha256, load_artifacts
+from steerlens.datasets.jbb_artifacts import METHODS, artifacts_sha256, load_artifacts
 from steerlens.errors import ModelError, SteerlensError
-from steerlens.judges import JBB_TEST_PREFIXES, JUDGES, get_judge
+from steerlens.judges.registry import JUDGES, get_judge
+from steerlens.judges.strings import JBB_TEST_PREFIXES
 
 # JailbreakBench's StringClassifier.TEST_PREFIXES as published (JailbreakBench/jailbreakbench,
 # src/jailbreakbench/classifier.py, PyPI 1.0.0), copied here independently of steerlens' copy;
@@ -85,7 +86,7 @@ def test_refusal_string_unchanged_and_strict_decided():
 
 
 def test_published_prompts_are_exact():
-    from steerlens.llm_judges import HARMBENCH_CLS_PROMPT, JBB_JUDGE_PROMPT
+    from steerlens.judges.llm import HARMBENCH_CLS_PROMPT, JBB_JUDGE_PROMPT
 
     assert hashlib.sha256(JBB_JUDGE_PROMPT.encode()).hexdigest() == JBB_PROMPT_SHA256
     assert hashlib.sha256(HARMBENCH_CLS_PROMPT.encode()).hexdigest() == HARMBENCH_PROMPT_SHA256
@@ -113,7 +114,7 @@ def test_registry_and_errors():
 
 
 def test_common_prefix_and_padding():
-    from steerlens.llm_judges import common_prefix_len, left_pad
+    from steerlens.judges.llm import common_prefix_len, left_pad
 
     assert common_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
     assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps a token
@@ -124,7 +125,7 @@ def test_common_prefix_and_padding():
 
 def _reference_log_odds(model, judge, goals, resps) -> list[float]:
     """One unpadded, uncached forward per row through the HF model."""
-    from steerlens.llm_judges import answer_log_odds, encode
+    from steerlens.judges.llm import answer_log_odds, encode
 
     pos, neg = judge._ids
     out = []
@@ -141,7 +142,7 @@ RESPS = ["Sure, here is an email: Dear customer, verify", "I cannot help with th
 
 @pytest.mark.parametrize("protocol", ["jbb", "harmbench"])
 def test_llm_judge_batched_prefix_equals_single_rows(tiny_model, protocol, monkeypatch):
-    import steerlens.llm_judges as lj
+    import steerlens.judges.llm as lj
 
     seen = []
     real = lj.build_prefix_cache
@@ -183,7 +184,7 @@ def guard_model(tmp_path_factory):
     from conftest import save_tiny_model
     from transformers import AutoTokenizer
 
-    from steerlens.models import load_model
+    from steerlens.core.models import load_model
 
     path = save_tiny_model(tmp_path_factory.mktemp("tiny-guard"), seed=1)
     tok = AutoTokenizer.from_pretrained(path)
@@ -202,7 +203,7 @@ def test_llamaguard_uses_the_guard_models_own_template(guard_model):
 
 
 def test_answer_ids_must_differ(tiny_model):
-    from steerlens.llm_judges import answer_ids
+    from steerlens.judges.llm import answer_ids
 
     pos, neg = answer_ids(tiny_model.tokenizer, "yes", "no")
     assert pos and neg and not set(pos) & set(neg)
@@ -211,7 +212,7 @@ def test_answer_ids_must_differ(tiny_model):
 
 
 def test_thresholds_fit_without_the_held_out_method():
-    from steerlens.calibrate import best_threshold, lomo_threshold
+    from steerlens.judges.metrics import best_threshold, lomo_threshold
 
     rng = np.random.default_rng(0)
     y = rng.random(200) < 0.5
@@ -223,7 +224,7 @@ def test_thresholds_fit_without_the_held_out_method():
 
 
 def test_calibrate_cli_string_judge(capsys):
-    from steerlens.calibrate import calibrate, main
+    from steerlens.judges.calibration import calibrate, main
 
     res = calibrate("refusal_string", {})
     assert res["n"] == 1637 and res["data_sha256"] == artifacts_sha256()
@@ -237,7 +238,7 @@ def test_calibrate_cli_string_judge(capsys):
 
 def _has_encoder() -> bool:
     try:
-        from steerlens.judge_probe import encoder_dir
+        from steerlens.judges.probe import encoder_dir
 
         encoder_dir()
         return True
@@ -246,7 +247,7 @@ def _has_encoder() -> bool:
 
 
 def test_probe_weights_ship_as_safetensors_with_training_hash():
-    from steerlens.judge_probe import WEIGHTS_DIR
+    from steerlens.judges.probe import WEIGHTS_DIR
 
     meta = json.loads((WEIGHTS_DIR / "probe.json").read_text())
     assert meta["train_data_sha256"] == artifacts_sha256(), "retrain: python -m steerlens.judges train"
@@ -267,7 +268,7 @@ def test_probe_judge_loads_offline_and_judges():
 
 
 def _fake_run(root: Path) -> Path:
-    from steerlens.store import write_json
+    from steerlens.rundir import write_json
 
     run = root / "run"
     for attack, setting, comps, jb in [
@@ -288,7 +289,7 @@ def _hashes(run: Path) -> dict[str, str]:
 
 
 def test_rejudge_writes_only_its_file(tmp_path, capsys):
-    from steerlens.rejudge import main
+    from steerlens.judges.rejudge import main
 
     run = _fake_run(tmp_path)
     before = _hashes(run)
@@ -306,7 +307,7 @@ def test_rejudge_writes_only_its_file(tmp_path, capsys):
 
 
 def test_rejudge_errors_exit_2(tmp_path, capsys):
-    from steerlens.rejudge import main
+    from steerlens.judges.rejudge import main
 
     assert main([str(tmp_path / "missing"), "--judge", "jbb_string"]) == 2
     assert "does not exist" in capsys.readouterr().err

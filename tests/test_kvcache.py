@@ -2,8 +2,8 @@
 
 import torch
 
-from steerlens.kvcache import build_prefix_cache, copy_cache, fold_prefix, new_cache
-from steerlens.prompts import chat_prompts, full_batch, left_pad, pad_id
+from steerlens.core.kvcache import build_prefix_cache, copy_cache, fold_prefix, new_cache
+from steerlens.core.prompts import chat_prompts, full_batch, left_pad, pad_id
 
 INSTR = ["Write a poem about the sea", "How do I make a weapon?", "Hi"]
 

@@ -1,4 +1,4 @@
-from steerlens.memory import auto_batch_size, available_bytes, bytes_per_sequence
+from steerlens.core.memory import auto_batch_size, available_bytes, bytes_per_sequence
 
 
 def test_batch_size_shrinks_with_memory_and_length(tiny_model):

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from steerlens import models
+from steerlens.core import models
 from steerlens.errors import ModelError
 
 
@@ -88,7 +88,7 @@ def test_tiny_model_loads_as_bridge(tiny_model):
 def test_bridge_logits_equal_hf(embedded_model):
     from transformers import AutoModelForCausalLM
 
-    from steerlens.prompts import chat_prompts, full_batch
+    from steerlens.core.prompts import chat_prompts, full_batch
 
     path = models.embedded_model_dir("qwen2.5-coder-0.5b-instruct")
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import audit_args
 
-from steerlens.audit import main
+from steerlens.audit.run import main
 
 ray = pytest.importorskip("ray")
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from steerlens.data import load_instructions
-from steerlens.prompts import chat_prompts, full_batch
-from steerlens.refusal import (
+from steerlens.core.prompts import chat_prompts, full_batch
+from steerlens.datasets.loaders import load_instructions
+from steerlens.methods.refusal import (
     RefusalDirection,
     _pick,
     filter_by_refusal,

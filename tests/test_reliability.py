@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import audit_args
 
-from steerlens import models
-from steerlens.audit import main
+from steerlens.audit.run import main
+from steerlens.core import models
+from steerlens.core.vectors import SteeringVector
 from steerlens.errors import ModelError, SteerlensError
-from steerlens.store import atomic_write_text, write_json
-from steerlens.vectors import SteeringVector
+from steerlens.rundir import atomic_write_text, write_json
 
 ROOT = Path(__file__).parent.parent
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from steerlens import figures
-from steerlens.report import SECTIONS, browser_data, render, write_report
-from steerlens.store import read_json
-from steerlens.summary import load_run_data
+from steerlens.results import figures
+from steerlens.results.report import SECTIONS, browser_data, render, write_report
+from steerlens.results.summary import load_run_data
+from steerlens.rundir import read_json
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -93,9 +93,9 @@ def test_render_needs_only_saved_files(finished_run, tmp_path):
 
 
 def test_cli_rebuilds_and_rejects_an_unfinished_run(finished_run, tmp_path, capsys):
-    """`python -m steerlens.report RUN`: a finished run gets its page; anything else a one-line
+    """`python -m steerlens.results.report RUN`: a finished run gets its page; anything else a one-line
     error with its fix and exit code 2, not a traceback."""
-    from steerlens.report import main
+    from steerlens.results.report import main
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)

@@ -3,7 +3,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from steerlens.stats import (
+from steerlens.results.stats import (
     asr,
     benjamini_hochberg,
     mcnemar_exact,

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from steerlens.core.prompts import chat_prompts, full_batch
+from steerlens.core.steering import ActivationAddition, Steering, ablation, addition, combine
+from steerlens.core.vectors import SteeringVector
 from steerlens.errors import SteerlensError
-from steerlens.prompts import chat_prompts, full_batch
-from steerlens.steering import ActivationAddition, Steering, ablation, addition, combine
-from steerlens.vectors import SteeringVector
 
 
 def _resid(model, steering, layer=3, tail=None):

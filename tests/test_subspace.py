@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from steerlens.core.geometry import fraction_in_subspace, principal_angles
 from steerlens.errors import SteerlensError
-from steerlens.geometry import fraction_in_subspace, principal_angles
-from steerlens.subspace import (
+from steerlens.methods.subspace import (
     choose_k_by_ablation,
     overlap_curves,
     refusal_subspace,

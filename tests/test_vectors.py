@@ -2,7 +2,7 @@
 
 import torch
 
-from steerlens.vectors import SteeringVector
+from steerlens.core.vectors import SteeringVector
 
 
 def test_roundtrip_keeps_site_and_meta(tmp_path):

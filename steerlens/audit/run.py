@@ -1,0 +1,141 @@
+"""`python -m steerlens.audit`: does this steering vector weaken refusals, why, and what fixes it?
+
+Stages, in order (each writes its artefact atomically and is skipped when it is there, so a
+killed run resumes where it stopped and reaches the same bytes):
+  config     validate the arguments, load the model, check layers and vector files, write config.json
+  refusal    Arditi's filter, difference in means and selection     -> refusal_direction.safetensors
+  subspace   contrastive refusal subspace, k by ablation effect     -> refusal_subspace.safetensors
+  vectors    balanced CAA vectors and label-shuffled nulls          -> vectors/*.safetensors
+  dose       dose unit; behaviour effect of each vector per dose    -> dose.json
+  overlap    cosine and subspace fraction per vector and layer      -> overlap.json
+  settings   +v, -v, ⊥1, ⊥k, nulls, refusal validation              -> settings.json
+  grid       JBB goals x attacks x settings: generated, judged, screened -> cells/*.json
+  summary    verdicts, null percentiles, power, BH over all tests   -> summary.json
+  report     the dashboard                                           -> report.html
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from steerlens import __version__
+from steerlens.audit.config import AuditConfig, RunOptions, build_parser, config_from_args, validate
+from steerlens.errors import SteerlensError
+from steerlens.rundir import RunStore
+
+
+def _log(msg: str) -> None:
+    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
+
+
+def check_not_overwriting(opts: RunOptions) -> None:
+    """Refuse to overwrite a finished or partial run unless asked to resume it."""
+    if RunStore(opts.out).exists("config.json") and not opts.resume:
+        raise SteerlensError(f"run directory {opts.out} already holds a run",
+                             fix="pass --resume to continue it, or choose another --out")
+
+
+def prepare_run_dir(cfg: AuditConfig, opts: RunOptions) -> RunStore:
+    """Refuse to resume a run made with other settings (the resolved config is compared)."""
+    store = RunStore(opts.out)
+    check_not_overwriting(opts)
+    if store.exists("config.json"):
+        old = store.read_json("config.json")
+        if old.get("hash") != cfg.hash:
+            diff = cfg.differs_from(old.get("config", {}))
+            raise SteerlensError(f"--resume with a different configuration ({', '.join(diff)})",
+                                 fix="resume with the original arguments or choose a new --out")
+    return store
+
+
+def load_checked(cfg: AuditConfig, opts: RunOptions):
+    """Load the model, resolve device/dtype/batch size, and run every check that needs only the
+    model's shape, before any forward pass."""
+    from steerlens.audit.stages import load_vector_files
+    from steerlens.core.hooks import check_layers
+    from steerlens.core.memory import auto_batch_size
+    from steerlens.core.models import default_device, load_model, parse_dtype
+
+    device = opts.device or default_device()
+    dtype = str(parse_dtype(opts.dtype, device)).removeprefix("torch.")
+    _log(f"loading {cfg.model} ({device}, {dtype})")
+    model = load_model(cfg.model, device=device, dtype=dtype)
+    torch.set_grad_enabled(False)
+    if cfg.layer is not None:
+        check_layers(model, [cfg.layer])
+    files = load_vector_files(cfg, model)
+    bs = opts.batch_size or auto_batch_size(model, 640 + cfg.max_new_tokens,
+                                            cap=64 if device.startswith("cuda") else 16)
+    return model, cfg.resolved(device, dtype, bs), files
+
+
+def manifest(cfg: AuditConfig, model) -> dict:
+    import transformer_lens
+    import transformers
+
+    from steerlens.datasets.loaders import data_dir, file_sha256
+
+    files = sorted(p for p in data_dir().rglob("*") if p.suffix in (".json", ".csv"))
+    return {"steerlens": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "transformer_lens": getattr(transformer_lens, "__version__", "4.x"),
+            "python": platform.python_version(), "model": cfg.model,
+            "d_model": model.cfg.d_model, "n_layers": model.cfg.n_layers,
+            "data_sha256": {str(p.relative_to(data_dir())): file_sha256(p) for p in files}}
+
+
+def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
+    """Run (or resume) the whole audit and return the summary."""
+    from steerlens.audit import stages
+
+    validate(cfg)
+    check_not_overwriting(opts)
+    model, cfg, files = load_checked(cfg, opts)
+    store = prepare_run_dir(cfg, opts)
+    store.write_json("config.json", {"hash": cfg.hash, "config": cfg.to_json()})
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    ref = stages.refusal_stage(store, model, cfg)
+    sub = stages.subspace_stage(store, model, cfg, ref)
+    vectors = stages.vector_stage(store, model, cfg, ref, files)
+    dose = stages.dose_stage(store, model, cfg, ref, vectors)
+    stages.overlap_stage(store, ref, sub, vectors)
+    settings = stages.settings_stage(store, model, cfg, ref, sub, vectors, dose["scale"])
+    stages.grid_stage(store, model, cfg, opts, settings, stages.readout(model, ref, sub))
+    summary = stages.summary_stage(store)
+    store.write_json("manifest.json", manifest(cfg, model))
+    store.write_json("timings.json", {"seconds_this_session": time.time() - t0})
+    if opts.report:
+        from steerlens.results.report import write_report
+
+        write_report(opts.out)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg, opts = config_from_args(args)
+        summary = run_audit(cfg, opts)
+    except SteerlensError as e:
+        print(f"steerlens: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("steerlens: interrupted; finished cells are saved, rerun with --resume",
+              file=sys.stderr)
+        return 130
+    from steerlens.results.text import format_answer
+
+    print(format_answer(summary))
+    print(f"\nrun directory: {opts.out}"
+          + ("" if not opts.report else f"  (report: {Path(opts.out) / 'report.html'})"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

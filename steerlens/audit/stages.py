@@ -1,0 +1,468 @@
+"""The audit's stages, in order. Each computes one artefact of the run directory once, through
+`RunStore.cached`/`cached_json`, from the artefacts before it; forward passes are shared:
+the subspace and the dose unit come from the refusal direction's activations, the logit
+screen and the refusal projections from the grid's first decode step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from steerlens.audit.config import AuditConfig
+from steerlens.audit.evaluate import behaviour_effect
+from steerlens.core.activations import collect_resid
+from steerlens.core.geometry import cosine, fraction_in_subspace, rescale, unit
+from steerlens.core.prompts import chat_prompts
+from steerlens.core.steering import ablation, addition
+from steerlens.core.vectors import SteeringVector
+from steerlens.datasets.loaders import load_caa, load_categorized, load_instructions
+from steerlens.errors import SteerlensError
+from steerlens.methods.caa import balanced, label_shuffled, pair_activations
+from steerlens.methods.refusal import RefusalDirection, refusal_scores, sample, select_refusal_direction
+from steerlens.methods.subspace import RefusalSubspace, choose_k_by_ablation, refusal_subspace
+from steerlens.rundir import RunStore
+
+
+def _log(msg: str) -> None:
+    import sys
+
+    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
+
+
+# -- 1. the refusal direction ----------------------------------------------------------------
+
+@dataclass
+class Refusal:
+    """The selected direction, the steering layer, and what later stages reuse."""
+
+    direction: RefusalDirection
+    layer: int  # the steering layer
+    harmful: torch.Tensor  # train activations at (layer, direction's position)
+    harmless: torch.Tensor
+    resid_norm: float  # mean residual norm of harmful prompts at the steering layer (tail)
+    val_harmful: list[str]  # validation prompts kept by the filter
+
+
+def _split(name: str, n: int, seed: int) -> list[str]:
+    return sample([x.instruction for x in load_instructions(name)], n, seed)
+
+
+def _compute_refusal(model, cfg: AuditConfig) -> dict:
+    """Arditi's pipeline on the train/val splits (never on JBB), plus what later stages need."""
+    n_layers = model.cfg.n_layers
+    layers = sorted(set(range(0, n_layers, cfg.refusal_layer_stride))
+                    | ({cfg.layer} if cfg.layer is not None else set()))
+    nt, nv = cfg.n_refusal_train, cfg.n_refusal_val
+    rd, acts = select_refusal_direction(
+        model, _split("harmful_train", nt, cfg.seed), _split("harmless_train", nt, cfg.seed),
+        _split("harmful_val", nv, cfg.seed), _split("harmless_val", nv, cfg.seed),
+        layers=layers, positions=[-1] if cfg.refusal_positions == "last" else None,
+        filter_prompts=cfg.filter_refusal_prompts, system=cfg.system, batch_size=cfg.batch_size)
+    layer = cfg.layer if cfg.layer is not None else rd.layer
+    harmful, harmless = acts.at(layer, rd.position)
+    return {"direction": rd, "harmful": harmful, "harmless": harmless, "layer": layer,
+            "resid_norm": acts.resid_norm(layer)}
+
+
+def _save_refusal(value: dict, tmp: str) -> None:
+    rd: RefusalDirection = value["direction"]
+    meta = {**rd.meta, "layer": rd.layer, "position": rd.position, "positions": rd.positions,
+            "layers": rd.layers, "steering_layer": value["layer"],
+            "resid_norm": value["resid_norm"], "candidates": rd.candidates}
+    save_file({"direction": rd.direction.float().contiguous(), "means": rd.means.float().contiguous(),
+               "harmful": value["harmful"].float().contiguous(),
+               "harmless": value["harmless"].float().contiguous()},
+              tmp, metadata={"steerlens": json.dumps(meta, sort_keys=True)})
+
+
+def load_refusal(path: Path) -> Refusal:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["steerlens"])
+    t = load_file(str(path))
+    rd = RefusalDirection(t["direction"], meta.pop("layer"), meta.pop("position"),
+                          meta.pop("candidates"), t["means"], meta.pop("positions"),
+                          meta.pop("layers"), meta)
+    layer, norm = meta.pop("steering_layer"), meta.pop("resid_norm")
+    return Refusal(rd, layer, t["harmful"], t["harmless"], norm, meta.get("val_harmful", []))
+
+
+def refusal_stage(store: RunStore, model, cfg: AuditConfig) -> Refusal:
+    _log("refusal direction: Arditi filter, difference in means, selection")
+    ref = store.cached("refusal_direction.safetensors", lambda: _compute_refusal(model, cfg),
+                       _save_refusal, load_refusal)
+    rd = ref.direction
+    store.cached_json("refusal.json", lambda: {
+        **rd.meta, "layer": rd.layer, "position": rd.position, "steering_layer": ref.layer,
+        "readout_layers": [lay for lay in rd.layers if lay >= ref.layer],
+        "resid_norm": ref.resid_norm, "candidates": rd.candidates})
+    fb = ref.direction.meta.get("fallback")
+    _log(f"refusal direction: layer {ref.direction.layer}, position {ref.direction.position}"
+         f"{'; FALLBACK: ' + fb if fb else ''}; steering layer {ref.layer}")
+    return ref
+
+
+# -- 2. the refusal subspace -----------------------------------------------------------------
+
+def _category_acts(model, cfg: AuditConfig, ref: Refusal) -> tuple[torch.Tensor, list[str]]:
+    """StrongREJECT prompts (no JBB overlap), `n_category` per category, at the direction's
+    position and the steering layer."""
+    rows = load_categorized("strongreject")
+    by_cat: dict[str, list[str]] = {}
+    for r in rows:
+        by_cat.setdefault(r.category, []).append(r.instruction)
+    picked = [(c, x) for c, xs in sorted(by_cat.items()) for x in sample(xs, cfg.n_category, cfg.seed)]
+    prompts = chat_prompts(model.tokenizer, [x for _, x in picked], cfg.system)
+    acts = collect_resid(model, prompts, [ref.layer], [ref.direction.position],
+                         batch_size=cfg.batch_size, desc="category activations")
+    return acts[:, 0, 0].cpu(), [c for c, _ in picked]
+
+
+def _ablation_scores(model, basis: torch.Tensor, prompts: list[str], cfg: AuditConfig) -> dict:
+    """Mean refusal score of the validation harmful prompts with the first k rows ablated."""
+    out = {0: float(refusal_scores(model, prompts, None, cfg.system, cfg.batch_size).mean())}
+    for k in range(1, basis.shape[0] + 1):
+        abl = ablation(basis[:k].to(model.cfg.device), model.cfg.n_layers)
+        out[k] = float(refusal_scores(model, prompts, abl, cfg.system, cfg.batch_size).mean())
+    return out
+
+
+def _compute_subspace(model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
+    first = ref.direction.at(ref.layer)
+    if cfg.n_category > 0:
+        h, cats = _category_acts(model, cfg, ref)
+        sub = refusal_subspace(h, ref.harmless, cfg.k, categories=cats, method="category",
+                               first=first, seed=cfg.seed)
+    else:
+        sub = refusal_subspace(ref.harmful, ref.harmless, cfg.k, method="cluster", first=first,
+                               seed=cfg.seed)
+    scores = _ablation_scores(model, sub.basis, ref.val_harmful, cfg)
+    k = cfg.k or choose_k_by_ablation({k: s for k, s in scores.items() if k > 0}, scores[0])
+    sub.evidence.update(ablation_refusal_score=scores, k=k, k_by="given" if cfg.k else "ablation")
+    return sub
+
+
+def _save_subspace(sub: RefusalSubspace, tmp: str) -> None:
+    save_file({"basis": sub.basis.float().contiguous()}, tmp,
+              metadata={"steerlens": json.dumps({"method": sub.method, "evidence": sub.evidence},
+                                                sort_keys=True)})
+
+
+def _load_subspace(path: Path) -> RefusalSubspace:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["steerlens"])
+    return RefusalSubspace(load_file(str(path))["basis"], meta["method"], meta["evidence"])
+
+
+def subspace_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
+    _log("refusal subspace: contrastive directions, k by ablation effect")
+    sub = store.cached("refusal_subspace.safetensors", lambda: _compute_subspace(model, cfg, ref),
+                       _save_subspace, _load_subspace)
+    store.cached_json("subspace.json", lambda: {"method": sub.method, **sub.evidence})
+    _log(f"refusal subspace: {sub.method}, k = {sub.evidence['k']} of {sub.k}")
+    return sub
+
+
+# -- 3. steering vectors ---------------------------------------------------------------------
+
+def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> dict:
+    items = load_caa(behaviour, "generate")
+    items = [items[i] for i in sample(range(len(items)), cfg.n_caa_items, cfg.seed)]
+    layers = sorted({lay for lay in ref.direction.layers if lay <= ref.layer} | {ref.layer})
+    acts = pair_activations(model, balanced(items), layers, system=cfg.system,
+                            batch_size=cfg.batch_size, desc=f"CAA {behaviour}")
+    from steerlens.methods.caa import split_half_cosine
+
+    vec = acts.diffs.mean(0)
+    meta = {"kind": "caa", "behaviour": behaviour, "n_items": len(items), "balance": True,
+            "split_half_cosine": split_half_cosine(acts.diffs, 2, cfg.seed).tolist(),
+            "letter_cosine": cosine(vec, acts.letter_direction()).tolist(),
+            "unbalanced_letter_cosine": cosine(acts.diffs[0::2].mean(0),
+                                               acts.letter_direction()).tolist()}
+    return {"vector": SteeringVector(vec, layers, "resid_pre", meta),
+            "null": label_shuffled(acts.diffs, cfg.n_shuffled, cfg.seed)[:, layers.index(ref.layer)]}
+
+
+def _save_caa(value: dict, tmp: str) -> None:
+    v: SteeringVector = value["vector"]
+    save_file({"vectors": v.vectors.float().contiguous(), "null": value["null"].float().contiguous()},
+              tmp, metadata={"steerlens": json.dumps({**v.meta, "layers": v.layers, "site": v.site},
+                                                     sort_keys=True)})
+
+
+def _load_caa(path: Path) -> dict:
+    return {"vector": SteeringVector.load(path), "null": load_file(str(path))["null"]}
+
+
+@dataclass
+class Vectors:
+    """The audited vectors (resid_pre numbering) and their label-shuffled nulls."""
+
+    vectors: dict[str, SteeringVector]
+    nulls: dict[str, torch.Tensor]
+
+
+def vector_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
+                 files: dict[str, SteeringVector]) -> Vectors:
+    vecs, nulls = {}, {}
+    for b in cfg.behaviours:
+        _log(f"CAA vector: {b} ({cfg.n_caa_items} items, both answer orders)")
+        got = store.cached(f"vectors/{b}.safetensors", lambda b=b: _compute_caa(model, cfg, ref, b),
+                           _save_caa, _load_caa)
+        vecs[b], nulls[b] = got["vector"], got["null"]
+    vecs.update(files)
+    return Vectors(vecs, nulls)
+
+
+def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
+    """The --vector files, checked against the model before any forward pass."""
+    from steerlens.core.geometry import check_vector
+
+    out = {}
+    for path in cfg.vectors:
+        sv = SteeringVector.load(path).as_resid_pre()
+        check_vector(sv.vectors[sv.vectors.norm(dim=-1) > 0], model.cfg.d_model, f"vector {path}")
+        if cfg.layer is None or cfg.layer not in sv.layers:
+            raise SteerlensError(f"vector {path} needs a steering layer it has (resid_pre layers "
+                                 f"{sv.layers})", fix="pass --layer with one of them")
+        out[f"file:{Path(path).stem}"] = sv
+    return out
+
+
+# -- 4. dose ---------------------------------------------------------------------------------
+
+def dose_scale(cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> float:
+    """Norm of a dose-1 vector at the steering layer: the mean residual norm (resid unit), or
+    the mean CAA vector norm (the paper's equal-norm convention)."""
+    if cfg.dose_unit == "resid":
+        return ref.resid_norm
+    norms = [float(v.at(ref.layer).norm()) for v in vectors.vectors.values()]
+    return sum(norms) / len(norms)
+
+
+def dosed(v: torch.Tensor, dose: float, scale: float) -> torch.Tensor:
+    """`v` rescaled to `|dose| * scale`, signed by the dose."""
+    return rescale(v.float(), abs(dose) * scale) * (1 if dose > 0 else -1)
+
+
+def _compute_dose(model, cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> dict:
+    scale = dose_scale(cfg, ref, vectors)
+    doses = sorted(set(cfg.dose_sweep) | set(cfg.doses) | {-d for d in cfg.doses})
+    out = {"unit": cfg.dose_unit, "scale": scale, "resid_norm": ref.resid_norm, "layer": ref.layer,
+           "doses": doses, "audited": list(cfg.doses), "vectors": {}}
+    for name, sv in vectors.vectors.items():
+        v = sv.at(ref.layer)
+        rec = {"raw_norm": float(v.norm()), "relative_norm": float(v.norm()) / ref.resid_norm}
+        if sv.meta.get("kind") == "caa":
+            _log(f"behaviour effect: {name} at doses {doses}")
+            items = load_caa(name, "test")[: cfg.n_behaviour_test]
+            settings = {f"{d:+g}": addition(dosed(v, d, scale).to(model.cfg.device), ref.layer)
+                        for d in doses}
+            rec["effect"] = behaviour_effect(model, items, settings, cfg.batch_size, cfg.system)
+            rec["steers"] = {f"{d:g}": _steers(rec["effect"], d) for d in cfg.doses}
+        out["vectors"][name] = rec
+    return out
+
+
+def _steers(effect: dict, dose: float) -> bool:
+    """+dose raises p(matching) and -dose lowers it, each significantly (paired t, p < 0.05)."""
+    up, down = effect[f"{dose:+g}"], effect[f"{-dose:+g}"]
+    return up["shift"] > 0 and up["p_value"] < 0.05 and down["shift"] < 0 and down["p_value"] < 0.05
+
+
+def dose_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> dict:
+    return store.cached_json("dose.json", lambda: _compute_dose(model, cfg, ref, vectors))
+
+
+# -- 5. geometry -----------------------------------------------------------------------------
+
+def overlap_stage(store: RunStore, ref: Refusal, sub: RefusalSubspace, vectors: Vectors) -> dict:
+    k = sub.evidence["k"]
+
+    def compute() -> dict:
+        out = {}
+        for name, sv in vectors.vectors.items():
+            v = sv.at(ref.layer)
+            per_layer = {str(lay): float(cosine(sv.at(lay), ref.direction.at(lay)))
+                         for lay in sv.layers if lay in ref.direction.layers and sv.at(lay).norm() > 0}
+            out[name] = {"cosine": float(cosine(v, ref.direction.at(ref.layer))),
+                         "cosine_per_layer": per_layer,
+                         "fraction_in_subspace": float(fraction_in_subspace(v, sub.basis[:k])),
+                         "fraction_in_subspace_kmax": float(fraction_in_subspace(v, sub.basis)),
+                         "chance_cosine": 1.96 / v.shape[0] ** 0.5}
+        return out
+
+    return store.cached_json("overlap.json", compute)
+
+
+def unit_refusal(ref: Refusal) -> torch.Tensor:
+    return unit(ref.direction.at(ref.layer)).float()
+
+
+# -- 6. settings and the evaluation grid -----------------------------------------------------
+
+def _null_directions(n: int, d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(10_000 + seed)
+    return torch.randn(n, d, generator=g)
+
+
+def build_settings(cfg: AuditConfig, model, ref: Refusal, sub: RefusalSubspace, vectors: Vectors,
+                   scale: float) -> list:
+    """Every steering condition: baseline; per vector and dose +v, -v, +v_perp1, +v_perpk and
+    label-shuffled nulls; per dose the random-direction null; the refusal validation."""
+    from steerlens.audit.evaluate import Kind, Setting
+    from steerlens.core.geometry import orthogonalize, orthogonalize_subspace
+
+    dev, L = model.cfg.device, ref.layer
+    r, basis = ref.direction.at(L), sub.basis[: sub.evidence["k"]]
+    add = lambda v: addition(v.float().to(dev), L)  # noqa: E731
+    out = [Setting("baseline", Kind.BASELINE)]
+    for d in cfg.doses:
+        for name, sv in vectors.vectors.items():
+            v = dosed(sv.at(L), d, scale)
+            tag = f"{name}@{d:g}"
+            out += [Setting(f"{tag}+v", Kind.PLUS, add(v), name, d),
+                    Setting(f"{tag}-v", Kind.MINUS, add(-v), name, -d),
+                    Setting(f"{tag}+v_perp1", Kind.PERP1, add(orthogonalize(v, r)), name, d),
+                    Setting(f"{tag}+v_perpk", Kind.PERPK, add(orthogonalize_subspace(v, basis)), name, d)]
+            out += [Setting(f"{tag}shuffled{j}", Kind.SHUFFLED, add(dosed(n, d, scale)), name, d)
+                    for j, n in enumerate(vectors.nulls.get(name, []))]
+        rand = _null_directions(cfg.n_null_screen + cfg.n_null_generate, model.cfg.d_model, cfg.seed)
+        out += [Setting(f"random{i}@{d:g}", Kind.RANDOM, add(dosed(x, d, scale)), None, d,
+                        generate=i < cfg.n_null_generate) for i, x in enumerate(rand)]
+    return out
+
+
+def validation_settings(model, ref: Refusal, sub: RefusalSubspace) -> list:
+    """The refusal direction and subspace, checked on JBB: ablated (ASR must rise) and the
+    direction added at its layer with coefficient 1 at every position (ASR must fall)."""
+    from steerlens.audit.evaluate import Kind, Setting
+
+    n, dev = model.cfg.n_layers, model.cfg.device
+    rd = ref.direction
+    return [Setting("refusal_ablated", Kind.REFUSAL_ABLATED, ablation(rd.direction[None].to(dev), n)),
+            Setting("subspace_ablated", Kind.SUBSPACE_ABLATED,
+                    ablation(sub.basis[: sub.evidence["k"]].to(dev), n)),
+            Setting("refusal_added", Kind.REFUSAL_ADDED,
+                    addition(rd.direction.to(dev), rd.layer, 1.0, positions="all"))]
+
+
+def readout(model, ref: Refusal, sub: RefusalSubspace):
+    """First-step readout: refusal score, and projections at the layers from the steering layer
+    on (row 0: that layer's refusal direction; then the subspace's other rows)."""
+    from steerlens.core.generation import Readout
+    from steerlens.methods.refusal import refusal_token_ids
+
+    layers = [lay for lay in ref.direction.layers if lay >= ref.layer]
+    extra = sub.basis[1: sub.evidence["k"]].float()
+    bases = torch.stack([torch.cat([unit(ref.direction.at(lay)).float()[None], extra])
+                         for lay in layers])
+    return Readout(refusal_token_ids(model.tokenizer), layers, bases)
+
+
+def settings_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal, sub: RefusalSubspace,
+                   vectors: Vectors, scale: float) -> dict:
+    """The grid's settings, with their metadata written to settings.json."""
+    grid = build_settings(cfg, model, ref, sub, vectors, scale)
+    checks = validation_settings(model, ref, sub)
+    store.cached_json("settings.json", lambda: {s.name: s.meta() for s in grid + checks})
+    return {"grid": grid, "validation": checks}
+
+
+# Generated settings per grid job: each job shares one prompt cache and decodes its
+# after-instruction settings together (`generation.generate_grid`).
+JOB_SETTINGS = 8
+
+
+def _cell_name(attack: str, setting: str) -> str:
+    return f"cells/{attack}__{setting}.json"
+
+
+def _jobs(store: RunStore, cfg: AuditConfig, settings: dict, readout) -> list:
+    """Jobs for the cells not on disk yet: chunks of generated settings per attack (screen-only
+    settings ride along with the first chunk), benign false refusals, refusal validation.
+
+    Chunks are cut from the whole grid, then a chunk with every cell on disk is skipped: a
+    resumed run decodes the same settings together as an uninterrupted one (batch composition
+    moves float rounding, so this keeps resumed cells byte-identical)."""
+    from steerlens.audit.backends import Job
+    from steerlens.audit.evaluate import Kind
+    from steerlens.datasets.loaders import load_jbb, stratified
+
+    goals = stratified(load_jbb("harmful"), cfg.n_goals)
+    kw = dict(judge=cfg.judge, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+              system=cfg.system, readout=readout)
+    done = lambda attack, chunk: all(store.exists(_cell_name(attack, s.name)) for s in chunk)  # noqa: E731
+    jobs = []
+    for i, attack in enumerate(cfg.attacks):
+        every = settings["grid"] + (settings["validation"] if i == 0 else [])
+        gen = [s for s in every if s.generate]
+        screen = [s for s in every if not s.generate]
+        for j in range(0, max(len(gen), 1), JOB_SETTINGS):
+            chunk = gen[j: j + JOB_SETTINGS] + (screen if j == 0 else [])
+            if chunk and not done(attack, chunk):
+                jobs.append(Job(attack, goals, chunk, **kw))
+    if cfg.n_benign:
+        benign = [s for s in settings["grid"] if s.kind in (Kind.BASELINE, Kind.PLUS, Kind.MINUS)]
+        if benign and not done("benign", benign):
+            jobs.append(Job("benign", stratified(load_jbb("benign"), cfg.n_benign), benign, **kw))
+    return jobs
+
+
+class GridProgress:
+    """The grid's progress bar: cells done of total, new tokens per second, ETA (stderr)."""
+
+    def __init__(self, total: int):
+        from tqdm.auto import tqdm
+
+        self.t0, self.tokens = time.time(), 0
+        self.bar = tqdm(total=total, unit="cell", desc="grid", dynamic_ncols=True)
+
+    def update(self, results: dict[str, dict]) -> None:
+        self.tokens += sum(sum(r.get("n_new_tokens", [])) for r in results.values())
+        rate = self.tokens / max(time.time() - self.t0, 1e-9)
+        self.bar.set_postfix_str(f"{rate:.1f} new tok/s", refresh=False)
+        self.bar.update(len(results))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, readout) -> None:
+    """Generate, judge and screen every cell; each is written as soon as its job returns."""
+    from steerlens.audit.backends import run_local, run_ray
+    from steerlens.judges.registry import get_judge
+
+    store.cached_json("judge.json", lambda: get_judge(cfg.judge).settings())
+    jobs = _jobs(store, cfg, settings, readout)
+    if not jobs:
+        return
+    _log(f"evaluation grid: {len(jobs)} jobs on the {opts.backend} backend")
+    runner = (run_ray(jobs, cfg.model, cfg.device, cfg.dtype, opts.address, opts.workers)
+              if opts.backend == "ray" else run_local(model, jobs))
+    progress = GridProgress(sum(len(j.settings) for j in jobs))
+    for job, results in runner:
+        for name, rec in results.items():
+            store.write_json(_cell_name(job.attack, name),
+                             {"attack": job.attack, "setting": name,
+                              "goals": [g.goal for g in job.goals],
+                              "categories": [g.category for g in job.goals], **rec})
+        progress.update(results)
+    progress.close()
+
+
+def summary_stage(store: RunStore) -> dict:
+    from steerlens.results.summary import load_run_data, summarize
+
+    summary = summarize(load_run_data(store.root))
+    store.write_json("summary.json", summary)
+    return store.read_json("summary.json")

@@ -1,0 +1,115 @@
+"""Re-judge a run's saved completions with another judge, side by side with its own labels.
+
+`python -m steerlens.judges.rejudge RUN --judge NAME` writes `RUN/judgements/<NAME>.json`: per cell
+the new labels, the judge's settings, and agreement with the run's own labels (Cohen's kappa
+and raw agreement). No other file of the run is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import cohen_kappa_score
+
+from steerlens.errors import SteerlensError
+from steerlens.rundir import read_json, write_json
+
+
+def agreement(a: list[bool], b: list[bool]) -> dict[str, Any]:
+    """Raw agreement and Cohen's kappa (None when kappa is undefined, e.g. one label only)."""
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if len(x) == 0:
+        return {"n": 0, "agreement": None, "kappa": None}
+    single = len(set(x.tolist()) | set(y.tolist())) < 2
+    kappa = None if single else float(cohen_kappa_score(x, y))
+    return {"n": int(len(x)), "agreement": float(np.mean(x == y)), "kappa": kappa}
+
+
+def read_cells(run: Path) -> list[tuple[str, dict]]:
+    """(file name, cell) for every saved cell of a run; errors name the fix."""
+    cells_dir = Path(run) / "cells"
+    if not Path(run).is_dir():
+        raise SteerlensError(f"run directory {run} does not exist", fix="pass the --out of an audit run")
+    files = sorted(cells_dir.glob("*.json"))
+    if not files:
+        raise SteerlensError(f"{run} has no saved cells (cells/*.json)",
+                             fix="pass a run directory written by `python -m steerlens` (audit)")
+    out = []
+    for f in files:
+        cell = read_json(f)
+        missing = [k for k in ("goals", "completions", "jailbroken") if k not in cell]
+        if missing or len(cell["goals"]) != len(cell["completions"]):
+            raise SteerlensError(f"{f} lacks {missing or 'one goal per completion'}",
+                                 fix="re-run the audit that wrote it (the cell file is damaged)")
+        out.append((f.name, cell))
+    return out
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a judge label (e.g. 'jbb@Qwen/x' -> 'jbb@Qwen_x')."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("._") or "judge"
+
+
+def rejudge(run: str | Path, judge, label: str | None = None) -> Path:
+    """Judge every cell's completions with `judge`; write and return the judgements file."""
+    run = Path(run)
+    cells = read_cells(run)
+    goals = [g for _, c in cells for g in c["goals"]]
+    comps = [r for _, c in cells for r in c["completions"]]
+    t0 = time.perf_counter()
+    labels = judge.judge(goals, comps) if goals else []
+    seconds = time.perf_counter() - t0
+    out_cells, all_old, i = {}, [], 0
+    for fname, c in cells:
+        new = [bool(x) for x in labels[i : i + len(c["goals"])]]
+        i += len(c["goals"])
+        old = [bool(x) for x in c["jailbroken"]]
+        all_old += old
+        out_cells[fname[: -len(".json")]] = {
+            "attack": c.get("attack"), "setting": c.get("setting"), "jailbroken": new,
+            "asr": float(np.mean(new)) if new else None,
+            "run_asr": float(np.mean(old)) if old else None, **agreement(old, new)}
+    result = {"judge": judge.name, "settings": judge.settings(), "cells": out_cells,
+              "overall": agreement(all_old, [bool(x) for x in labels]),
+              "seconds": seconds, "n_completions": len(goals)}
+    path = run / "judgements" / f"{safe_name(label or judge.name)}.json"
+    write_json(path, result)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; user errors print their fix and exit 2."""
+    from steerlens.judges.calibration import judge_options
+
+    p = argparse.ArgumentParser(prog="python -m steerlens.judges.rejudge", description=__doc__.split("\n")[0])
+    p.add_argument("run", help="run directory (an audit's --out)")
+    p.add_argument("--judge", required=True)
+    p.add_argument("--name", default=None, help="file name under RUN/judgements/ (default: judge)")
+    p.add_argument("--model", default=None, help="judge model (LLM judges)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--option", action="append", metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    try:
+        from steerlens.judges.registry import get_judge
+
+        read_cells(Path(args.run))  # fail on a bad run before loading any judge model
+        path = rejudge(args.run, get_judge(args.judge, **judge_options(args)), args.name)
+    except SteerlensError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    res = read_json(path)
+    ov = res["overall"]
+    kappa = "n/a" if ov["kappa"] is None else f"{ov['kappa']:.3f}"
+    print(f"wrote {path}: {res['n_completions']} completions, agreement with the run's labels "
+          f"{ov['agreement']}, kappa {kappa}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

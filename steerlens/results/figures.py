@@ -1,0 +1,224 @@
+"""Plotly figures of a run, built only from its summary and saved cells (regenerable).
+
+Each function takes the summary (`summary.summarize`) and/or the run's data and returns one
+figure sized for a 1366×768 laptop screen: legends sit below the plot, margins leave room for
+axis labels.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import plotly.graph_objects as go
+
+from steerlens.results.summary import RunData
+
+LAYOUT = dict(height=420, margin=dict(l=80, r=30, t=60, b=110),
+              legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
+              font=dict(size=12), template="plotly_white")
+COLORS = {"weakens refusal": "#d62728", "strengthens refusal": "#1f77b4",
+          "not distinguishable from a random direction": "#7f7f7f", "no effect": "#bbbbbb"}
+
+
+def _fig(title: str, **layout) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(**{**LAYOUT, "title": dict(text=title, x=0), **layout})
+    return fig
+
+
+def _pct(x) -> float | None:
+    return None if x is None else 100 * x
+
+
+def delta_asr(summary: dict) -> go.Figure:
+    """ΔASR of every audited vector (+v) with its CI, against the generated null cells."""
+    fig = _fig("ΔASR of each vector (+v, 95% CI) against norm-matched null directions",
+               yaxis_title="ΔASR (points)")
+    labels, ys, lo, hi, col = [], [], [], [], []
+    for f in summary["vectors"]:
+        p = f["plus"]
+        if "delta_asr" not in p:
+            continue
+        labels.append(f"{f['vector']} @{f['dose']:g}<br>{f['attack']}")
+        ys.append(100 * p["delta_asr"])
+        lo.append(100 * (p["delta_asr"] - p["delta_ci_low"]))
+        hi.append(100 * (p["delta_ci_high"] - p["delta_asr"]))
+        col.append(COLORS.get(f.get("verdict"), "#333"))
+    fig.add_bar(x=labels, y=ys, marker_color=col, name="vector +v",
+                error_y=dict(type="data", array=hi, arrayminus=lo))
+    nulls = [r for r in summary["rows"] if r["kind"] in ("random", "shuffled") and "delta_asr" in r]
+    fig.add_scatter(x=[f"null ({r['attack']})" for r in nulls], y=[100 * r["delta_asr"] for r in nulls],
+                    mode="markers", marker=dict(color="#7f7f7f", size=9, symbol="x"),
+                    name="null directions (generated)", text=[r["setting"] for r in nulls])
+    fig.add_hline(y=0, line_color="black", line_width=1)
+    return fig
+
+
+def screen_null(summary: dict) -> go.Figure:
+    """First-token refusal-score shift of each vector inside the null of random directions."""
+    fig = _fig("First-token refusal-score shift: vectors inside the null distribution",
+               yaxis_title="Δ refusal log-odds (harmful goals)")
+    for attack in sorted({r["attack"] for r in summary["rows"]}):
+        null = [r["refusal_score_shift"] for r in summary["rows"] if r["attack"] == attack
+                and r["kind"] in ("random", "shuffled") and "refusal_score_shift" in r]
+        if null:
+            fig.add_box(y=null, x=[attack] * len(null), name=f"null ({attack})", boxpoints="all",
+                        jitter=0.4, marker_color="#999", showlegend=attack == summary["rows"][0]["attack"])
+    for f in summary["vectors"]:
+        fig.add_scatter(x=[f["attack"]], y=[f["plus"].get("refusal_score_shift")], mode="markers",
+                        marker=dict(size=13, color=COLORS.get(f.get("verdict"), "#333"),
+                                    line=dict(width=1, color="black")),
+                        name=f"{f['vector']} @{f['dose']:g}")
+    fig.update_layout(boxmode="overlay")
+    return fig
+
+
+def projection_layers(data: RunData, summary: dict) -> go.Figure:
+    """Per readout layer: projections onto the refusal direction of harmful goals (baseline),
+    harmless goals (JBB benign, baseline) and harmful goals under each vector (+v)."""
+    fig = _fig("Refusal projection per layer: harmful, harmless and steered activations",
+               xaxis_title="layer", yaxis_title="projection onto the refusal direction",
+               violinmode="group")
+    layers = summary["refusal"].get("readout_layers") or []
+    attack = (summary["design"].get("attacks") or ["none"])[0]
+    groups = [("harmful", data.cells.get((attack, "baseline"))),
+              ("harmless (benign)", data.cells.get(("benign", "baseline")))]
+    groups += [(f"harmful +{f['vector']} @{f['dose']:g}", data.cells.get((attack, f["plus"]["setting"])))
+               for f in summary["vectors"] if f["attack"] == attack]
+    for name, cell in groups:
+        rows = (cell or {}).get("projection") or []
+        if not rows or not rows[0]:
+            continue
+        xs = [layers[j] if j < len(layers) else j for r in rows for j in range(len(r))]
+        ys = [r[j][0] for r in rows for j in range(len(r))]
+        fig.add_violin(x=xs, y=ys, name=name, box_visible=True, meanline_visible=True,
+                       points=False, scalemode="width")
+    return fig
+
+
+def projection_shift(summary: dict) -> go.Figure:
+    """Mean projection shift (setting − baseline) across the layers from the steering layer on."""
+    fig = _fig("Refusal-projection shift of each setting across layers (harmful goals)",
+               xaxis_title="layer", yaxis_title="Δ projection (mean over goals)")
+    layers = summary["refusal"].get("readout_layers") or []
+    for r in summary["rows"]:
+        shift = r.get("projection_shift") or []
+        if not shift or r["kind"] == "baseline":
+            continue
+        null = r["kind"] in ("random", "shuffled")
+        if null and not r["generated"]:
+            continue
+        x = layers[: len(shift)] if len(layers) >= len(shift) else list(range(len(shift)))
+        fig.add_scatter(x=x, y=shift, mode="lines+markers", name=f"{r['setting']} ({r['attack']})",
+                        line=dict(dash="dot", color="#aaa") if null else None,
+                        legendgroup=r["kind"], visible=True if r["kind"] in ("+v", "-v") or null
+                        else "legendonly")
+    fig.add_hline(y=0, line_color="black", line_width=1)
+    fig.update_layout(height=480, legend=dict(orientation="h", y=-0.25, font=dict(size=10)))
+    return fig
+
+
+def validation(summary: dict) -> go.Figure:
+    """ASR on JBB with the refusal direction/subspace ablated or the direction added."""
+    fig = _fig("Refusal direction on JBB: ablated (ASR must rise), added (must fall)",
+               yaxis_title="ASR (%)")
+    base = next((r for r in summary["rows"] if r["kind"] == "baseline" and "asr" in r), None)
+    rows = ([base] if base else []) + [r for r in summary["rows"] if r["kind"] in
+                                       ("refusal_ablated", "subspace_ablated", "refusal_added")]
+    fig.add_bar(x=[f"{r['setting']}<br>({r['attack']})" for r in rows],
+                y=[100 * r["asr"] for r in rows], name="ASR", marker_color="#555",
+                error_y=dict(type="data", array=[100 * (r["ci_high"] - r["asr"]) for r in rows],
+                             arrayminus=[100 * (r["asr"] - r["ci_low"]) for r in rows]))
+    return fig
+
+
+def mitigation(summary: dict) -> go.Figure:
+    """ASR under raw, 1-D and k-D orthogonalised vectors, beside the baseline."""
+    fig = _fig("Mitigation: raw vs orthogonalised (⊥ refusal direction, ⊥ subspace)",
+               yaxis_title="ASR (%)", barmode="group")
+    for key, label in (("plus", "raw +v"), ("perp1", "+v ⊥1"), ("perpk", "+v ⊥k")):
+        fs = [f for f in summary["vectors"] if f.get(key) and "asr" in f[key]]
+        fig.add_bar(x=[f"{f['vector']} @{f['dose']:g}<br>{f['attack']}" for f in fs],
+                    y=[100 * f[key]["asr"] for f in fs], name=label,
+                    error_y=dict(type="data", array=[100 * (f[key]["ci_high"] - f[key]["asr"]) for f in fs],
+                                 arrayminus=[100 * (f[key]["asr"] - f[key]["ci_low"]) for f in fs]))
+    base = [r["asr"] for r in summary["rows"] if r["kind"] == "baseline" and "asr" in r]
+    if base:
+        fig.add_hline(y=100 * statistics.fmean(base), line_dash="dash",
+                      annotation_text="baseline", annotation_position="top left")
+    return fig
+
+
+def behaviour(summary: dict) -> go.Figure:
+    """p(matching answer) on held-out CAA items per dose: does each vector steer its behaviour?"""
+    fig = _fig("Does each vector steer its own behaviour? p(matching) on held-out items",
+               xaxis_title=f"dose ({summary['dose'].get('unit', '')} unit)",
+               yaxis_title="p(matching answer)")
+    for name, rec in summary["dose"].get("vectors", {}).items():
+        eff = rec.get("effect")
+        if not eff:
+            continue
+        pts = sorted((0.0 if k == "unsteered" else float(k), v) for k, v in eff.items())
+        xs, vals = [d for d, _ in pts], [v for _, v in pts]
+        fig.add_scatter(x=xs, y=[v["mean"] for v in vals], mode="lines+markers", name=name,
+                        error_y=dict(type="data", array=[v["ci_high"] - v["mean"] for v in vals],
+                                     arrayminus=[v["mean"] - v["ci_low"] for v in vals]))
+    for d in summary["design"].get("doses") or []:
+        fig.add_vline(x=d, line_dash="dot", line_color="#999")
+    return fig
+
+
+def cosine_scatter(summary: dict) -> go.Figure:
+    """Per vector: its antisymmetric ΔASR against cosine with the refusal direction."""
+    fig = _fig("Why: ΔASR (½(+v − −v)) against cos(v, refusal direction)",
+               xaxis_title="cosine with the refusal direction",
+               yaxis_title="½(ΔASR+v − ΔASR−v), pts")
+    for key, reg in summary["regressions"].items():
+        xs = reg["cosine"].get("x") or [summary["overlap"].get(v, {}).get("cosine") for v in reg["vectors"]]
+        fig.add_scatter(x=xs, y=[100 * y for y in reg["effect"]], mode="markers+text",
+                        text=reg["vectors"], textposition="top center", name=key,
+                        marker=dict(size=11), cliponaxis=False)
+    fig.update_xaxes(zeroline=True)
+    return fig
+
+
+def selection(summary: dict) -> go.Figure:
+    """Arditi's candidates: ablation and addition refusal scores, the chosen one marked."""
+    fig = _fig("Refusal-direction candidates (Arditi et al.)", xaxis_title="layer",
+               yaxis_title="refusal score (log-odds)")
+    cands = summary["refusal"].get("candidates") or []
+    cands = [c for c in cands if "ablation_refusal" in c]
+    for key, label in (("ablation_refusal", "harmful, direction ablated"),
+                       ("addition_refusal", "harmless, direction added")):
+        fig.add_scatter(x=[c["layer"] for c in cands], y=[c[key] for c in cands], mode="markers",
+                        name=label, text=[f"position {c['position']}, KL {c['kl']:.3f}, "
+                                          f"{'passes' if c.get('passes_arditi') else 'fails'} Arditi"
+                                          for c in cands])
+    layer = summary["refusal"].get("layer")
+    if layer is not None:
+        fig.add_vline(x=layer, line_dash="dash", annotation_text=f"chosen: layer {layer}")
+    return fig
+
+
+def subspace_k(summary: dict) -> go.Figure:
+    """Harmful refusal score with the first k subspace directions ablated (k chosen by it)."""
+    sub = summary["subspace"]
+    scores = sub.get("ablation_refusal_score") or {}
+    ks = sorted(int(k) for k in scores)
+    fig = _fig(f"Refusal subspace: k = {sub.get('k')} ({sub.get('method')}), chosen by ablation",
+               xaxis_title="directions ablated (k)", yaxis_title="harmful refusal score")
+    fig.add_scatter(x=ks, y=[scores[str(k)] if str(k) in scores else scores[k] for k in ks],
+                    mode="lines+markers", name="validation harmful prompts")
+    return fig
+
+
+ALL = {"delta_asr": delta_asr, "screen_null": screen_null, "projection_shift": projection_shift,
+       "validation": validation, "mitigation": mitigation, "behaviour": behaviour,
+       "cosine": cosine_scatter, "selection": selection, "subspace_k": subspace_k}
+
+
+def figures(summary: dict, data: RunData) -> dict[str, go.Figure]:
+    """Every figure of the report, by name."""
+    out = {name: make(summary) for name, make in ALL.items()}
+    out["projection_layers"] = projection_layers(data, summary)
+    return out

@@ -1,0 +1,268 @@
+"""The run's dashboard: one offline HTML file, rebuilt from the run's saved files.
+
+Verdicts first (one row per vector, dose and attack, coloured by verdict, numbers always
+shown), then why (refusal projection per layer, cosine), whether the mitigation works, the
+instruments' checks, and every completion with its judges' labels. plotly.js is inlined once;
+no server is needed. `python -m steerlens.results.report RUN` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from steerlens.results import figures as F
+from steerlens.results.summary import RunData, load_run_data
+from steerlens.results.text import steered_tokens
+from steerlens.rundir import atomic_write_text, read_json
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1300px;padding:12px 20px;color:#222}
+h1{font-size:22px;margin:6px 0} h2{font-size:18px;margin:22px 0 6px;border-bottom:1px solid #ddd}
+p.lead{margin:4px 0 10px;color:#444} table{border-collapse:collapse;font-size:13px;width:100%}
+th,td{border:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f4f4f4;position:sticky;top:0} td.num{text-align:right;white-space:nowrap}
+tr.v-weakens td.verdict{background:#f8d0d0} tr.v-strengthens td.verdict{background:#cfe0f5}
+tr.v-random td.verdict{background:#e6e6e6} tr.v-none td.verdict{background:#f7f7f7}
+.warn{background:#fff3cd;border:1px solid #e0c36a;padding:6px 10px;margin:6px 0}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:10px} .fig{min-width:0}
+#browser select{margin-right:10px} #completions td{max-width:640px;white-space:pre-wrap}
+.yes{color:#b00;font-weight:600} .no{color:#06c}
+"""
+
+VERDICT_CLASS = {"weakens refusal": "v-weakens", "strengthens refusal": "v-strengthens",
+                 "not distinguishable from a random direction": "v-random", "no effect": "v-none"}
+
+
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _pts(x) -> str:
+    return "n/a" if x is None or x != x else f"{round(100 * x):+d}"
+
+
+def _p(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.2g}"
+
+
+def _int(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.0f}"
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs or [] if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def _behaviour_cell(f: dict) -> str:
+    eff = (f.get("behaviour") or {}).get("effect") or {}
+    up, base = eff.get(f"{f['dose']:+g}"), eff.get("unsteered")
+    if not up or not base:
+        return "n/a"
+    steers = (f["behaviour"].get("steers") or {}).get(f"{abs(f['dose']):g}")
+    return (f"{base['mean']:.2f} → {up['mean']:.2f} (p {_p(up['p_value'])})"
+            + ("" if steers else " <b>does not steer</b>"))
+
+
+def _benign_cell(summary: dict, f: dict) -> str:
+    by = {b["setting"]: b for b in summary.get("benign", [])}
+    b, base = by.get(f["plus"]["setting"]), by.get("baseline")
+    if not b or not base:
+        return "n/a"
+    return f"{100 * base['false_refusal_rate']:.0f}% → {100 * b['false_refusal_rate']:.0f}%"
+
+
+def _mitigation_cell(f: dict, key: str) -> str:
+    m, row = f["mitigation"].get(key), f.get(key)
+    if not m or not row or "delta_asr" not in row:
+        return "n/a"
+    return f"{_pts(row['delta_asr'])} (p {_p(m['p_value'])})"
+
+
+def verdict_table(summary: dict) -> str:
+    """One row per vector, dose and attack: the answer, why, the mitigation, the checks."""
+    head = ("<tr><th>vector</th><th>dose</th><th>attack</th><th>verdict</th>"
+            "<th>ΔASR pts [95% CI] (null %, n generated)</th><th>null % (refusal score)</th><th>q</th><th>cos(v, r)</th>"
+            "<th>in subspace</th><th>projection shift (null %)</th><th>ΔASR ⊥1 (p vs raw)</th>"
+            "<th>ΔASR ⊥k (p vs raw)</th><th>p(matching) unsteered → steered</th>"
+            "<th>benign false refusals</th></tr>")
+    rows = []
+    for f in summary["vectors"]:
+        p, ov = f["plus"], f.get("overlap") or {}
+        ci = (f"{_pts(p.get('delta_asr'))} [{_pts(p.get('delta_ci_low'))}, {_pts(p.get('delta_ci_high'))}] "
+              f"({_int(f.get('null_percentile_delta_asr'))}, {f.get('n_null_generated', 0)})")
+        shift = _mean((p.get("projection_shift") or [])[1:] or p.get("projection_shift"))
+        rows.append(
+            f"<tr class='{VERDICT_CLASS.get(f['verdict'], '')}'><td>{_e(f['vector'])}</td>"
+            f"<td class=num>{f['dose']:g}</td><td>{_e(f['attack'])}</td>"
+            f"<td class=verdict>{_e(f['verdict'])}</td><td class=num>{ci}</td>"
+            f"<td class=num>{_int(f['null_percentile_screen'])}</td><td class=num>{_p(p.get('q_value'))}</td>"
+            f"<td class=num>{ov.get('cosine', float('nan')):+.2f}</td>"
+            f"<td class=num>{ov.get('fraction_in_subspace', float('nan')):.2f}</td>"
+            f"<td class=num>{'n/a' if shift is None else f'{shift:+.2f}'} "
+            f"({_int(f.get('null_percentile_projection'))})</td>"
+            f"<td class=num>{_mitigation_cell(f, 'perp1')}</td><td class=num>{_mitigation_cell(f, 'perpk')}</td>"
+            f"<td>{_behaviour_cell(f)}</td><td class=num>{_benign_cell(summary, f)}</td></tr>")
+    return f"<table id=verdicts>{head}{''.join(rows)}</table>"
+
+
+def design_block(summary: dict) -> str:
+    """Design, power, and the instruments' checks (warnings stand out)."""
+    d = summary["design"]
+    out = [f"<p class=lead>{d['n_goals']} JailbreakBench goals stratified over "
+           f"{len(d['categories'])} categories; attacks {_e(', '.join(d['attacks'] or []))}; "
+           f"judge <b>{_e(summary.get('judge'))}</b>; dose unit {_e(d['dose_unit'])}; "
+           f"steering {_e(d['steered_positions'])}{_e(steered_tokens(d))}. <b>Smallest ΔASR this design detects</b> "
+           f"(exact McNemar, α = {d['alpha']}, 80% power): {_pts(d['minimum_detectable_delta_asr'])} "
+           f"points. {summary.get('n_tests_bh', 0)} tests, Benjamini–Hochberg q-values.</p>"]
+    fb = (summary.get("refusal") or {}).get("fallback")
+    if fb:
+        out.append(f"<div class=warn>No refusal-direction candidate passed Arditi's filters; "
+                   f"kept by the fallback rule: {_e(fb)}.</div>")
+    for kind, v in (summary.get("validation") or {}).items():
+        if not v["passes"]:
+            out.append(f"<div class=warn>Refusal check on JBB fails: {_e(kind)} moves ASR by "
+                       f"{_pts(v['delta_asr'])} points (p {_p(v['p_value'])}).</div>")
+    for f in summary["vectors"]:
+        if (f.get("behaviour") or {}).get("steers", {}).get(f"{abs(f['dose']):g}") is False:
+            out.append(f"<div class=warn>{_e(f['vector'])} does not move its own behaviour at dose "
+                       f"{f['dose']:g}: its ASR effect is not a behaviour's effect.</div>")
+    return "".join(dict.fromkeys(out))
+
+
+def judges_block(run: Path, data: RunData) -> tuple[str, dict]:
+    """ASR per cell under every saved judge, with agreement; and labels for the browser."""
+    labels = {data.config.get("judge", "run"): {f"{a}__{s}": c.get("jailbroken")
+                                                  for (a, s), c in data.cells.items()}}
+    rows = []
+    for path in sorted((run / "judgements").glob("*.json")) if (run / "judgements").is_dir() else []:
+        j = read_json(path)
+        labels[path.stem] = {k: c["jailbroken"] for k, c in j["cells"].items()}
+        ov = j["overall"]
+        rows.append(f"<tr><td>{_e(path.stem)}</td><td class=num>{ov['n']}</td>"
+                    f"<td class=num>{_p(ov['agreement'])}</td><td class=num>{_p(ov['kappa'])}</td></tr>")
+    if not rows:
+        return ("<p>Only the run's own judge. Add others with <code>python -m steerlens.judges.rejudge "
+                "RUN --judge NAME</code>; they appear here and in the browser.</p>", labels)
+    return ("<table><tr><th>judge</th><th>completions</th><th>agreement with the run's judge</th>"
+            f"<th>Cohen's κ</th></tr>{''.join(rows)}</table>", labels)
+
+
+def browser_data(data: RunData, labels: dict) -> list[dict]:
+    """Every generated completion with its cell's coordinates and each judge's label."""
+    out = []
+    for (attack, setting), c in sorted(data.cells.items()):
+        for i, text in enumerate(c.get("completions") or []):
+            lab = {j: (v.get(f"{attack}__{setting}") or [None] * (i + 1))[i] for j, v in labels.items()}
+            out.append({"attack": attack, "setting": setting, "vector": c.get("vector") or "",
+                        "kind": c.get("kind"), "goal": c["goals"][i], "completion": text,
+                        "labels": lab})
+    return out
+
+
+BROWSER_JS = """
+const rows = JSON.parse(document.getElementById('cells-data').textContent);
+const keys = ['vector', 'kind', 'setting', 'attack'];
+const judges = [...new Set(rows.flatMap(r => Object.keys(r.labels)))];
+function fill(id, values) {
+  const s = document.getElementById(id);
+  for (const v of ['(all)', ...values]) { const o = document.createElement('option'); o.text = v; s.add(o); }
+  s.onchange = render;
+}
+keys.forEach(k => fill('f-' + k, [...new Set(rows.map(r => r[k]))].sort()));
+fill('f-judge', judges);
+fill('f-label', ['jailbroken', 'refused']);
+function esc(t) { const d = document.createElement('div'); d.textContent = t; return d.innerHTML; }
+function render() {
+  const want = Object.fromEntries([...keys, 'judge', 'label'].map(k => [k, document.getElementById('f-' + k).value]));
+  const shown = judges.filter(j => want.judge === '(all)' || j === want.judge);
+  const body = rows.filter(r => keys.every(k => want[k] === '(all)' || r[k] === want[k]))
+    .filter(r => want.label === '(all)' || shown.some(j => r.labels[j] === (want.label === 'jailbroken')));
+  const head = '<tr><th>attack</th><th>setting</th><th>goal</th><th>completion</th>' +
+    shown.map(j => '<th>' + esc(j) + '</th>').join('') + '</tr>';
+  const lab = v => v === null || v === undefined ? '' : (v ? '<span class=yes>jailbroken</span>' : '<span class=no>refused</span>');
+  document.getElementById('completions').innerHTML = head + body.slice(0, 400).map(r =>
+    '<tr><td>' + esc(r.attack) + '</td><td>' + esc(r.setting) + '</td><td>' + esc(r.goal) +
+    '</td><td>' + esc(r.completion) + '</td>' + shown.map(j => '<td>' + lab(r.labels[j]) + '</td>').join('') + '</tr>').join('');
+  document.getElementById('count').textContent = body.length + ' completions' + (body.length > 400 ? ' (first 400 shown)' : '');
+}
+render();
+"""
+
+
+def _browser(data: RunData, labels: dict) -> str:
+    payload = json.dumps(browser_data(data, labels)).replace("</", "<\\/")
+    selects = "".join(f"<label>{k} <select id='f-{k}'></select></label>"
+                      for k in ("vector", "kind", "setting", "attack", "judge", "label"))
+    return (f"<div id=browser>{selects} <span id=count></span></div>"
+            f"<table id=completions></table><script type='application/json' id='cells-data'>"
+            f"{payload}</script><script>{BROWSER_JS}</script>")
+
+
+def _fig(figs: dict, name: str) -> str:
+    return (f"<div class=fig id='fig-{name}'>"
+            + figs[name].to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}",
+                                 config={"responsive": True, "displayModeBar": False})
+            + "</div>")
+
+
+SECTIONS = (
+    ("answer", "Does the vector weaken refusals?", None),
+    ("null", "Against the null: random and label-shuffled directions of the same norm",
+     ("delta_asr", "screen_null")),
+    ("projection", "Why: refusal projection", ("projection_layers", "projection_shift", "cosine")),
+    ("mitigation", "Does the fix work?", ("mitigation",)),
+    ("instruments", "Instruments: does each vector steer; is the refusal direction valid",
+     ("behaviour", "validation", "selection", "subspace_k")),
+)
+
+
+def render(run: Path, summary: dict, data: RunData) -> str:
+    """The whole page as a string."""
+    from plotly.offline import get_plotlyjs
+
+    figs = F.figures(summary, data)
+    judges_html, labels = judges_block(run, data)
+    parts = [f"<h1>steerlens audit: {_e(data.config.get('model'))}</h1>"]
+    for sid, title, names in SECTIONS:
+        inner = (verdict_table(summary) + design_block(summary)) if names is None else (
+            f"<div class=grid2>{''.join(_fig(figs, n) for n in names)}</div>")
+        parts.append(f"<section id='{sid}'><h2>{_e(title)}</h2>{inner}</section>")
+    parts.append(f"<section id='judges'><h2>Judges</h2>{judges_html}</section>")
+    parts.append(f"<section id='completions-browser'><h2>Completions</h2>{_browser(data, labels)}</section>")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><meta name=viewport "
+            "content='width=device-width'><title>steerlens audit</title>"
+            f"<style>{CSS}</style><script>{get_plotlyjs()}</script></head><body>"
+            + "".join(parts) + "</body></html>")
+
+
+def write_report(run: str | Path) -> Path:
+    """Write RUN/report.html from the run's summary.json and cells."""
+    run = Path(run)
+    page = render(run, read_json(run / "summary.json"), load_run_data(run))
+    path = run / "report.html"
+    atomic_write_text(path, page)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: rebuild RUN/report.html; a directory without a finished run is a one-line error."""
+    p = argparse.ArgumentParser(prog="python -m steerlens.results.report", description=__doc__.split("\n")[0])
+    p.add_argument("run", help="run directory of a finished audit (its --out)")
+    args = p.parse_args(argv)
+    if not (Path(args.run) / "summary.json").is_file():
+        print(f"error: {args.run} holds no finished audit (no summary.json)\n  fix: pass an "
+              "audit's --out directory; finish a killed one with its command plus --resume",
+              file=sys.stderr)
+        return 2
+    print(write_report(args.run))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
