@@ -5,9 +5,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-import pytest
-
-from steerlens.results.findings import CLAIMS, _fix_outcome, main
+from steerlens.results.findings import CLAIMS, main
 from steerlens.results.summary import load_run_data, summarize
 
 
@@ -21,21 +19,26 @@ def test_findings_generated_from_run(finished_run, tmp_path):
     for line in text.splitlines():
         if re.match(r"\| [1-6]\. ", line):
             assert line.replace("\\|", "").count("|") in (4, 5), line
-    assert "minimum detectable ΔASR" in text
+    assert "minimum detectable shift" in text
 
 
 def test_each_claim_reads_the_summary(finished_run):
     s = summarize(load_run_data(finished_run))
-    for claim in CLAIMS:
-        c = claim(s)
-        assert {"claim", "paper", "measured", "verdict"} <= set(c) and c["verdict"], claim.__name__
+    assert s["design"]["outcomes"]
+    for o in s["design"]["outcomes"]:
+        for claim in CLAIMS:
+            c = claim(s, o)
+            assert {"claim", "paper", "measured", "verdict"} <= set(c) and c["verdict"], claim.__name__
 
 
-def test_fix_outcome_rule():
-    assert _fix_outcome(0.01, 0.5) == "restores"
-    assert _fix_outcome(0.01, 0.01) == "partly restores"
-    assert _fix_outcome(0.5, 0.01) == "does not restore"
-    assert _fix_outcome(0.5, 0.5) == "inconclusive"
+def test_fix_verdict_rule():
+    from steerlens.results.verdicts import fix_verdict
+
+    assert fix_verdict(0.01, True, 0.5) == "restores"
+    assert fix_verdict(0.01, False, 0.5) == "partly restores"  # changed, equivalence not shown
+    assert fix_verdict(0.01, False, 0.01) == "partly restores"
+    assert fix_verdict(0.5, False, 0.01) == "does not restore"
+    assert fix_verdict(0.5, True, 0.5) == "inconclusive"  # equivalence alone is not a restore
 
 
 def test_bad_run_is_an_error(tmp_path):
@@ -47,9 +50,8 @@ def test_committed_findings_match_committed_runs(tmp_path, monkeypatch):
     root = Path(__file__).resolve().parents[1]
     doc = root / "docs" / "findings.md"
     text = doc.read_text()
-    m = re.search(r"`python -m steerlens\.findings ([^`]+)`", text)
-    if m is None:
-        pytest.skip("docs/findings.md is not generated yet")
+    m = re.search(r"`steerlens findings ([^`]+)`", text)
+    assert m, "docs/findings.md does not name the command that generated it"
     args = shlex.split(m.group(1))
     for a in (a for a in args if not a.startswith("--")):
         src = root / a

@@ -11,13 +11,14 @@ import statistics
 
 import plotly.graph_objects as go
 
+from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData
 
 LAYOUT = dict(height=420, margin=dict(l=80, r=30, t=60, b=110),
               legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
               font=dict(size=12), template="plotly_white")
-COLORS = {"weakens refusal": "#d62728", "strengthens refusal": "#1f77b4",
-          "not distinguishable from a random direction": "#7f7f7f", "no effect": "#bbbbbb"}
+COLORS = {V.RAISES["nonrefusal"]: "#d62728", V.LOWERS["nonrefusal"]: "#1f77b4",
+          V.NOT_BEYOND_NULL: "#7f7f7f", V.TOO_FEW_NULLS: "#9467bd", V.NO_SHIFT: "#bbbbbb"}
 
 
 def _fig(title: str, **layout) -> go.Figure:

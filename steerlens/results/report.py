@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from steerlens.results import figures as F
+from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, load_run_data
 from steerlens.results.text import steered_tokens
 from steerlens.rundir import atomic_write_text, read_json
@@ -34,8 +35,8 @@ tr.v-random td.verdict{background:#e6e6e6} tr.v-none td.verdict{background:#f7f7
 .yes{color:#b00;font-weight:600} .no{color:#06c}
 """
 
-VERDICT_CLASS = {"weakens refusal": "v-weakens", "strengthens refusal": "v-strengthens",
-                 "not distinguishable from a random direction": "v-random", "no effect": "v-none"}
+VERDICT_CLASS = {V.RAISES["nonrefusal"]: "v-weakens", V.LOWERS["nonrefusal"]: "v-strengthens",
+                 V.NOT_BEYOND_NULL: "v-random", V.TOO_FEW_NULLS: "v-random", V.NO_SHIFT: "v-none"}
 
 
 def _e(x) -> str:
@@ -78,16 +79,29 @@ def _benign_cell(summary: dict, f: dict) -> str:
 
 
 def _mitigation_cell(f: dict, key: str) -> str:
-    m, row = f["mitigation"].get(key), f.get(key)
-    if not m or not row or "delta_asr" not in row:
+    m = f["mitigation"].get(key) or {}
+    if m.get("duplicate_of"):
+        return "= ⊥1 (k = 1)"
+    parts = [f"{'refusal' if o == 'nonrefusal' else 'harm'}: {_pts(t['delta_asr'])} (q {_p(t.get('q_value'))}; "
+             f"{_e(t.get('verdict', ''))})" for o, t in m.items() if isinstance(t, dict) and "p_value" in t]
+    return "<br>".join(parts) or "n/a"
+
+
+def _harm_cell(f: dict) -> str:
+    h = f["plus"].get("harm") or {}
+    if "delta_asr" not in h:
         return "n/a"
-    return f"{_pts(row['delta_asr'])} (p {_p(m['p_value'])})"
+    n = f.get("evidence", {}).get("harm", {}).get("null") or {}
+    return (f"{_pts(h['delta_asr'])} [{_pts(h['delta_ci_low'])}, {_pts(h['delta_ci_high'])}] "
+            f"q {_p(h.get('q_value'))} ({n.get('count', 0)} of {n.get('n_null', 0)} nulls as extreme)"
+            f"<br>{_e(f.get('verdict_harm'))}")
 
 
 def verdict_table(summary: dict) -> str:
     """One row per vector, dose and attack: the answer, why, the mitigation, the checks."""
     head = ("<tr><th>vector</th><th>dose</th><th>attack</th><th>verdict</th>"
-            "<th>ΔASR pts [95% CI] (null %, n generated)</th><th>null % (refusal score)</th><th>q</th><th>cos(v, r)</th>"
+            "<th>Δ non-refusal pts [95% CI] (null %, n generated)</th><th>Δ harmful compliance (ASR)</th>"
+            "<th>null % (refusal score)</th><th>q</th><th>cos(v, r)</th>"
             "<th>in subspace</th><th>projection shift (null %)</th><th>ΔASR ⊥1 (p vs raw)</th>"
             "<th>ΔASR ⊥k (p vs raw)</th><th>p(matching) unsteered → steered</th>"
             "<th>benign false refusals</th></tr>")
@@ -101,6 +115,7 @@ def verdict_table(summary: dict) -> str:
             f"<tr class='{VERDICT_CLASS.get(f['verdict'], '')}'><td>{_e(f['vector'])}</td>"
             f"<td class=num>{f['dose']:g}</td><td>{_e(f['attack'])}</td>"
             f"<td class=verdict>{_e(f['verdict'])}</td><td class=num>{ci}</td>"
+            f"<td class=num>{_harm_cell(f)}</td>"
             f"<td class=num>{_int(f['null_percentile_screen'])}</td><td class=num>{_p(p.get('q_value'))}</td>"
             f"<td class=num>{ov.get('cosine', float('nan')):+.2f}</td>"
             f"<td class=num>{ov.get('fraction_in_subspace', float('nan')):.2f}</td>"
@@ -117,9 +132,11 @@ def design_block(summary: dict) -> str:
     out = [f"<p class=lead>{d['n_goals']} JailbreakBench goals stratified over "
            f"{len(d['categories'])} categories; attacks {_e(', '.join(d['attacks'] or []))}; "
            f"judge <b>{_e(summary.get('judge'))}</b>; dose unit {_e(d['dose_unit'])}; "
-           f"steering {_e(d['steered_positions'])}{_e(steered_tokens(d))}. <b>Smallest ΔASR this design detects</b> "
-           f"(exact McNemar, α = {d['alpha']}, 80% power): {_pts(d['minimum_detectable_delta_asr'])} "
-           f"points. {summary.get('n_tests_bh', 0)} tests, Benjamini–Hochberg q-values.</p>"]
+           f"steering {_e(d['steered_positions'])}{_e(steered_tokens(d))}. <b>Smallest shift this design detects</b> "
+           f"(McNemar score test, α = {d['alpha']}, 80% power): {_pts(d['minimum_detectable_delta_asr'])} "
+           f"points; a verdict also needs the shift beyond ≥ {d.get('nulls_needed', 20)} generated nulls. "
+           f"Outcomes: {_e(', '.join(V.OUTCOME_NAMES[o] for o in d.get('outcomes', [])))}. "
+           f"{summary.get('n_tests_bh', 0)} named hypotheses, Benjamini–Hochberg q-values.</p>"]
     fb = (summary.get("refusal") or {}).get("fallback")
     if fb:
         out.append(f"<div class=warn>No refusal-direction candidate passed Arditi's filters; "

@@ -27,7 +27,8 @@ def asr(labels: Sequence[bool]) -> dict:
     return {"asr": k / n if n else float("nan"), "k": k, "n": n, "ci_low": lo, "ci_high": hi}
 
 
-def _discordant(base: Sequence[bool], other: Sequence[bool]) -> tuple[int, int]:
+def discordant(base: Sequence[bool], other: Sequence[bool]) -> tuple[int, int]:
+    """(b, c): pairs true at baseline only, and true under the other setting only."""
     if len(base) != len(other):
         raise ValueError("paired tests need paired labels of equal length")
     b = sum(1 for x, y in zip(base, other) if x and not y)
@@ -37,7 +38,7 @@ def _discordant(base: Sequence[bool], other: Sequence[bool]) -> tuple[int, int]:
 
 def mcnemar_exact(base: Sequence[bool], other: Sequence[bool]) -> dict:
     """Exact McNemar test on paired labels: a two-sided binomial test of the discordant pairs."""
-    b, c = _discordant(base, other)
+    b, c = discordant(base, other)
     p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
     return {"only_base": b, "only_other": c, "p_value": p}
 
@@ -45,7 +46,7 @@ def mcnemar_exact(base: Sequence[bool], other: Sequence[bool]) -> dict:
 def paired_difference(base: Sequence[bool], other: Sequence[bool], z: float = 1.959964) -> dict:
     """Difference of paired proportions (other - base) with the Agresti-Min (2005) interval:
     a Wald interval after adding 1/2 to each cell of the 2x2 table."""
-    b, c = _discordant(base, other)
+    b, c = discordant(base, other)
     n = len(base)
     if n == 0:
         return {"diff": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
@@ -58,14 +59,15 @@ def paired_difference(base: Sequence[bool], other: Sequence[bool], z: float = 1.
 
 @lru_cache(maxsize=256)
 def _rejects(m: int, alpha: float) -> np.ndarray:
-    """For m discordant pairs, which counts b in 0..m the exact McNemar test rejects."""
+    """For m discordant pairs, which counts b in 0..m the audit's test rejects: the McNemar
+    score test (Tango's at diff = 0), |c - b| / sqrt(b + c) > z_{1 - alpha/2}."""
     b = np.arange(m + 1)
-    p = np.minimum(1.0, 2 * np.minimum(stats.binom.cdf(b, m, 0.5), stats.binom.sf(b - 1, m, 0.5)))
-    return p < alpha
+    return np.abs(m - 2 * b) / math.sqrt(m) > stats.norm.ppf(1 - alpha / 2)
 
 
 def mcnemar_power(n: int, delta: float, reverse: float = 0.0, alpha: float = 0.05) -> float:
-    """Power of the exact McNemar test for n pairs when a fraction `delta + reverse` flips one way
+    """Power of the McNemar score test (the audit's test) for n pairs when a fraction
+    `delta + reverse` flips one way
     and `reverse` the other (the shift in ASR is `delta`)."""
     up, down = delta + reverse, reverse
     if up + down <= 0 or up + down > 1:
@@ -82,7 +84,7 @@ def mcnemar_power(n: int, delta: float, reverse: float = 0.0, alpha: float = 0.0
 
 def minimum_detectable_shift(n: int, reverse: float = 0.05, alpha: float = 0.05,
                              power: float = 0.8) -> float:
-    """Smallest ASR shift (to 0.01) the exact McNemar test detects with `power`, given a
+    """Smallest ASR shift (to 0.01) the McNemar score test detects with `power`, given a
     background rate `reverse` of flips against the shift (measured from the null cells)."""
     for step in range(1, 101):
         delta = step / 100

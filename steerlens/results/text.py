@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from steerlens.results.verdicts import OUTCOME_NAMES
+
 
 def _pct(x) -> str:
     return "  n/a" if x is None or x != x else f"{100 * x:+4.0f}"
@@ -16,17 +18,30 @@ def _behaviour(f: dict) -> str:
     return "n/a" if steers is None else ("yes" if steers else "NO")
 
 
+def _shift(g: dict) -> str:
+    if "delta_asr" not in g:
+        return "n/a"
+    return (f"{_pct(g.get('delta_asr'))} [{_pct(g.get('delta_ci_low'))},{_pct(g.get('delta_ci_high'))}]"
+            f" q={_num(g.get('q_value'), '.3f')}")
+
+
+def _null(f: dict, outcome: str) -> str:
+    n = f.get("evidence", {}).get(outcome, {}).get("null")
+    return "n/a" if not n or not n["n_null"] else f"{n['count']}/{n['n_null']}"
+
+
 def verdict_lines(summary: dict) -> list[str]:
-    head = (f"{'vector':<24} {'dose':>5} {'attack':<20} {'ΔASR pts [95% CI]':<22} {'null %':>6} "
-            f"{'q':>6} {'cos':>6} {'steers':>6}  verdict")
+    """One line per (vector, dose, attack): each outcome's shift, the generated nulls at least as
+    extreme (k/m), and each outcome's verdict."""
+    head = (f"{'vector':<24} {'dose':>5} {'attack':<20} {'Δ non-refusal pts [95% CI]':<30} "
+            f"{'null':>5} {'Δ harmful pts [95% CI]':<30} {'null':>5} {'cos':>6} {'steers':>6}  verdict")
     lines = [head, "-" * len(head)]
     for f in summary["vectors"]:
         p = f["plus"]
-        ci = (f"{_pct(p.get('delta_asr'))} [{_pct(p.get('delta_ci_low'))},"
-              f"{_pct(p.get('delta_ci_high'))}]")
-        lines.append(f"{f['vector']:<24} {f['dose']:>5g} {f['attack']:<20} {ci:<22} "
-                     f"{_num(f['null_percentile_screen'], '.0f'):>6} {_num(p.get('q_value'), '.3f'):>6} "
-                     f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} {_behaviour(f):>6}  {f['verdict']}")
+        verdict = f["verdict"] + (f"; harm: {f['verdict_harm']}" if f.get("verdict_harm") else "")
+        lines.append(f"{f['vector']:<24} {f['dose']:>5g} {f['attack']:<20} {_shift(p):<30} "
+                     f"{_null(f, 'nonrefusal'):>5} {_shift(p.get('harm', {})):<30} {_null(f, 'harm'):>5} "
+                     f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} {_behaviour(f):>6}  {verdict}")
     return lines
 
 
@@ -41,13 +56,18 @@ def design_lines(summary: dict) -> list[str]:
     lines = [f"design: {d['n_goals']} JBB goals over {len(d['categories'])} categories; attacks "
              f"{', '.join(d['attacks'] or [])}; judge {d['judge']}; dose unit {d['dose_unit']}",
              f"steered: {d['steered_positions']}{steered_tokens(d)}",
-             f"power: the smallest ΔASR this design detects (exact McNemar, α={d['alpha']}, "
+             f"power: the smallest shift this design detects (McNemar score test, α={d['alpha']}, "
              f"80% power, {100 * d['reverse_flip_rate']:.0f}% background flips) is "
-             f"{_pct(d['minimum_detectable_delta_asr'])} points"]
+             f"{_pct(d['minimum_detectable_delta_asr'])} points; a verdict also needs the shift "
+             f"beyond the generated nulls (at least {d.get('nulls_needed', 20)} of them)",
+             f"outcomes: {', '.join(OUTCOME_NAMES[o] for o in d.get('outcomes', ['nonrefusal']))}"
+             + ("" if "harm" in d.get("outcomes", []) else " (no harm judge labels in this run: "
+                "`steerlens rejudge RUN --judge harm`)")]
     val = summary.get("validation", {})
     for kind, v in val.items():
-        lines.append(f"refusal check on JBB: {kind}: ASR {v['asr']:.2f} (Δ {_pct(v['delta_asr'])} pts, "
-                     f"p={v['p_value']:.3g}) {'ok' if v['passes'] else 'FAILS'}")
+        lines.append(f"refusal check on JBB: {kind}: non-refusal {v['asr']:.2f} "
+                     f"(Δ {_pct(v['delta_asr'])} pts, p={v['p_value']:.3g}) "
+                     f"{'ok' if v['passes'] else 'FAILS'}")
     fb = summary.get("refusal", {}).get("fallback")
     if fb:
         lines.append(f"WARNING: no refusal-direction candidate passed Arditi's filters; fallback: {fb}")
@@ -56,7 +76,7 @@ def design_lines(summary: dict) -> list[str]:
 
 def format_answer(summary: dict) -> str:
     """The end-of-run answer: verdicts first, then what the design can detect."""
-    lines = ["Does the steering vector weaken refusals? (null %: share of norm-matched random/"
-             "shuffled directions with a smaller first-token refusal shift)", ""]
+    lines = ["Does the steering vector weaken refusals, and does it raise harmful compliance? "
+             "(null: generated null cells at least as extreme, of those generated)", ""]
     lines += verdict_lines(summary) + [""] + design_lines(summary)
     return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""The verdict rules on small constructed runs: exact ties, agreeing test and interval,
+equivalence for 'restores', a k = 1 duplicate tested once, a family without self-tests."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from steerlens.results import verdicts as V
+from steerlens.results.summary import RunData, outcome_stats, summarize
+
+N = 100
+
+
+def _cell(kind: str, setting: str, jb: list[bool], vector=None, dose=0.0, harm=None) -> dict:
+    c = {"attack": "none", "setting": setting, "kind": kind, "vector": vector, "dose": dose,
+         "goals": [f"g{i}" for i in range(N)], "categories": ["c"] * N,
+         "completions": [f"{setting}-{i}-{int(x)}" for i, x in enumerate(jb)], "jailbroken": jb,
+         "refusal_score": [0.0] * N, "projection": []}
+    if harm is not None:
+        c["harmful"] = harm
+    return c
+
+
+def _labels(k: int) -> list[bool]:
+    return [i < k for i in range(N)]
+
+
+def _run(vec_k: int, null_ks: list[int], perp_k: int | None = None, k_sub: int = 2,
+         same_perp: bool = False) -> RunData:
+    cells = {("none", "baseline"): _cell("baseline", "baseline", _labels(30))}
+    cells[("none", "v@1+v")] = _cell("+v", "v@1+v", _labels(vec_k), "v", 1.0)
+    for i, k in enumerate(null_ks):
+        cells[("none", f"random{i}@1")] = _cell("random", f"random{i}@1", _labels(k), None, 1.0)
+    if perp_k is not None:
+        p1 = _cell("+v_perp1", "v@1+v_perp1", _labels(perp_k), "v", 1.0)
+        cells[("none", "v@1+v_perp1")] = p1
+        pk = dict(p1, kind="+v_perpk", setting="v@1+v_perpk")
+        if not same_perp:
+            pk = _cell("+v_perpk", "v@1+v_perpk", _labels(perp_k), "v", 1.0)
+        cells[("none", "v@1+v_perpk")] = pk
+    return RunData({"attacks": ["none"], "doses": [1.0], "dose_unit": "resid", "judge": "x"},
+                   cells, subspace={"k": k_sub})
+
+
+def test_exact_ties_count_against_the_vector():
+    # +16 points vs a null at -16 (0.86 - 0.70 against 0.54 - 0.70 in floats): a tie.
+    res = V.null_test(16, 100, [(-16, 100)] + [(1, 100)] * 19)
+    assert res["count"] == 1 and res["n_null"] == 20
+    assert res["p_value"] == pytest.approx(2 / 21)
+    assert 0.86 - 0.70 > abs(0.54 - 0.70)  # the float difference the old rule decided on
+
+
+def test_verdict_needs_enough_generated_nulls():
+    s = summarize(_run(60, [30, 31, 29]))
+    f = s["vectors"][0]
+    assert f["plus"]["q_value"] < 0.05
+    assert f["verdict"] == V.TOO_FEW_NULLS
+    s = summarize(_run(60, [30 + (i % 3) for i in range(20)]))
+    assert s["vectors"][0]["verdict"] == V.RAISES["nonrefusal"]
+    assert s["vectors"][0]["evidence"]["nonrefusal"]["null"]["p_value"] == pytest.approx(1 / 21)
+
+
+def test_vector_inside_its_null_is_not_a_verdict():
+    s = summarize(_run(60, [0] * 10 + [60] * 10))  # half the nulls move as far as the vector
+    assert s["vectors"][0]["verdict"] == V.NOT_BEYOND_NULL
+
+
+@pytest.mark.parametrize("b,c", [(0, 5), (1, 7), (2, 9), (0, 3), (3, 11), (5, 14)])
+def test_interval_and_test_agree(b, c):
+    base = [True] * b + [False] * c + [False] * (N - b - c)
+    other = [False] * b + [True] * c + [False] * (N - b - c)
+    r = outcome_stats(other, base)
+    assert (r["mcnemar_p_value"] < 0.05) == (r["delta_ci_low"] > 0 or r["delta_ci_high"] < 0)
+
+
+def test_old_pair_disagreed_where_the_new_one_agrees():
+    from steerlens.results.stats import mcnemar_exact, paired_difference
+
+    found = False
+    for c in range(1, 15):
+        for b in range(0, c):
+            base = [True] * b + [False] * (N - b)
+            other = [False] * b + [True] * c + [False] * (N - b - c)
+            old_p = mcnemar_exact(base, other)["p_value"]
+            old_ci = paired_difference(base, other)
+            if old_p > 0.05 and old_ci["ci_low"] > 0:
+                found = True
+                new = outcome_stats(other, base)
+                assert (new["mcnemar_p_value"] < 0.05) == (new["delta_ci_low"] > 0)
+    assert found
+
+
+def test_restores_only_with_equivalence():
+    # raw +30, fixed back to baseline: changed and equivalent within the MDE -> restores
+    s = summarize(_run(60, [30] * 20, perp_k=30))
+    m = s["vectors"][0]["mitigation"]["perp1"]["nonrefusal"]
+    assert m["equivalent"] and m["verdict"] == V.RESTORES
+    # fixed halfway (+15): changed, not equivalent -> partly restores
+    s = summarize(_run(60, [30] * 20, perp_k=45))
+    assert s["vectors"][0]["mitigation"]["perp1"]["nonrefusal"]["verdict"] == V.PARTLY
+
+
+def test_k1_duplicate_is_tested_once_and_no_self_test():
+    s = summarize(_run(60, [30] * 20, perp_k=40, k_sub=1, same_perp=True))
+    names = s["tests"]["names"]
+    assert not any("v@1+v_perpk" in n for n in names)
+    assert not any("|baseline vs baseline" in n for n in names)
+    assert s["vectors"][0]["mitigation"]["perpk"] == {"duplicate_of": "v@1+v_perp1"}
+    assert s["n_tests_bh"] == len(names)
+    # the regressions need 3 vectors: their NaN tests are excluded and named
+    assert s["tests"]["excluded"] and all("regression" in n for n in s["tests"]["excluded"])
+
+
+def test_two_outcomes_are_named_and_tested():
+    run = _run(60, [30] * 20)
+    for c in run.cells.values():
+        c["harmful"] = [False] * N
+    run.cells[("none", "v@1+v")]["harmful"] = _labels(20)
+    s = summarize(run)
+    f = s["vectors"][0]
+    assert s["design"]["outcomes"] == ["nonrefusal", "harm"]
+    assert f["verdict_harm"] == V.RAISES["harm"] and f["verdict"] == V.RAISES["nonrefusal"]
+    assert math.isclose(f["plus"]["harm"]["delta_asr"], 0.2)
