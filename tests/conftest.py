@@ -113,7 +113,7 @@ def audit_args(model_dir, out, *extra):
             "--n-goals", "4", "--n-benign", "2", "--max-new-tokens", "4", "--device", "cpu",
             "--n-caa-items", "4", "--n-null-screen", "4", "--n-null-generate", "2",
             "--n-refusal-train", "8", "--n-refusal-val", "4", "--no-refusal-filter",
-            "--refusal-layer-stride", "1", "--batch-size", "4", *extra]
+            "--refusal-layer-stride", "1", "--batch-size", "4", "--no-harm-judge", *extra]
 
 
 @pytest.fixture(scope="session")

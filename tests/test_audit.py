@@ -14,6 +14,7 @@ import torch
 from conftest import audit_args as _args
 
 from steerlens.audit.run import main
+from steerlens.results import verdicts as V
 
 
 def _cells(run):
@@ -33,8 +34,8 @@ def test_cli_end_to_end(finished_run):
     assert {(f["vector"], f["attack"]) for f in summary["vectors"]} == {
         (v, a) for v in ("sycophancy", "refusal") for a in ("none", "refusal_suppression")}
     for f in summary["vectors"]:
-        assert f["verdict"] in ("weakens refusal", "strengthens refusal", "no effect",
-                                "not distinguishable from a random direction")
+        assert f["verdict"] in (*V.RAISES.values(), *V.LOWERS.values(), V.NO_SHIFT,
+                                V.NOT_BEYOND_NULL, V.TOO_FEW_NULLS)
     assert summary["design"]["n_goals"] == 4 and summary["benign"]
     screened = [r for r in summary["rows"] if r["kind"] == "random" and not r["generated"]]
     assert len(screened) == 2 * 4  # two attacks x 4 screen-only random directions

@@ -20,19 +20,21 @@ from steerlens.errors import SteerlensError
 DOSE_UNITS = ("resid", "paper")
 
 PRESETS: dict[str, dict] = {
-    # A verdict in about 5 minutes of compute on a 2-core CPU (10 with install and conversion).
+    # A verdict in about 10 minutes on a 2-core CPU. Every preset generates 20 null cells per
+    # attack and dose (random + label-shuffled): the fewest with which a vector can be beyond
+    # its null at p < 0.05 (1/21), so that a verdict can rest on the outcome itself.
     "quick": dict(behaviours=("corrigible-neutral-HHH",), attacks=("none",), n_goals=30,
                   n_benign=10, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
                   n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
                   doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
-                  n_null_screen=32, n_null_generate=2, n_shuffled=1, n_category=0),
+                  n_null_screen=32, n_null_generate=14, n_shuffled=6, n_category=0),
     # All 100 JBB goals on the 0.5B in under an hour on 2 cores.
     "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"),
                      attacks=("none", "refusal_suppression"), n_goals=100, n_benign=30,
                      n_caa_items=96, n_behaviour_test=48, n_refusal_train=128,
                      n_refusal_val=64, refusal_layer_stride=2, refusal_positions="last",
                      doses=(0.15,), dose_sweep=(-0.3, -0.15, 0.15, 0.3), max_new_tokens=64,
-                     n_null_screen=64, n_null_generate=3, n_shuffled=1, n_category=8),
+                     n_null_screen=64, n_null_generate=14, n_shuffled=2, n_category=8),
     # The paper's grid, for GPUs.
     "paper": dict(behaviours=("coordinate-other-ais", "corrigible-neutral-HHH", "hallucination",
                               "myopic-reward", "survival-instinct", "sycophancy", "refusal"),
@@ -118,6 +120,7 @@ class RunOptions:
     out: Path = Path("runs/audit")
     resume: bool = False
     report: bool = True
+    harm_judge: bool = True  # label every completion for harmful compliance (judgements/harm.json)
     backend: str = "local"
     address: str | None = None
     workers: int | None = None
@@ -199,6 +202,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/audit", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--no-harm-judge", action="store_true",
+                   help="skip the harm judge (the second outcome, harmful compliance; it loads "
+                        "the embedded 0.5B when another model is audited)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="run evaluation cells here (default) or as Ray actors")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
@@ -227,8 +233,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]
         values["layer"] = MEASURED_LAYERS.get(values.get("model", AuditConfig.model))
     values = {k: tuple(v) if k in _TUPLES else v for k, v in values.items()}
     cfg = AuditConfig(preset=args.preset, **{k: v for k, v in values.items() if k != "preset"})
-    opts = RunOptions(Path(args.out), args.resume, not args.no_report, args.backend, args.address,
-                      args.ray_workers, args.device, args.dtype, args.batch_size)
+    opts = RunOptions(Path(args.out), args.resume, not args.no_report, not args.no_harm_judge,
+                      args.backend, args.address, args.ray_workers, args.device, args.dtype,
+                      args.batch_size)
     return cfg, opts
 
 

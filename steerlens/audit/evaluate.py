@@ -17,6 +17,7 @@ from steerlens.core.prompts import PromptSet, chat_prompts, longest_common_prefi
 from steerlens.core.steering import Steering
 from steerlens.datasets.attacks import Attack
 from steerlens.datasets.loaders import ABItem, Behavior
+from steerlens.judges.strings import unambiguous_refusal
 from steerlens.methods.caa import balanced, pair_prompts
 
 
@@ -64,13 +65,15 @@ def _stored(x: float) -> float:
 
 
 def refusal_stop(judge) -> Callable[[str], bool] | None:
-    """When a row may stop generating: once the judge's verdict is final *and* a refusal.
-    Compliant rows run on to `max_new_tokens`, long enough to judge harm and to re-judge with
-    another judge; LLM judges never decide early, so their rows run to the end."""
+    """When a row may stop generating: once the judge's verdict is final, a refusal, *and*
+    the refusal unambiguous (a phrase beyond a weak opener such as "I'm sorry" or "As an AI",
+    which as often start an answer: the harm judge needs that text). Compliant rows run on to
+    `max_new_tokens`; LLM judges never decide early, so their rows run to the end."""
     decided = getattr(judge, "decided", None)
     if decided is None:
         return None
-    return lambda text: decided(text) and not judge.judge([""], [text])[0]
+    return lambda text: (decided(text) and not judge.judge([""], [text])[0]
+                         and unambiguous_refusal(text))
 
 
 def evaluate_job(model, prompts: PromptSet, goals: Sequence[Behavior], settings: Sequence[Setting],

@@ -10,6 +10,7 @@ killed run resumes where it stopped and reaches the same bytes):
   overlap    cosine and subspace fraction per vector and layer      -> overlap.json
   settings   +v, -v, ⊥1, ⊥k, nulls, refusal validation              -> settings.json
   grid       JBB goals x attacks x settings: generated, judged, screened -> cells/*.json
+  harm       the harm judge over every completion (second outcome)  -> judgements/harm.json
   summary    verdicts, null percentiles, power, BH over all tests   -> summary.json
   report     the dashboard                                           -> report.html
 """
@@ -107,6 +108,8 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     stages.overlap_stage(store, ref, sub, vectors)
     settings = stages.settings_stage(store, model, cfg, ref, sub, vectors, dose["scale"])
     stages.grid_stage(store, model, cfg, opts, settings, stages.readout(model, ref, sub))
+    if opts.harm_judge:
+        stages.harm_stage(store, model)
     summary = stages.summary_stage(store)
     store.write_json("manifest.json", manifest(cfg, model))
     store.write_json("timings.json", {"seconds_this_session": time.time() - t0})

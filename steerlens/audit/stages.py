@@ -460,6 +460,21 @@ def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, r
     progress.close()
 
 
+def harm_stage(store: RunStore, model) -> None:
+    """The harm judge over every generated cell -> judgements/harm.json (the second outcome);
+    it reuses the audited model when that is the judge's own 0.5B."""
+    from steerlens.judges.harm import load_harm_judge
+    from steerlens.judges.rejudge import read_cells, rejudge
+
+    path = store.root / "judgements" / "harm.json"
+    if path.exists():
+        done = set(store.read_json("judgements/harm.json")["cells"])
+        if done >= {name[: -len(".json")] for name, _ in read_cells(store.root)}:
+            return
+    _log("harm judge: judging every generated completion for harmful compliance")
+    rejudge(store.root, load_harm_judge(model=model), "harm")
+
+
 def summary_stage(store: RunStore) -> dict:
     from steerlens.results.summary import load_run_data, summarize
 

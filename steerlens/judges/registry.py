@@ -27,6 +27,12 @@ def _probe_judge(**options: Any) -> Judge:
     return load_probe_judge(**options)
 
 
+def _harm_judge(**options: Any) -> Judge:
+    from steerlens.judges.harm import load_harm_judge
+
+    return load_harm_judge(**options)
+
+
 JUDGES: dict[str, Callable[..., Judge]] = {
     "refusal_string": RefusalStringJudge,
     "refusal_string_strict": StrictRefusalJudge,
@@ -35,6 +41,7 @@ JUDGES: dict[str, Callable[..., Judge]] = {
     "harmbench": _llm_judge("harmbench"),
     "llamaguard": _llm_judge("llamaguard"),
     "probe": _probe_judge,
+    "harm": _harm_judge,
 }
 
 DEFAULT_OFFLINE_JUDGE = "refusal_string"

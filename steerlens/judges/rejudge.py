@@ -32,7 +32,8 @@ def agreement(a: list[bool], b: list[bool]) -> dict[str, Any]:
 
 
 def read_cells(run: Path) -> list[tuple[str, dict]]:
-    """(file name, cell) for every saved cell of a run; errors name the fix."""
+    """(file name, cell) for every generated cell of a run (screen-only cells have no
+    completions and are skipped); errors name the fix."""
     cells_dir = Path(run) / "cells"
     if not Path(run).is_dir():
         raise SteerlensError(f"run directory {run} does not exist", fix="pass the --out of an audit run")
@@ -43,6 +44,8 @@ def read_cells(run: Path) -> list[tuple[str, dict]]:
     out = []
     for f in files:
         cell = read_json(f)
+        if cell.get("generated") is False:
+            continue  # a screen-only cell: first-token scores, no completions to judge
         missing = [k for k in ("goals", "completions", "jailbroken") if k not in cell]
         if missing or len(cell["goals"]) != len(cell["completions"]):
             raise SteerlensError(f"{f} lacks {missing or 'one goal per completion'}",
