@@ -38,7 +38,7 @@ def run(preset: str, extra: list[str]) -> dict:
 def readme_command() -> str:
     """README's first command (install and run the quick audit), as written there."""
     for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines():
-        if line.startswith("    python3 -m venv .venv") and "steerlens.audit.run" in line:
+        if line.startswith("    python3 -m venv .venv") and "steerlens.audit" in line:
             return line.strip()
     raise SystemExit("README.md has no install-and-run command")
 
