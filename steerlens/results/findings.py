@@ -139,7 +139,7 @@ def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], list[str]]:
         outcomes.append(t["verdict"])
         lines.append(f"{f['vector']}/{f['attack']}: raw {_pts(_o(f['plus'], o)['delta_asr'])} → "
                      f"{_pts(t['delta_asr'])} pts (raw vs fixed q={_g(t.get('q_value'))}; fixed ≡ "
-                     f"baseline within ±{_pts(t['equivalence_margin'])}: TOST p={_g(t['p_tost'])}): "
+                     f"baseline within ±{round(100 * t['equivalence_margin'])}: TOST p={_g(t['p_tost'])}): "
                      f"{t['verdict']}")
     if f := next((f for f in s["vectors"] if f["mitigation"].get(key, {}).get("duplicate_of")), None):
         lines.append("⊥k is ⊥1 here (k = 1): tested once, under claim 4")
