@@ -188,12 +188,12 @@ def claim_null(s: dict, o: str) -> dict:
     sig = [f for f in fs if f["verdicts"][o] != V.NO_SHIFT]
     beyond = [f for f in sig if f["verdicts"][o] in V.REAL]
     nulls = [r for r in s["rows"] if r["kind"] in ("random", "shuffled") and "delta_asr" in _o(r, o)]
-    null_sig = sum(_o(r, o).get("q_value", 1.0) < ALPHA for r in nulls)
+    null_sig = sum(_o(r, o).get("mcnemar_p_value", 1.0) < ALPHA for r in nulls)
     m = fs[0]["evidence"][o]["null"]["n_null"] if fs else 0
     measured = (f"{len(beyond)} of {len(sig)} significant vector cells beyond the generated null "
                 f"({m} generated null cells per attack and dose; {s['design'].get('nulls_needed', 20)} "
-                f"needed for p < 0.05); {null_sig} of {len(nulls)} generated null cells significant "
-                "themselves; screen (first-token refusal shift) null percentiles: " + ", ".join(
+                f"needed for p < 0.05); {null_sig} of {len(nulls)} generated null cells shift it at p < 0.05 "
+                "themselves (unadjusted); screen (first-token refusal shift) null percentiles: " + ", ".join(
                     f"{f['vector']}/{f['attack']} {f['null_percentile_screen']:.0f}" for f in fs))
     verdict = ("no significant vector" if not sig else
                "untestable (too few generated nulls)" if all(f["verdicts"][o] == V.TOO_FEW_NULLS for f in sig)

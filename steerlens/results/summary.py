@@ -346,10 +346,11 @@ def validation(rows: list[dict]) -> dict:
 
 def _family(rows: list[dict], findings: list[dict], regs: dict) -> list[tuple[str, dict, str, str]]:
     """The named hypotheses of the run: (name, holder, p key, q key); no self-tests, no
-    duplicates (a k = 1 ⊥k cell is the ⊥1 cell)."""
+    duplicates (a k = 1 ⊥k cell is the ⊥1 cell), and no null cells: they are the reference a
+    vector is compared with, reported with their own unadjusted p, not hypotheses."""
     fam = []
     for r in rows:
-        if r.get("duplicate_of"):
+        if r.get("duplicate_of") or r["kind"] in NULL_KINDS:
             continue
         for o in OUTCOMES:
             g = _get(r, o)
