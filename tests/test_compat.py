@@ -60,19 +60,9 @@ def test_broken_cache_path_stops_the_audit_before_any_stage(tiny_model_dir, tmp_
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_check_is_cheap(tiny_model):
-    import time
-
-    t = time.perf_counter()
-    compat.check_cache_path(tiny_model)
-    assert time.perf_counter() - t < 1.0
-
-
 @pytest.mark.embedded
-def test_embedded_check_is_cheap_and_tight(embedded_model):
-    import time
-
-    t = time.perf_counter()
+def test_embedded_check_is_tight(embedded_model):
+    """fp32 on CPU: the cached path equals the plain forward to float rounding (the check's
+    cost, 0.27 s on the 0.5B, is measured in README, not asserted: no timed tests)."""
     rel = compat.check_cache_path(embedded_model)
-    assert time.perf_counter() - t < 1.0
     assert rel < 1e-4 and next(embedded_model.parameters()).dtype == torch.float32
