@@ -114,12 +114,13 @@ def test_registry_and_errors():
 
 
 def test_common_prefix_and_padding():
-    from steerlens.judges.llm import common_prefix_len, left_pad
+    from steerlens.core.prompts import left_pad
+    from steerlens.judges.llm import common_prefix_len
 
     assert common_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
     assert common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps a token
     assert common_prefix_len([[7]]) == 0
-    ids, mask = left_pad([[1, 2], [3]], pad_id=0)
+    ids, mask = left_pad([[1, 2], [3]], 0)
     assert ids.tolist() == [[1, 2], [0, 3]] and mask.tolist() == [[1, 1], [0, 1]]
 
 

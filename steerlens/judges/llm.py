@@ -33,7 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from steerlens.core.kvcache import PrefixCache, build_prefix_cache, fold_prefix
-from steerlens.core.prompts import PromptSet
+from steerlens.core.prompts import PromptSet, left_pad, longest_common_prefix, pad_id
 from steerlens.errors import ModelError, SteerlensError
 from steerlens.judges.strings import check_pairs
 
@@ -159,29 +159,7 @@ def common_prefix_len(rows: list[list[int]]) -> int:
     """Length of the longest common prefix, leaving at least one token in every row."""
     if not rows:
         return 0
-    n = min(len(r) for r in rows) - 1
-    first = rows[0]
-    for i in range(max(n, 0)):
-        if any(r[i] != first[i] for r in rows):
-            return i
-    return max(n, 0)
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[Int[Tensor, "b pos"], Int[Tensor, "b pos"]]:
-    """Left-padded ids and attention mask (1 = real token)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids, mask
-
-
-def pad_id(tokenizer) -> int:
-    """The tokenizer's pad id (EOS when it has none)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return max(min(longest_common_prefix(rows), min(len(r) for r in rows) - 1), 0)
 
 
 @torch.no_grad()
