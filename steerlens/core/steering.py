@@ -30,6 +30,19 @@ POSITIONS: tuple[str, ...] = ("all", "after_instruction")
 _UNSET = object()
 
 
+def add_to_tail(x: Float[Tensor, "batch pos d_model"], delta: Tensor, tail: int | None) -> Tensor:
+    """`x + delta` on the last `tail` positions (every position when None, none when 0); `delta`
+    broadcasts over positions (d_model, or batch 1 d_model for one vector per row)."""
+    d = delta.to(device=x.device, dtype=x.dtype)
+    if tail is None:
+        return x + d
+    if tail == 0:
+        return x
+    x = x.clone()
+    x[:, -tail:] += d
+    return x
+
+
 @dataclass(frozen=True)
 class ActivationAddition:
     """Add `multiplier * vector` to the residual stream at `layer` (`site`)."""
@@ -58,14 +71,7 @@ class ActivationAddition:
         n = None if self.positions == "all" else tail
 
         def add(x: Tensor, hook) -> Tensor:
-            d = delta.to(device=x.device, dtype=x.dtype)
-            if n is None:
-                return x + d
-            if n == 0:
-                return x
-            x = x.clone()
-            x[:, -n:] += d
-            return x
+            return add_to_tail(x, delta, n)
 
         return [(hook_name(self.layer, self.site), add)]
 
@@ -176,14 +182,7 @@ class RowAdditions:
 
     def hooks(self, tail: int | None) -> list[tuple[str, object]]:
         def add(x: Tensor, hook, name: str) -> Tensor:
-            d = self.deltas[name].to(device=x.device, dtype=x.dtype)[:, None]
-            if tail is None:
-                return x + d
-            if tail == 0:
-                return x
-            x = x.clone()
-            x[:, -tail:] += d
-            return x
+            return add_to_tail(x, self.deltas[name][:, None], tail)
 
         return [(name, functools.partial(add, name=name)) for name in self.deltas]
 

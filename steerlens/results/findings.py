@@ -18,7 +18,7 @@ from pathlib import Path
 from steerlens.results import verdicts as V
 from steerlens.results.stats import smallest_permutation_p
 from steerlens.results.summary import load_run_data, summarize
-from steerlens.results.text import steered_tokens
+from steerlens.results.text import null_cell, shift_cell, steered_tokens
 from steerlens.rundir import atomic_write_text
 
 ALPHA = 0.05
@@ -243,15 +243,11 @@ def instrument_lines(s: dict) -> list[str]:
 
 
 def _shift(g: dict) -> str:
-    if "delta_asr" not in g:
-        return "n/a"
-    return (f"{_pts(g.get('delta_asr'))} [{_pts(g.get('delta_ci_low'))}, {_pts(g.get('delta_ci_high'))}] "
-            f"q={_g(g.get('q_value'))}")
+    return shift_cell(g, _pts, _g, sep=", ")
 
 
 def _null(f: dict, o: str) -> str:
-    n = f.get("evidence", {}).get(o, {}).get("null")
-    return "n/a" if not n or not n["n_null"] else f"{n['count']} of {n['n_null']} (p={_g(n['p_value'])})"
+    return null_cell(f, o, _g)
 
 
 def verdict_table(s: dict) -> list[str]:

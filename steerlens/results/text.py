@@ -18,16 +18,24 @@ def _behaviour(f: dict) -> str:
     return "n/a" if steers is None else ("yes" if steers else "NO")
 
 
-def _shift(g: dict) -> str:
+def shift_cell(g: dict, pts=None, num=None, sep: str = ",") -> str:
+    """One outcome's shift as `Δ [lo, hi] q=…` (points formatter `pts`, q formatter `num`);
+    shared by the printed answer and docs/findings.md."""
     if "delta_asr" not in g:
         return "n/a"
-    return (f"{_pct(g.get('delta_asr'))} [{_pct(g.get('delta_ci_low'))},{_pct(g.get('delta_ci_high'))}]"
-            f" q={_num(g.get('q_value'), '.3f')}")
+    pts = pts or _pct
+    num = num or (lambda x: _num(x, ".3f"))
+    return (f"{pts(g.get('delta_asr'))} [{pts(g.get('delta_ci_low'))}{sep}{pts(g.get('delta_ci_high'))}]"
+            f" q={num(g.get('q_value'))}")
 
 
-def _null(f: dict, outcome: str) -> str:
+def null_cell(f: dict, outcome: str, num=None) -> str:
+    """Generated nulls at least as extreme: `k/m`, or `k of m (p=…)` when `num` formats p."""
     n = f.get("evidence", {}).get(outcome, {}).get("null")
-    return "n/a" if not n or not n["n_null"] else f"{n['count']}/{n['n_null']}"
+    if not n or not n["n_null"]:
+        return "n/a"
+    return f"{n['count']}/{n['n_null']}" if num is None else (
+        f"{n['count']} of {n['n_null']} (p={num(n['p_value'])})")
 
 
 def verdict_lines(summary: dict) -> list[str]:
@@ -39,8 +47,9 @@ def verdict_lines(summary: dict) -> list[str]:
     for f in summary["vectors"]:
         p = f["plus"]
         verdict = f["verdict"] + (f"; harm: {f['verdict_harm']}" if f.get("verdict_harm") else "")
-        lines.append(f"{f['vector']:<24} {f['dose']:>5g} {f['attack']:<20} {_shift(p):<30} "
-                     f"{_null(f, 'nonrefusal'):>5} {_shift(p.get('harm', {})):<30} {_null(f, 'harm'):>5} "
+        lines.append(f"{f['vector']:<24} {f['dose']:>5g} {f['attack']:<20} {shift_cell(p):<30} "
+                     f"{null_cell(f, 'nonrefusal'):>5} {shift_cell(p.get('harm', {})):<30} "
+                     f"{null_cell(f, 'harm'):>5} "
                      f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} {_behaviour(f):>6}  {verdict}")
     return lines
 
