@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The tests' own reuse store (model-level artefacts), never the user's.
+os.environ["STEERLENS_REUSE_DIR"] = tempfile.mkdtemp(prefix="steerlens-reuse-")
 
 CHATML = (
     "{% for m in messages %}"

@@ -121,6 +121,7 @@ class RunOptions:
     resume: bool = False
     report: bool = True
     harm_judge: bool = True  # label every completion for harmful compliance (judgements/harm.json)
+    reuse: bool = True  # take model-level artefacts from the reuse store (audit.reuse)
     backend: str = "local"
     address: str | None = None
     workers: int | None = None
@@ -205,6 +206,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-harm-judge", action="store_true",
                    help="skip the harm judge (the second outcome, harmful compliance; it loads "
                         "the embedded 0.5B when another model is audited)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="recompute the model-level artefacts (refusal direction, subspace, "
+                        "baseline, null and validation cells, harm labels) instead of taking "
+                        "them from the reuse store under the cache directory "
+                        "($STEERLENS_REUSE_DIR)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="run evaluation cells here (default) or as Ray actors")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
@@ -234,8 +240,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]
     values = {k: tuple(v) if k in _TUPLES else v for k, v in values.items()}
     cfg = AuditConfig(preset=args.preset, **{k: v for k, v in values.items() if k != "preset"})
     opts = RunOptions(Path(args.out), args.resume, not args.no_report, not args.no_harm_judge,
-                      args.backend, args.address, args.ray_workers, args.device, args.dtype,
-                      args.batch_size)
+                      not args.no_reuse, args.backend, args.address, args.ray_workers,
+                      args.device, args.dtype, args.batch_size)
     return cfg, opts
 
 

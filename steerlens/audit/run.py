@@ -13,6 +13,10 @@ killed run resumes where it stopped and reaches the same bytes):
   harm       the harm judge over every completion (second outcome)  -> judgements/harm.json
   summary    verdicts, null percentiles, power, BH over all tests   -> summary.json
   report     the dashboard                                           -> report.html
+
+Model-level artefacts (refusal direction and dose unit, subspace, the cells no audited vector
+touches, harm labels) come from the reuse store when an earlier run computed exactly the same
+thing (`audit.reuse`; reuse.json says what was reused; --no-reuse recomputes).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import torch
 
 from steerlens import __version__
 from steerlens.audit.config import AuditConfig, RunOptions, build_parser, config_from_args, validate
+from steerlens.audit.grid import grid_stage
+from steerlens.audit.reuse import open_reuse
 from steerlens.errors import SteerlensError
 from steerlens.rundir import RunStore
 
@@ -101,15 +107,18 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     store.write_json("config.json", {"hash": cfg.hash, "config": cfg.to_json()})
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    ref = stages.refusal_stage(store, model, cfg)
-    sub = stages.subspace_stage(store, model, cfg, ref)
+    reuse = open_reuse(model, cfg.device, cfg.dtype, opts.reuse)
+    ref = stages.refusal_stage(store, model, cfg, reuse)
+    sub = stages.subspace_stage(store, model, cfg, ref, reuse)
     vectors = stages.vector_stage(store, model, cfg, ref, files)
     dose = stages.dose_stage(store, model, cfg, ref, vectors)
     stages.overlap_stage(store, ref, sub, vectors)
     settings = stages.settings_stage(store, model, cfg, ref, sub, vectors, dose["scale"])
-    stages.grid_stage(store, model, cfg, opts, settings, stages.readout(model, ref, sub))
+    grid_stage(store, model, cfg, opts, settings, stages.readout(model, ref, sub), reuse,
+               dose["scale"])
     if opts.harm_judge:
-        stages.harm_stage(store, model)
+        stages.harm_stage(store, model, reuse)
+    reuse.write_record(store)
     summary = stages.summary_stage(store)
     store.write_json("manifest.json", manifest(cfg, model))
     store.write_json("timings.json", {"seconds_this_session": time.time() - t0})

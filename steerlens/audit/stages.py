@@ -7,7 +7,6 @@ screen and the refusal projections from the grid's first decode step.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +93,49 @@ def load_refusal(path: Path) -> Refusal:
     return Refusal(rd, layer, t["harmful"], t["harmless"], norm, meta.get("val_harmful", []))
 
 
-def refusal_stage(store: RunStore, model, cfg: AuditConfig) -> Refusal:
-    _log("refusal direction: Arditi filter, difference in means, selection")
+REFUSAL_FILES = ["refusal_direction.safetensors", "refusal.json"]
+SUBSPACE_FILES = ["refusal_subspace.safetensors", "subspace.json"]
+_REFUSAL_FIELDS = ("layer", "n_refusal_train", "n_refusal_val", "refusal_layer_stride",
+                   "refusal_positions", "filter_refusal_prompts", "seed", "system", "batch_size")
+
+
+def refusal_inputs(cfg: AuditConfig) -> dict:
+    """What the refusal direction (and the resid dose unit with it) depends on beyond the
+    model and the environment: the config fields it reads and its four data splits."""
+    from steerlens.audit.reuse import data_digests
+
+    splits = [f"refusal_direction/splits/{n}.json"
+              for n in ("harmful_train", "harmless_train", "harmful_val", "harmless_val")]
+    return {"config": {f: getattr(cfg, f) for f in _REFUSAL_FIELDS},
+            "data": data_digests(*splits)}
+
+
+def subspace_inputs(cfg: AuditConfig, store: RunStore) -> dict:
+    """The subspace's: its config fields, StrongREJECT when the category method runs, and
+    the refusal direction it is computed from (its file's sha256)."""
+    from steerlens.audit.reuse import data_digests, file_digest
+
+    data = ["refusal_direction/raw/strongreject.csv"] if cfg.n_category > 0 else []
+    return {"config": {f: getattr(cfg, f) for f in ("n_category", "k", "seed", "system",
+                                                    "batch_size")},
+            "data": data_digests(*data),
+            "refusal": file_digest(store.path("refusal_direction.safetensors"))}
+
+
+def _reused(store: RunStore, reuse, name: str, inputs, files: list[str], compute):
+    """`compute()` with the artefact's files first provided from the reuse store (when it
+    holds them) and published to it afterwards; no store: just `compute()`."""
+    if reuse is None:
+        return compute()
+    inputs = inputs()
+    key = reuse.key(name, inputs)
+    reuse.provide(store, name, key, files)
+    value = compute()
+    reuse.publish(store, key, files, inputs)
+    return value
+
+
+def _refusal_files(store: RunStore, model, cfg: AuditConfig) -> Refusal:
     ref = store.cached("refusal_direction.safetensors", lambda: _compute_refusal(model, cfg),
                        _save_refusal, load_refusal)
     rd = ref.direction
@@ -103,6 +143,13 @@ def refusal_stage(store: RunStore, model, cfg: AuditConfig) -> Refusal:
         **rd.meta, "layer": rd.layer, "position": rd.position, "steering_layer": ref.layer,
         "readout_layers": [lay for lay in rd.layers if lay >= ref.layer],
         "resid_norm": ref.resid_norm, "candidates": rd.candidates})
+    return ref
+
+
+def refusal_stage(store: RunStore, model, cfg: AuditConfig, reuse=None) -> Refusal:
+    _log("refusal direction: Arditi filter, difference in means, selection")
+    ref = _reused(store, reuse, "refusal", lambda: refusal_inputs(cfg), REFUSAL_FILES,
+                  lambda: _refusal_files(store, model, cfg))
     fb = ref.direction.meta.get("fallback")
     _log(f"refusal direction: layer {ref.direction.layer}, position {ref.direction.position}"
          f"{'; FALLBACK: ' + fb if fb else ''}; steering layer {ref.layer}")
@@ -163,11 +210,18 @@ def _load_subspace(path: Path) -> RefusalSubspace:
     return RefusalSubspace(load_file(str(path))["basis"], meta["method"], meta["evidence"])
 
 
-def subspace_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
-    _log("refusal subspace: contrastive directions, k by ablation effect")
+def _subspace_files(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
     sub = store.cached("refusal_subspace.safetensors", lambda: _compute_subspace(model, cfg, ref),
                        _save_subspace, _load_subspace)
     store.cached_json("subspace.json", lambda: {"method": sub.method, **sub.evidence})
+    return sub
+
+
+def subspace_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
+                   reuse=None) -> RefusalSubspace:
+    _log("refusal subspace: contrastive directions, k by ablation effect")
+    sub = _reused(store, reuse, "subspace", lambda: subspace_inputs(cfg, store), SUBSPACE_FILES,
+                  lambda: _subspace_files(store, model, cfg, ref))
     _log(f"refusal subspace: {sub.method}, k = {sub.evidence['k']} of {sub.k}")
     return sub
 
@@ -378,91 +432,11 @@ def settings_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal, sub: 
     return {"grid": grid, "validation": checks}
 
 
-# Generated settings per grid job: each job shares one prompt cache and decodes its
-# after-instruction settings together (`generation.generate_grid`).
-JOB_SETTINGS = 8
-
-
-def _cell_name(attack: str, setting: str) -> str:
-    return f"cells/{attack}__{setting}.json"
-
-
-def _jobs(store: RunStore, cfg: AuditConfig, settings: dict, readout) -> list:
-    """Jobs for the cells not on disk yet: chunks of generated settings per attack (screen-only
-    settings ride along with the first chunk), benign false refusals, refusal validation.
-
-    Chunks are cut from the whole grid, then a chunk with every cell on disk is skipped: a
-    resumed run decodes the same settings together as an uninterrupted one (batch composition
-    moves float rounding, so this keeps resumed cells byte-identical)."""
-    from steerlens.audit.backends import Job
-    from steerlens.audit.evaluate import Kind
-    from steerlens.datasets.loaders import load_jbb, stratified
-
-    goals = stratified(load_jbb("harmful"), cfg.n_goals)
-    kw = dict(judge=cfg.judge, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-              system=cfg.system, readout=readout)
-    done = lambda attack, chunk: all(store.exists(_cell_name(attack, s.name)) for s in chunk)  # noqa: E731
-    jobs = []
-    for i, attack in enumerate(cfg.attacks):
-        every = settings["grid"] + (settings["validation"] if i == 0 else [])
-        gen = [s for s in every if s.generate]
-        screen = [s for s in every if not s.generate]
-        for j in range(0, max(len(gen), 1), JOB_SETTINGS):
-            chunk = gen[j: j + JOB_SETTINGS] + (screen if j == 0 else [])
-            if chunk and not done(attack, chunk):
-                jobs.append(Job(attack, goals, chunk, **kw))
-    if cfg.n_benign:
-        benign = [s for s in settings["grid"] if s.kind in (Kind.BASELINE, Kind.PLUS, Kind.MINUS)]
-        if benign and not done("benign", benign):
-            jobs.append(Job("benign", stratified(load_jbb("benign"), cfg.n_benign), benign, **kw))
-    return jobs
-
-
-class GridProgress:
-    """The grid's progress bar: cells done of total, new tokens per second, ETA (stderr)."""
-
-    def __init__(self, total: int):
-        from tqdm.auto import tqdm
-
-        self.t0, self.tokens = time.time(), 0
-        self.bar = tqdm(total=total, unit="cell", desc="grid", dynamic_ncols=True)
-
-    def update(self, results: dict[str, dict]) -> None:
-        self.tokens += sum(sum(r.get("n_new_tokens", [])) for r in results.values())
-        rate = self.tokens / max(time.time() - self.t0, 1e-9)
-        self.bar.set_postfix_str(f"{rate:.1f} new tok/s", refresh=False)
-        self.bar.update(len(results))
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, readout) -> None:
-    """Generate, judge and screen every cell; each is written as soon as its job returns."""
-    from steerlens.audit.backends import run_local, run_ray
-    from steerlens.judges.registry import get_judge
-
-    store.cached_json("judge.json", lambda: get_judge(cfg.judge).settings())
-    jobs = _jobs(store, cfg, settings, readout)
-    if not jobs:
-        return
-    _log(f"evaluation grid: {len(jobs)} jobs on the {opts.backend} backend")
-    runner = (run_ray(jobs, cfg.model, cfg.device, cfg.dtype, opts.address, opts.workers)
-              if opts.backend == "ray" else run_local(model, jobs))
-    progress = GridProgress(sum(len(j.settings) for j in jobs))
-    for job, results in runner:
-        for name, rec in results.items():
-            store.write_json(_cell_name(job.attack, name),
-                             {"attack": job.attack, "setting": name,
-                              "goals": [g.goal for g in job.goals],
-                              "categories": [g.category for g in job.goals], **rec})
-        progress.update(results)
-    progress.close()
-
-
-def harm_stage(store: RunStore, model) -> None:
+def harm_stage(store: RunStore, model, reuse=None) -> None:
     """The harm judge over every generated cell -> judgements/harm.json (the second outcome);
-    it reuses the audited model when that is the judge's own 0.5B."""
+    it reuses the audited model when that is the judge's own 0.5B, and each cell's labels
+    from the reuse store when the same cell was judged before."""
+    from steerlens.audit.reuse import HarmMemo
     from steerlens.judges.harm import load_harm_judge
     from steerlens.judges.rejudge import read_cells, rejudge
 
@@ -472,7 +446,11 @@ def harm_stage(store: RunStore, model) -> None:
         if done >= {name[: -len(".json")] for name, _ in read_cells(store.root)}:
             return
     _log("harm judge: judging every generated completion for harmful compliance")
-    rejudge(store.root, load_harm_judge(model=model), "harm")
+    judge = load_harm_judge(model=model)
+    memo = HarmMemo(reuse, judge.settings()) if reuse is not None else None
+    rejudge(store.root, judge, "harm", memo)
+    if memo is not None:
+        reuse.records["harm"] = {"cells_reused": memo.hits, "cells_judged": memo.misses}
 
 
 def summary_stage(store: RunStore) -> dict:

@@ -55,7 +55,7 @@ def qwen_features(goals: Sequence[str], responses: Sequence[str], layers: Sequen
     index = {p: i for i, p in enumerate(uniq)}
     users = [HARM_PROMPT.format(goal=g, response=r[:RESPONSE_CHARS]) for g, r in uniq]
     acts = collect_last(model, chat_prompts(model.tokenizer, users), list(layers),
-                        batch_size=batch_size, desc="harm judge").cpu().numpy()
+                        batch_size=batch_size, desc=None).cpu().numpy()
     rows = [index[p] for p in zip(goals, responses)]
     return {lay: acts[rows, j] for j, lay in enumerate(sorted(set(layers)))}
 

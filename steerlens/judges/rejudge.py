@@ -12,10 +12,11 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
+from tqdm.auto import tqdm
 
 from steerlens.errors import SteerlensError
 from steerlens.rundir import read_json, write_json
@@ -59,30 +60,47 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("._") or "judge"
 
 
-def rejudge(run: str | Path, judge, label: str | None = None) -> Path:
-    """Judge every cell's completions with `judge`; write and return the judgements file."""
+class LabelMemo(Protocol):
+    """Where a cell's labels may already be (`audit.reuse.HarmMemo`): content-addressed."""
+
+    def get(self, cell: dict) -> list[bool] | None: ...
+
+    def put(self, cell: dict, labels: list[bool]) -> None: ...
+
+
+def _labels(judge, cell: dict, memo: LabelMemo | None) -> list[bool]:
+    """The judge's labels of one cell, judged on their own (a cell's labels never depend on
+    the other cells of the run, so they can be reused by content)."""
+    got = memo.get(cell) if memo is not None else None
+    if got is None:
+        got = [bool(x) for x in judge.judge(cell["goals"], cell["completions"])]
+        if memo is not None:
+            memo.put(cell, got)
+    return got
+
+
+def rejudge(run: str | Path, judge, label: str | None = None, memo: LabelMemo | None = None) -> Path:
+    """Judge every cell's completions with `judge`, cell by cell; write and return the
+    judgements file (no timings in it: a run's files are byte-stable)."""
     run = Path(run)
     cells = read_cells(run)
-    goals = [g for _, c in cells for g in c["goals"]]
-    comps = [r for _, c in cells for r in c["completions"]]
     t0 = time.perf_counter()
-    labels = judge.judge(goals, comps) if goals else []
-    seconds = time.perf_counter() - t0
-    out_cells, all_old, i = {}, [], 0
-    for fname, c in cells:
-        new = [bool(x) for x in labels[i : i + len(c["goals"])]]
-        i += len(c["goals"])
+    out_cells, all_old, all_new = {}, [], []
+    for fname, c in tqdm(cells, desc=f"{judge.name} judge", unit="cell", leave=False):
+        new = _labels(judge, c, memo)
         old = [bool(x) for x in c["jailbroken"]]
         all_old += old
+        all_new += new
         out_cells[fname[: -len(".json")]] = {
             "attack": c.get("attack"), "setting": c.get("setting"), "jailbroken": new,
             "asr": float(np.mean(new)) if new else None,
             "run_asr": float(np.mean(old)) if old else None, **agreement(old, new)}
     result = {"judge": judge.name, "settings": judge.settings(), "cells": out_cells,
-              "overall": agreement(all_old, [bool(x) for x in labels]),
-              "seconds": seconds, "n_completions": len(goals)}
+              "overall": agreement(all_old, all_new), "n_completions": len(all_new)}
     path = run / "judgements" / f"{safe_name(label or judge.name)}.json"
     write_json(path, result)
+    print(f"[steerlens] {judge.name}: {len(all_new)} completions judged in "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return path
 
 
