@@ -96,6 +96,22 @@ def manifest(cfg: AuditConfig, model) -> dict:
             "data_sha256": {str(p.relative_to(data_dir())): file_sha256(p) for p in files}}
 
 
+class _Clock:
+    """Seconds per stage of this session (timings.json; not a result: never compared)."""
+
+    def __init__(self):
+        self.t0, self.stages = time.time(), {}
+
+    def __call__(self, name: str, fn):
+        t = time.time()
+        out = fn()
+        self.stages[name] = round(time.time() - t, 2)
+        return out
+
+    def record(self) -> dict:
+        return {"seconds_this_session": time.time() - self.t0, "stages": self.stages}
+
+
 def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     """Run (or resume) the whole audit and return the summary."""
     from steerlens.audit import stages
@@ -105,23 +121,23 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     model, cfg, files = load_checked(cfg, opts)
     store = prepare_run_dir(cfg, opts)
     store.write_json("config.json", {"hash": cfg.hash, "config": cfg.to_json()})
-    t0 = time.time()
+    clock = _Clock()
     torch.manual_seed(cfg.seed)
-    reuse = open_reuse(model, cfg.device, cfg.dtype, opts.reuse)
-    ref = stages.refusal_stage(store, model, cfg, reuse)
-    sub = stages.subspace_stage(store, model, cfg, ref, reuse)
-    vectors = stages.vector_stage(store, model, cfg, ref, files)
-    dose = stages.dose_stage(store, model, cfg, ref, vectors)
+    reuse = clock("reuse key", lambda: open_reuse(model, cfg.device, cfg.dtype, opts.reuse))
+    ref = clock("refusal", lambda: stages.refusal_stage(store, model, cfg, reuse))
+    sub = clock("subspace", lambda: stages.subspace_stage(store, model, cfg, ref, reuse))
+    vectors = clock("vectors", lambda: stages.vector_stage(store, model, cfg, ref, files))
+    dose = clock("dose", lambda: stages.dose_stage(store, model, cfg, ref, vectors))
     stages.overlap_stage(store, ref, sub, vectors)
     settings = stages.settings_stage(store, model, cfg, ref, sub, vectors, dose["scale"])
-    grid_stage(store, model, cfg, opts, settings, stages.readout(model, ref, sub), reuse,
-               dose["scale"])
+    clock("grid", lambda: grid_stage(store, model, cfg, opts, settings,
+                                     stages.readout(model, ref, sub), reuse, dose["scale"]))
     if opts.harm_judge:
-        stages.harm_stage(store, model, reuse)
+        clock("harm", lambda: stages.harm_stage(store, model, reuse))
     reuse.write_record(store)
     summary = stages.summary_stage(store)
     store.write_json("manifest.json", manifest(cfg, model))
-    store.write_json("timings.json", {"seconds_this_session": time.time() - t0})
+    store.write_json("timings.json", clock.record())
     if opts.report:
         from steerlens.results.report import write_report
 
