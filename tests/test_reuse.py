@@ -183,7 +183,7 @@ def test_environment_has_weights_tokenizer_versions_device_dtype(tiny_model_dir,
 
     model = load_model(tiny_model_dir, device="cpu")
     env = reuse.environment(model, "cpu", "float32")
-    assert {"steerlens", "source", "torch", "transformers", "transformer_lens", "device", "dtype",
+    assert {"steerlens", "source", "torch", "transformers", "transformer-lens", "device", "dtype",
             "weights", "tokenizer"} <= set(env)
     assert reuse.environment(model, "cpu", "bfloat16") != env
     assert reuse.environment(model, "cuda", "float32") != env
@@ -195,7 +195,7 @@ def test_environment_has_weights_tokenizer_versions_device_dtype(tiny_model_dir,
     monkeypatch.setattr(model.tokenizer, "chat_template", template + " ")
     assert reuse.tokenizer_digest(model.tokenizer) != env["tokenizer"]
     monkeypatch.setattr(reuse, "source_digest", lambda: "other code")
-    monkeypatch.setattr(torch, "__version__", "0.0")
+    monkeypatch.setattr(reuse, "_versions", lambda: {"torch": "0.0"})
     env2 = reuse.environment(model, "cpu", "float32")
     assert env2["source"] != env["source"] and env2["torch"] != env["torch"]
     assert _key("refusal", {}, env) != _key("refusal", {}, {**env, "torch": "0.0"})
@@ -237,3 +237,37 @@ def test_harm_labels_are_reused_by_cell_content(finished_run, tmp_path, monkeypa
     memo3 = reuse.HarmMemo(store, Counting().settings())
     rejudge(run, Counting(), "c", memo3)
     assert memo3.misses == 1 and Counting.calls == n + 1
+
+
+def test_cell_key_has_backend_and_llm_judges_are_not_reused(block_setup):
+    store, block = block_setup
+    cfg = AuditConfig(behaviours=("refusal",))
+    assert _key("cells", grid.block_inputs(cfg, store, block, 1.0, "local")) != _key(
+        "cells", grid.block_inputs(cfg, store, block, 1.0, "ray"))
+    assert grid.reusable_judge({"judge": "refusal_string"})
+    assert not grid.reusable_judge({"judge": "jbb", "model": "meta-llama/Llama-3-70b"})
+
+
+def test_only_files_this_session_computed_are_published(tmp_path):
+    """A resumed run's files on disk (maybe from other code) are neither mixed with an entry
+    nor published as one."""
+    store, r = RunStore(tmp_path / "run"), reuse.Reuse(tmp_path / "store", {"e": 1})
+    store.write_json("a.json", {"old": True})
+    assert not r.provide(store, "a", "k" * 64, ["a.json", "b.json"])
+    store.write_json("b.json", {"new": True})
+    r.publish(store, "k" * 64, ["a.json", "b.json"], {})
+    assert not (tmp_path / "store").exists()
+    fresh, r2 = RunStore(tmp_path / "run2"), reuse.Reuse(tmp_path / "store", {"e": 1})
+    r2.provide(fresh, "a", "k" * 64, ["a.json"])
+    fresh.write_json("a.json", {"computed": True})
+    r2.publish(fresh, "k" * 64, ["a.json"], {})
+    third = RunStore(tmp_path / "run3")
+    assert reuse.Reuse(tmp_path / "store", {"e": 1}).provide(third, "a", "k" * 64, ["a.json"])
+    assert third.read_json("a.json") == {"computed": True}
+    assert json.loads((third.root / "reuse.json").read_text())["artefacts"]["a"]["reused"]
+
+
+def test_environment_names_the_model(tiny_model):
+    env = reuse.environment(tiny_model, "cpu", "float32")
+    assert env["model"] == tiny_model.steerlens_name and env["threads"] >= 1
+    assert {"tokenizers", "safetensors", "scikit-learn", "numpy", "python", "model_config"} <= set(env)

@@ -23,6 +23,7 @@ MODEL_OWNERS = ("model", "validation")  # blocks that no audited vector touches
 _HARMFUL_FIELDS = ("n_goals", "judge", "max_new_tokens", "system", "batch_size", "seed",
                    "n_null_screen", "n_null_generate", "doses", "dose_unit")
 _BENIGN_FIELDS = ("n_benign", "judge", "max_new_tokens", "system", "batch_size")
+_VALIDATION_FIELDS = ("n_goals", "judge", "max_new_tokens", "system", "batch_size")
 
 
 def cell_name(attack: str, setting: str) -> str:
@@ -89,24 +90,36 @@ def plan_jobs(store: RunStore, cfg: AuditConfig, grid: list[Block], readout) -> 
                                        for s in j.settings)]
 
 
-def block_inputs(cfg: AuditConfig, store: RunStore, block: Block, scale: float) -> dict:
+def block_inputs(cfg: AuditConfig, store: RunStore, block: Block, scale: float,
+                 backend: str = "local") -> dict:
     """Everything a model-level block's cells depend on beyond the environment: the config
-    fields the grid reads, the settings, the dose scale, the judge, the refusal direction and
-    subspace (their files' sha256, which fix the readout and the validation), the data."""
-    from steerlens.judges.registry import get_judge
+    fields the grid reads, the settings, the attack's rendered template, the dose scale (random
+    nulls only), the judge (judge.json), the refusal direction and subspace (their files'
+    sha256: they fix the readout and the validation), the goals' data file, the backend."""
+    from dataclasses import asdict
+
+    from steerlens.datasets.attacks import get_attack
 
     benign = block.attack == "benign"
-    data = ["jbb_behaviors/benign-behaviors.csv" if benign else "jbb_behaviors/harmful-behaviors.csv"]
-    if block.attack.startswith("gptfuzzer"):
-        data.append("jailbreak_templates_gptfuzzer/GPTFuzzer.csv")
-    return {"attack": block.attack, "owner": block.owner,
-            "config": {f: getattr(cfg, f) for f in (_BENIGN_FIELDS if benign else _HARMFUL_FIELDS)},
+    fields = (_BENIGN_FIELDS if benign else
+              _VALIDATION_FIELDS if block.owner == "validation" else _HARMFUL_FIELDS)
+    goals = "jbb_behaviors/" + ("benign" if benign else "harmful") + "-behaviors.csv"
+    return {"attack": asdict(get_attack("none" if benign else block.attack)),
+            "block": [block.attack, block.owner],
+            "config": {f: getattr(cfg, f) for f in fields},
             "settings": {s.name: s.meta() for s in block.settings},
-            "scale": scale if block.owner == "model" else None,
-            "judge": get_judge(cfg.judge).settings(), "data": data_digests(*data),
+            "scale": scale if block.owner == "model" and not benign else None,
+            "judge": store.read_json("judge.json") if store.exists("judge.json") else cfg.judge,
+            "data": data_digests(goals),
             "refusal": file_digest(store.path("refusal_direction.safetensors")),
             "subspace": file_digest(store.path("refusal_subspace.safetensors")),
-            "job_settings": JOB_SETTINGS}
+            "job_settings": JOB_SETTINGS, "backend": backend}
+
+
+def reusable_judge(judge_settings: dict) -> bool:
+    """Cells are reused only under judges with no model of their own (string judges): an LLM
+    judge's labels rest on weights its settings do not pin."""
+    return not judge_settings.get("model")
 
 
 class GridProgress:
@@ -158,12 +171,12 @@ def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, r
     them, and are published to it once computed."""
     from steerlens.judges.registry import get_judge
 
-    store.cached_json("judge.json", lambda: get_judge(cfg.judge).settings())
+    judge = store.cached_json("judge.json", lambda: get_judge(cfg.judge).settings())
     grid = blocks(cfg, settings)
     shared = []
-    if reuse is not None:
+    if reuse is not None and reusable_judge(judge):
         for b in (b for b in grid if b.owner in MODEL_OWNERS):
-            inputs = block_inputs(cfg, store, b, scale)
+            inputs = block_inputs(cfg, store, b, scale, opts.backend)
             key = reuse.key("cells", inputs)
             reuse.provide(store, f"cells:{b.attack}:{b.owner}", key, b.files())
             shared.append((b, key, inputs))

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from functools import cache
@@ -70,11 +71,15 @@ def weights_digest(model) -> str:
 
 
 def tokenizer_digest(tokenizer) -> str:
-    """sha256 of the vocabulary, the chat template and the special tokens."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    return digest({"vocab": vocab, "template": tokenizer.chat_template,
-                   "special": tokenizer.special_tokens_map, "pad": tokenizer.pad_token_id,
-                   "side": tokenizer.padding_side})
+    """sha256 of the whole tokenizer: its serialised fast tokenizer (vocabulary, merges,
+    normaliser, pre-tokenizer, decoder), chat template, special tokens, padding and decoding
+    options."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return digest({"backend": backend.to_str() if backend is not None
+                   else sorted(tokenizer.get_vocab().items()),
+                   "template": tokenizer.chat_template, "special": tokenizer.special_tokens_map,
+                   "pad": tokenizer.pad_token_id, "side": tokenizer.padding_side,
+                   "clean_up": getattr(tokenizer, "clean_up_tokenization_spaces", None)})
 
 
 @cache
@@ -88,18 +93,40 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
-def environment(model, device: str, dtype: str) -> dict:
-    """What every entry's floats rest on, besides its own inputs."""
+def _versions() -> dict[str, str]:
+    import platform
     from importlib.metadata import version
 
-    import transformers
+    names = ("torch", "transformers", "transformer-lens", "tokenizers", "safetensors",
+             "scikit-learn", "numpy", "scipy", "jinja2")
+    return {"python": platform.python_version(), **{n: version(n) for n in names}}
 
+
+def _hardware(device: str) -> dict:
+    """What moves float rounding besides versions: the device's name and the thread count."""
+    name = platform_processor()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(torch.device(device))
+    return {"device": device, "device_name": name, "threads": torch.get_num_threads()}
+
+
+def platform_processor() -> str:
+    import platform
+
+    return f"{platform.machine()} {platform.processor()}".strip()
+
+
+def environment(model, device: str, dtype: str) -> dict:
+    """What every entry's floats rest on, besides its own inputs: the model (name, weights,
+    config, tokenizer), steerlens' source, library versions, device, dtype, threads."""
     from steerlens import __version__
 
-    return {"steerlens": __version__, "source": source_digest(), "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "transformer_lens": version("transformer-lens"), "device": device, "dtype": dtype,
-            "weights": weights_digest(model), "tokenizer": tokenizer_digest(model.tokenizer),
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    return {"steerlens": __version__, "source": source_digest(), **_versions(),
+            **_hardware(device), "dtype": dtype,
+            "model": getattr(model, "steerlens_name", None), "weights": weights_digest(model),
+            "model_config": digest(config.to_dict()) if config is not None else None,
+            "tokenizer": tokenizer_digest(model.tokenizer),
             "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model}
 
 
@@ -124,6 +151,7 @@ class Reuse:
     root: Path | None  # None: --no-reuse
     env: dict
     records: dict = field(default_factory=dict)
+    _fresh: dict = field(default_factory=dict, repr=False)
 
     def key(self, kind: str, inputs: dict) -> str:
         return digest({"kind": kind, "env": self.env, "inputs": inputs})
@@ -132,40 +160,54 @@ class Reuse:
         return self.root / key[:2] / key
 
     def provide(self, store: RunStore, name: str, key: str, files: list[str]) -> bool:
-        """Copy an entry's files into the run directory (those not there yet) when the entry
-        exists; record the artefact either way. True if the entry was used."""
-        entry = self._entry(key) if self.root is not None else None
-        hit = entry is not None and (entry / "inputs.json").is_file()
-        missing = [f for f in files if not store.exists(f)]
+        """Copy an entry's files into the run directory when the entry exists and none of them
+        is there yet (a resumed run that has any of them computes the rest itself, never
+        mixing sources). True if the entry was used. Records the artefact in reuse.json."""
+        if self.root is None:
+            return False
+        entry = self._entry(key)
+        fresh = not any(store.exists(f) for f in files)
+        hit = fresh and (entry / "inputs.json").is_file()
         if hit:
-            for f in missing:
+            for f in files:
                 atomic_save_tensor(lambda tmp, f=f: shutil.copyfile(entry / f, tmp), store.path(f))
-        self.records[name] = {"key": key, "reused": bool(hit and missing),
-                              "files": len(files)}
+        self._fresh[key] = fresh and not hit  # computed by this session: may be published
+        self.records[name] = {"key": key, "reused": hit, "files": len(files)}
+        self.write_record(store)
         return hit
 
     def publish(self, store: RunStore, key: str, files: list[str], inputs: dict) -> None:
-        """Store the run's files as the entry `key` (atomically: a directory renamed into
-        place; a concurrent writer's identical entry wins)."""
-        if self.root is None or (self._entry(key) / "inputs.json").is_file():
+        """Store files this session computed as the entry `key` (atomically: a directory
+        renamed into place; a concurrent writer's identical entry wins). Files a resumed run
+        found on disk are never published: an earlier session may have run other code."""
+        if self.root is None or not self._fresh.get(key, True) or (
+                self._entry(key) / "inputs.json").is_file():
             return
         if not all(store.exists(f) for f in files):
             return
         entry = self._entry(key)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=entry.parent))
-        for f in files:
-            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(store.path(f), tmp / f)
-        (tmp / "inputs.json").write_text(json.dumps({"env": self.env, "inputs": inputs},
-                                                    indent=1, sort_keys=True, default=str))
+        tmp = None
         try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=entry.parent))
+            for f in files:
+                (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(store.path(f), tmp / f)
+            (tmp / "inputs.json").write_text(json.dumps({"env": self.env, "inputs": inputs},
+                                                        indent=1, sort_keys=True, default=str))
             os.replace(tmp, entry)
-        except OSError:  # another run published the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as e:  # a full or read-only cache, or another run published it first
+            if not (entry / "inputs.json").is_file():
+                print(f"[steerlens] WARNING: could not store {key[:12]} for reuse: {e}",
+                      file=sys.stderr)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def write_record(self, store: RunStore) -> None:
         """reuse.json: the store used and, per artefact, its key and whether it was reused."""
+        if self.root is None:
+            store.write_json("reuse.json", {"store": None, "artefacts": {}})
+            return
         old = store.read_json("reuse.json")["artefacts"] if store.exists("reuse.json") else {}
         for name, rec in self.records.items():  # a resumed run keeps what its start reused
             prev = old.get(name) or {}
@@ -187,7 +229,8 @@ class HarmMemo:
 
     def _key(self, cell: dict) -> tuple[str, dict]:
         inputs = {"goals": cell["goals"], "completions": cell["completions"], "judge": self.judge}
-        return self.reuse.key("harm", inputs), {"judge": self.judge, "setting": cell.get("setting")}
+        return self.reuse.key("harm", inputs), {
+            "judge": self.judge, "cell_sha256": digest([cell["goals"], cell["completions"]])}
 
     def get(self, cell: dict) -> list[bool] | None:
         key, _ = self._key(cell)

@@ -115,7 +115,9 @@ def subspace_inputs(cfg: AuditConfig, store: RunStore) -> dict:
     the refusal direction it is computed from (its file's sha256)."""
     from steerlens.audit.reuse import data_digests, file_digest
 
-    data = ["refusal_direction/raw/strongreject.csv"] if cfg.n_category > 0 else []
+    # the category method reads StrongREJECT, less the prompts that overlap JBB goals
+    data = (["refusal_direction/raw/strongreject.csv", "jbb_behaviors/harmful-behaviors.csv"]
+            if cfg.n_category > 0 else [])
     return {"config": {f: getattr(cfg, f) for f in ("n_category", "k", "seed", "system",
                                                     "batch_size")},
             "data": data_digests(*data),
@@ -249,8 +251,7 @@ def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> dict:
 def _save_caa(value: dict, tmp: str) -> None:
     v: SteeringVector = value["vector"]
     save_file({"vectors": v.vectors.float().contiguous(), "null": value["null"].float().contiguous()},
-              tmp, metadata={"steerlens": json.dumps({**v.meta, "layers": v.layers, "site": v.site},
-                                                     sort_keys=True)})
+              tmp, metadata={"steerlens": json.dumps(v.header(), sort_keys=True)})
 
 
 def _load_caa(path: Path) -> dict:
@@ -274,6 +275,11 @@ def vector_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
                            _save_caa, _load_caa)
         vecs[b], nulls[b] = got["vector"], got["null"]
     vecs.update(files)
+    if files:
+        store.cached_json("vectors/files.json", lambda: {name: {
+            **{k: sv.meta.get(k) for k in ("file", "format", "model_hint", "site_assumed")},
+            "read_from": sv.meta.get("renumbered_from", sv.site), "site": sv.site,
+            "layers": sv.layers} for name, sv in files.items()})
     return Vectors(vecs, nulls)
 
 
@@ -284,7 +290,11 @@ def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
     out = {}
     for path in cfg.vectors:
         sv = SteeringVector.load(path).as_resid_pre()
+        sv.meta.setdefault("file", str(path))
         check_vector(sv.vectors[sv.vectors.norm(dim=-1) > 0], model.cfg.d_model, f"vector {path}")
+        if sv.meta.get("site_assumed"):
+            _log(f"WARNING: {path} does not record where it is added; read as "
+                 f"{sv.meta['site_assumed']} (vectors/files.json records it)")
         if cfg.layer is None or cfg.layer not in sv.layers:
             raise SteerlensError(f"vector {path} needs a steering layer it has (resid_pre layers "
                                  f"{sv.layers})", fix="pass --layer with one of them")

@@ -118,7 +118,8 @@ class HarmJudge:
         return {"judge": self.name, "outcome": "harmful compliance", **{
             k: self.meta[k] for k in ("model", "layer", "site", "C", "threshold", "labels_sha256",
                                       "n_train")},
-                "weights_sha256": self.meta.get("weights_sha256")}
+                "weights_sha256": self.meta.get("weights_sha256"),
+                **({} if self.threshold is None else {"threshold": self.threshold})}
 
 
 def load_harm_judge(model=None, threshold: float | None = None,
