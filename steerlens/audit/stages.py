@@ -6,12 +6,10 @@ screen and the refusal projections from the grid's first decode step.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.evaluate import behaviour_effect
@@ -19,6 +17,7 @@ from steerlens.core.activations import collect_resid
 from steerlens.core.geometry import cosine, fraction_in_subspace, rescale, unit
 from steerlens.core.prompts import chat_prompts
 from steerlens.core.steering import ablation, addition
+from steerlens.core.tensorfile import load_tensors, save_tensors
 from steerlens.core.vectors import SteeringVector
 from steerlens.datasets.loaders import load_caa, load_categorized, load_instructions
 from steerlens.errors import SteerlensError
@@ -47,12 +46,32 @@ class Refusal:
     resid_norm: float  # mean residual norm of harmful prompts at the steering layer (tail)
     val_harmful: list[str]  # validation prompts kept by the filter
 
+    def save(self, path) -> None:
+        rd = self.direction
+        meta = {**rd.meta, "layer": rd.layer, "position": rd.position, "positions": rd.positions,
+                "layers": rd.layers, "steering_layer": self.layer, "resid_norm": self.resid_norm,
+                "candidates": rd.candidates}
+        save_tensors(path, {"direction": rd.direction, "means": rd.means, "harmful": self.harmful,
+                            "harmless": self.harmless}, meta)
+
+    @classmethod
+    def load(cls, path) -> Refusal:
+        t, meta = load_tensors(path)
+        rd = RefusalDirection(t["direction"], meta.pop("layer"), meta.pop("position"),
+                              meta.pop("candidates"), t["means"], meta.pop("positions"),
+                              meta.pop("layers"), meta)
+        layer, norm = meta.pop("steering_layer"), meta.pop("resid_norm")
+        return cls(rd, layer, t["harmful"], t["harmless"], norm, meta.get("val_harmful", []))
+
+
+load_refusal = Refusal.load
+
 
 def _split(name: str, n: int, seed: int) -> list[str]:
     return sample([x.instruction for x in load_instructions(name)], n, seed)
 
 
-def _compute_refusal(model, cfg: AuditConfig) -> dict:
+def _compute_refusal(model, cfg: AuditConfig) -> Refusal:
     """Arditi's pipeline on the train/val splits (never on JBB), plus what later stages need."""
     n_layers = model.cfg.n_layers
     layers = sorted(set(range(0, n_layers, cfg.refusal_layer_stride))
@@ -65,32 +84,8 @@ def _compute_refusal(model, cfg: AuditConfig) -> dict:
         filter_prompts=cfg.filter_refusal_prompts, system=cfg.system, batch_size=cfg.batch_size)
     layer = cfg.layer if cfg.layer is not None else rd.layer
     harmful, harmless = acts.at(layer, rd.position)
-    return {"direction": rd, "harmful": harmful, "harmless": harmless, "layer": layer,
-            "resid_norm": acts.resid_norm(layer)}
-
-
-def _save_refusal(value: dict, tmp: str) -> None:
-    rd: RefusalDirection = value["direction"]
-    meta = {**rd.meta, "layer": rd.layer, "position": rd.position, "positions": rd.positions,
-            "layers": rd.layers, "steering_layer": value["layer"],
-            "resid_norm": value["resid_norm"], "candidates": rd.candidates}
-    save_file({"direction": rd.direction.float().contiguous(), "means": rd.means.float().contiguous(),
-               "harmful": value["harmful"].float().contiguous(),
-               "harmless": value["harmless"].float().contiguous()},
-              tmp, metadata={"steerlens": json.dumps(meta, sort_keys=True)})
-
-
-def load_refusal(path: Path) -> Refusal:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["steerlens"])
-    t = load_file(str(path))
-    rd = RefusalDirection(t["direction"], meta.pop("layer"), meta.pop("position"),
-                          meta.pop("candidates"), t["means"], meta.pop("positions"),
-                          meta.pop("layers"), meta)
-    layer, norm = meta.pop("steering_layer"), meta.pop("resid_norm")
-    return Refusal(rd, layer, t["harmful"], t["harmless"], norm, meta.get("val_harmful", []))
+    return Refusal(rd, layer, harmful, harmless, acts.resid_norm(layer),
+                   rd.meta.get("val_harmful", []))
 
 
 REFUSAL_FILES = ["refusal_direction.safetensors", "refusal.json"]
@@ -138,8 +133,8 @@ def _reused(store: RunStore, reuse, name: str, inputs, files: list[str], compute
 
 
 def _refusal_files(store: RunStore, model, cfg: AuditConfig) -> Refusal:
-    ref = store.cached("refusal_direction.safetensors", lambda: _compute_refusal(model, cfg),
-                       _save_refusal, load_refusal)
+    ref = store.artefact("refusal_direction.safetensors", Refusal,
+                         lambda: _compute_refusal(model, cfg))
     rd = ref.direction
     store.cached_json("refusal.json", lambda: {
         **rd.meta, "layer": rd.layer, "position": rd.position, "steering_layer": ref.layer,
@@ -198,23 +193,9 @@ def _compute_subspace(model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
     return sub
 
 
-def _save_subspace(sub: RefusalSubspace, tmp: str) -> None:
-    save_file({"basis": sub.basis.float().contiguous()}, tmp,
-              metadata={"steerlens": json.dumps({"method": sub.method, "evidence": sub.evidence},
-                                                sort_keys=True)})
-
-
-def _load_subspace(path: Path) -> RefusalSubspace:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["steerlens"])
-    return RefusalSubspace(load_file(str(path))["basis"], meta["method"], meta["evidence"])
-
-
 def _subspace_files(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
-    sub = store.cached("refusal_subspace.safetensors", lambda: _compute_subspace(model, cfg, ref),
-                       _save_subspace, _load_subspace)
+    sub = store.artefact("refusal_subspace.safetensors", RefusalSubspace,
+                         lambda: _compute_subspace(model, cfg, ref))
     store.cached_json("subspace.json", lambda: {"method": sub.method, **sub.evidence})
     return sub
 
@@ -230,7 +211,7 @@ def subspace_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
 
 # -- 3. steering vectors ---------------------------------------------------------------------
 
-def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> dict:
+def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> CAAVector:
     items = load_caa(behaviour, "generate")
     items = [items[i] for i in sample(range(len(items)), cfg.n_caa_items, cfg.seed)]
     layers = sorted({lay for lay in ref.direction.layers if lay <= ref.layer} | {ref.layer})
@@ -244,18 +225,24 @@ def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> dict:
             "letter_cosine": cosine(vec, acts.letter_direction()).tolist(),
             "unbalanced_letter_cosine": cosine(acts.diffs[0::2].mean(0),
                                                acts.letter_direction()).tolist()}
-    return {"vector": SteeringVector(vec, layers, "resid_pre", meta),
-            "null": label_shuffled(acts.diffs, cfg.n_shuffled, cfg.seed)[:, layers.index(ref.layer)]}
+    return CAAVector(SteeringVector(vec, layers, "resid_pre", meta),
+                     label_shuffled(acts.diffs, cfg.n_shuffled, cfg.seed)[:, layers.index(ref.layer)])
 
 
-def _save_caa(value: dict, tmp: str) -> None:
-    v: SteeringVector = value["vector"]
-    save_file({"vectors": v.vectors.float().contiguous(), "null": value["null"].float().contiguous()},
-              tmp, metadata={"steerlens": json.dumps(v.header(), sort_keys=True)})
+@dataclass
+class CAAVector:
+    """A behaviour's CAA vector and its label-shuffled nulls at the steering layer."""
 
+    vector: SteeringVector
+    null: torch.Tensor
 
-def _load_caa(path: Path) -> dict:
-    return {"vector": SteeringVector.load(path), "null": load_file(str(path))["null"]}
+    def save(self, path) -> None:
+        save_tensors(path, {"vectors": self.vector.vectors, "null": self.null},
+                     self.vector.header())
+
+    @classmethod
+    def load(cls, path) -> CAAVector:
+        return cls(SteeringVector.load(path), load_tensors(path)[0]["null"])
 
 
 @dataclass
@@ -271,9 +258,9 @@ def vector_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
     vecs, nulls = {}, {}
     for b in cfg.behaviours:
         _log(f"CAA vector: {b} ({cfg.n_caa_items} items, both answer orders)")
-        got = store.cached(f"vectors/{b}.safetensors", lambda b=b: _compute_caa(model, cfg, ref, b),
-                           _save_caa, _load_caa)
-        vecs[b], nulls[b] = got["vector"], got["null"]
+        got = store.artefact(f"vectors/{b}.safetensors", CAAVector,
+                             lambda b=b: _compute_caa(model, cfg, ref, b))
+        vecs[b], nulls[b] = got.vector, got.null
     vecs.update(files)
     if files:
         store.cached_json("vectors/files.json", lambda: {name: {

@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from steerlens.core.hooks import SITES
 from steerlens.core.steering import Positions, Steering, addition, combine
+from steerlens.core.tensorfile import META_KEY as _META_KEY
+from steerlens.core.tensorfile import save_tensors
 from steerlens.errors import SteerlensError
-
-_META_KEY = "steerlens"
 
 
 @dataclass
@@ -84,8 +84,7 @@ class SteeringVector:
     def save(self, path: str | Path) -> None:
         """safetensors tensor + JSON metadata in the header: layers, site, the hook each row is
         added at (TransformerLens names), the operation, provenance."""
-        save_file({"vectors": self.vectors.detach().float().cpu().contiguous()}, str(path),
-                  metadata={_META_KEY: json.dumps(self.header(), sort_keys=True)})
+        save_tensors(path, {"vectors": self.vectors}, self.header())
 
     def header(self) -> dict:
         """What a written file records: provenance, layers, site, the hook each row is added

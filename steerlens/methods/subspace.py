@@ -42,6 +42,18 @@ class RefusalSubspace:
     def k(self) -> int:
         return int(self.basis.shape[0])
 
+    def save(self, path) -> None:
+        from steerlens.core.tensorfile import save_tensors
+
+        save_tensors(path, {"basis": self.basis}, {"method": self.method, "evidence": self.evidence})
+
+    @classmethod
+    def load(cls, path) -> RefusalSubspace:
+        from steerlens.core.tensorfile import load_tensors
+
+        t, meta = load_tensors(path)
+        return cls(t["basis"], meta["method"], meta["evidence"])
+
 
 def _greedy_basis(first: Tensor, candidates: Tensor, labels: list[str], k: int | None,
                   tol: float) -> tuple[Tensor, list[dict]]:
