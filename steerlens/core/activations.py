@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from steerlens.core.hooks import check_layers, hook_name, stop_layer
 from steerlens.core.kvcache import build_prefix_cache, copy_cache, fold_prefix
-from steerlens.core.prompts import PromptSet, left_pad, pad_id
+from steerlens.core.prompts import PromptSet, left_pad, length_batches, pad_id
 from steerlens.core.steering import Steering
 from steerlens.errors import SteerlensError
 
@@ -39,11 +39,6 @@ def _grabber(layers: Sequence[int], site: str, index, out: dict[int, Tensor]) ->
 
     return [(hook_name(lay, site), lambda x, hook, lay=lay: grab(x, hook, lay)) for lay in layers]
 
-
-def _by_length(rows: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Row indices in batches of similar length, so batches carry little padding."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
@@ -72,7 +67,7 @@ def collect_resid(
     device = model.cfg.device
     out = torch.empty(len(prompts), len(layers), len(positions), model.cfg.d_model, device=device)
     pos_index = torch.tensor(positions, device=device)
-    for idx in tqdm(_by_length(prompts.rows, batch_size), desc=desc, disable=desc is None,
+    for idx in tqdm(length_batches(prompts.rows, batch_size), desc=desc, disable=desc is None,
                     leave=False):
         ids, mask = left_pad([prompts.rows[i] for i in idx], pad_id(model.tokenizer))
         grabbed: dict[int, Tensor] = {}
@@ -118,7 +113,7 @@ def collect_last(
     prefix = build_prefix_cache(model, prompts.prefix, stop)
     device = model.cfg.device
     out = torch.empty(len(prompts), len(layers), model.cfg.d_model, device=device)
-    for idx in tqdm(_by_length(stems, batch_size), desc=desc, disable=desc is None, leave=False):
+    for idx in tqdm(length_batches(stems, batch_size), desc=desc, disable=desc is None, leave=False):
         ids, mask = left_pad([stems[i] for i in idx], pad_id(model.tokenizer))
         mask = prefix.full_mask(mask.to(device))
         cache = prefix.fork(model, len(idx))

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from steerlens.core.hooks import hook_name
 from steerlens.core.kvcache import PrefixCache, build_prefix_cache, copy_cache, fold_prefix
-from steerlens.core.prompts import PromptSet, left_pad, pad_id
+from steerlens.core.prompts import PromptSet, left_pad, length_batches, pad_id
 from steerlens.core.steering import RowAdditions, Steering
 
 _STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "</s>")
@@ -179,11 +179,6 @@ def _body_cache(model, prefix: PrefixCache, bodies: list[list[int]], steering: S
     return cache, mask
 
 
-def _batches(prompts: PromptSet, batch_size: int) -> list[list[int]]:
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts.rows[i]))
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 @dataclass
 class _Group:
     """Settings run together on one batch of prompts: row j is prompt `j // k` under
@@ -269,7 +264,7 @@ def generate_grid(
     stop_ids = stop_token_ids(model.tokenizer)
     n = len(prompts)
     cells = {name: Cell([None] * n, [0.0] * n, [[]] * n) for name in settings}
-    batches = _batches(prompts, batch_size)
+    batches = length_batches(prompts.rows, batch_size)
     bar = tqdm(total=len(batches) * len(settings), desc=desc, disable=desc is None, leave=False)
     for idx in batches:
         for g in grid.groups(idx):
@@ -311,7 +306,7 @@ def next_token_logits(
     prompts = fold_prefix(model, prompts)
     prefix = build_prefix_cache(model, prompts.prefix, fwd_hooks=steering.hooks(0))
     out = torch.empty(len(prompts), model.cfg.d_vocab, device=model.cfg.device)
-    for idx in _batches(prompts, batch_size):
+    for idx in length_batches(prompts.rows, batch_size):
         ids, mask = left_pad([prompts.rows[i] for i in idx], pad_id(model.tokenizer))
         ids, mask = ids.to(model.cfg.device), mask.to(model.cfg.device)
         logits = model.run_with_hooks(ids, fwd_hooks=steering.hooks(prompts.n_tail),
@@ -332,7 +327,7 @@ def next_token_logits_grid(
     grid = _Grid(model, prompts, settings, stack * batch_size)
     out = {n: torch.empty(len(prompts), model.cfg.d_vocab, device=model.cfg.device)
            for n in settings}
-    for idx in _batches(prompts, batch_size):
+    for idx in length_batches(prompts.rows, batch_size):
         tails = [prompts.tails[i] for i in idx]
         for g in grid.groups(idx):
             logits, _, _ = _Decoder(model, g.steering, set(), None).first_step(

@@ -208,3 +208,10 @@ def full_batch(prompts: PromptSet, tokenizer) -> Batch:
     """Every row with the prefix put back, left-padded: the plain path, for references."""
     ids, mask = left_pad([prompts.full(i) for i in range(len(prompts))], pad_id(tokenizer))
     return Batch(ids, mask)
+
+
+def length_batches(rows: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar length (sorted by length, stable), so batches carry
+    little padding; shared by activation collection and generation."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]

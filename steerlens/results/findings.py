@@ -18,14 +18,10 @@ from pathlib import Path
 from steerlens.results import verdicts as V
 from steerlens.results.stats import smallest_permutation_p
 from steerlens.results.summary import load_run_data, summarize
-from steerlens.results.text import null_cell, shift_cell, steered_tokens
+from steerlens.results.text import null_cell, points, shift_cell, steered_tokens
 from steerlens.rundir import atomic_write_text
 
 ALPHA = 0.05
-
-
-def _pts(x) -> str:
-    return "n/a" if x is None or x != x else f"{round(100 * x):+d}"
 
 
 def _g(x) -> str:
@@ -38,8 +34,8 @@ def _q(r: dict) -> float:
 
 def _cell(r: dict, o: str = "nonrefusal") -> str:
     g = r if o == "nonrefusal" else r.get("harm", {})
-    return (f"{r['setting']} / {r['attack']}: {_pts(g['delta_asr'])} pts "
-            f"[{_pts(g['delta_ci_low'])}, {_pts(g['delta_ci_high'])}], q={_g(_q(g))}")
+    return (f"{r['setting']} / {r['attack']}: {points(g['delta_asr'])} pts "
+            f"[{points(g['delta_ci_low'])}, {points(g['delta_ci_high'])}], q={_g(_q(g))}")
 
 
 def _generated(vectors: list[dict], outcome: str = "nonrefusal") -> list[dict]:
@@ -55,7 +51,7 @@ def _o(row: dict | None, outcome: str) -> dict:
 
 def _power(s: dict) -> str:
     mde = s["design"]["minimum_detectable_delta_asr"]
-    return f"MDE {_pts(mde)} pts"
+    return f"MDE {points(mde)} pts"
 
 
 # -- the paper's claims, each on one outcome ------------------------------------------------
@@ -140,8 +136,8 @@ def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], list[str]]:
         if not t or f["verdicts"][o] == V.NO_SHIFT:
             continue
         outcomes.append(t["verdict"])
-        lines.append(f"{f['vector']}/{f['attack']}: raw {_pts(_o(f['plus'], o)['delta_asr'])} → "
-                     f"{_pts(t['delta_asr'])} pts (raw vs fixed q={_g(t.get('q_value'))}; fixed ≡ "
+        lines.append(f"{f['vector']}/{f['attack']}: raw {points(_o(f['plus'], o)['delta_asr'])} → "
+                     f"{points(t['delta_asr'])} pts (raw vs fixed q={_g(t.get('q_value'))}; fixed ≡ "
                      f"baseline within ±{round(100 * t['equivalence_margin'])}: TOST p={_g(t['p_tost'])}): "
                      f"{t['verdict']}")
     if f := next((f for f in s["vectors"] if f["mitigation"].get(key, {}).get("duplicate_of")), None):
@@ -219,7 +215,8 @@ def instrument_lines(s: dict) -> list[str]:
              f"attacks {', '.join(d['attacks'])}; refusal judge {s['judge']}"
              + (f", harm judge {harm.get('judge')} (layer {harm.get('layer')} probe)" if harm else
                 ", no harm judge labels") + f"; outcomes: {outcomes}; doses {d['doses']} "
-             f"({d['dose_unit']} unit); **minimum detectable shift {_pts(d['minimum_detectable_delta_asr'])} "
+             f"({d['dose_unit']} unit); **minimum detectable shift "
+             f"{points(d['minimum_detectable_delta_asr'])} "
              f"points** (McNemar score test, α = 0.05, 80% power); {s['n_tests_bh']} named "
              f"hypotheses under BH ({len(s.get('tests', {}).get('excluded', []))} untestable, excluded); "
              f"steered {d['steered_positions']}{steered_tokens(d)}.",
@@ -228,7 +225,7 @@ def instrument_lines(s: dict) -> list[str]:
              f"fallback: {ref.get('fallback') or 'none (passes Arditi)'}."]
     for kind, v in s["validation"].items():
         lines.append(f"- On JBB, {kind}: non-refusal {v['asr']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}], "
-                     f"Δ {_pts(v['delta_asr'])} pts, p={_g(v['p_value'])}: "
+                     f"Δ {points(v['delta_asr'])} pts, p={_g(v['p_value'])}: "
                      f"{'passes' if v['passes'] else '**fails**'}"
                      + (f"; harmful {v['harm_asr']:.2f}" if v.get("harm_asr") is not None else "") + ".")
     lines.append(f"- Subspace: {sub.get('method')}, k = {sub.get('k')} by {sub.get('k_by')}; harmful "
@@ -243,7 +240,7 @@ def instrument_lines(s: dict) -> list[str]:
 
 
 def _shift(g: dict) -> str:
-    return shift_cell(g, _pts, _g, sep=", ")
+    return shift_cell(g, points, _g, sep=", ")
 
 
 def _null(f: dict, o: str) -> str:

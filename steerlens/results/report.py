@@ -18,7 +18,7 @@ from pathlib import Path
 from steerlens.results import figures as F
 from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, load_run_data
-from steerlens.results.text import steered_tokens
+from steerlens.results.text import points, steered_tokens
 from steerlens.rundir import atomic_write_text, read_json
 
 CSS = """
@@ -41,10 +41,6 @@ VERDICT_CLASS = {V.RAISES["nonrefusal"]: "v-weakens", V.LOWERS["nonrefusal"]: "v
 
 def _e(x) -> str:
     return html.escape(str(x))
-
-
-def _pts(x) -> str:
-    return "n/a" if x is None or x != x else f"{round(100 * x):+d}"
 
 
 def _p(x) -> str:
@@ -82,7 +78,7 @@ def _mitigation_cell(f: dict, key: str) -> str:
     m = f["mitigation"].get(key) or {}
     if m.get("duplicate_of"):
         return "= ⊥1 (k = 1)"
-    parts = [f"{'refusal' if o == 'nonrefusal' else 'harm'}: {_pts(t['delta_asr'])} (q {_p(t.get('q_value'))}; "
+    parts = [f"{'refusal' if o == 'nonrefusal' else 'harm'}: {points(t['delta_asr'])} (q {_p(t.get('q_value'))}; "
              f"{_e(t.get('verdict', ''))})" for o, t in m.items() if isinstance(t, dict) and "p_value" in t]
     return "<br>".join(parts) or "n/a"
 
@@ -92,7 +88,7 @@ def _harm_cell(f: dict) -> str:
     if "delta_asr" not in h:
         return "n/a"
     n = f.get("evidence", {}).get("harm", {}).get("null") or {}
-    return (f"{_pts(h['delta_asr'])} [{_pts(h['delta_ci_low'])}, {_pts(h['delta_ci_high'])}] "
+    return (f"{points(h['delta_asr'])} [{points(h['delta_ci_low'])}, {points(h['delta_ci_high'])}] "
             f"q {_p(h.get('q_value'))} ({n.get('count', 0)} of {n.get('n_null', 0)} nulls as extreme)"
             f"<br>{_e(f.get('verdict_harm'))}")
 
@@ -108,7 +104,7 @@ def verdict_table(summary: dict) -> str:
     rows = []
     for f in summary["vectors"]:
         p, ov = f["plus"], f.get("overlap") or {}
-        ci = (f"{_pts(p.get('delta_asr'))} [{_pts(p.get('delta_ci_low'))}, {_pts(p.get('delta_ci_high'))}] "
+        ci = (f"{points(p.get('delta_asr'))} [{points(p.get('delta_ci_low'))}, {points(p.get('delta_ci_high'))}] "
               f"({_int(f.get('null_percentile_delta_asr'))}, {f.get('n_null_generated', 0)})")
         shift = _mean((p.get("projection_shift") or [])[1:] or p.get("projection_shift"))
         rows.append(
@@ -133,7 +129,7 @@ def design_block(summary: dict) -> str:
            f"{len(d['categories'])} categories; attacks {_e(', '.join(d['attacks'] or []))}; "
            f"judge <b>{_e(summary.get('judge'))}</b>; dose unit {_e(d['dose_unit'])}; "
            f"steering {_e(d['steered_positions'])}{_e(steered_tokens(d))}. <b>Smallest shift this design detects</b> "
-           f"(McNemar score test, α = {d['alpha']}, 80% power): {_pts(d['minimum_detectable_delta_asr'])} "
+           f"(McNemar score test, α = {d['alpha']}, 80% power): {points(d['minimum_detectable_delta_asr'])} "
            f"points; a verdict also needs the shift beyond ≥ {d.get('nulls_needed', 20)} generated nulls. "
            f"Outcomes: {_e(', '.join(V.OUTCOME_NAMES[o] for o in d.get('outcomes', [])))}. "
            f"{summary.get('n_tests_bh', 0)} named hypotheses, Benjamini–Hochberg q-values.</p>"]
@@ -144,7 +140,7 @@ def design_block(summary: dict) -> str:
     for kind, v in (summary.get("validation") or {}).items():
         if not v["passes"]:
             out.append(f"<div class=warn>Refusal check on JBB fails: {_e(kind)} moves ASR by "
-                       f"{_pts(v['delta_asr'])} points (p {_p(v['p_value'])}).</div>")
+                       f"{points(v['delta_asr'])} points (p {_p(v['p_value'])}).</div>")
     for f in summary["vectors"]:
         if (f.get("behaviour") or {}).get("steers", {}).get(f"{abs(f['dose']):g}") is False:
             out.append(f"<div class=warn>{_e(f['vector'])} does not move its own behaviour at dose "

@@ -5,6 +5,11 @@ from __future__ import annotations
 from steerlens.results.verdicts import OUTCOME_NAMES
 
 
+def points(x) -> str:
+    """A share as signed whole points ("+12"), "n/a" when missing."""
+    return "n/a" if x is None or x != x else f"{round(100 * x):+d}"
+
+
 def _pct(x) -> str:
     return "  n/a" if x is None or x != x else f"{100 * x:+4.0f}"
 
