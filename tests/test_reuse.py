@@ -82,7 +82,8 @@ OTHER = {"layer": 3, "n_refusal_train": 9, "n_refusal_val": 5, "refusal_layer_st
          "refusal_positions": "all", "filter_refusal_prompts": False, "seed": 1,
          "system": "Be brief.", "batch_size": 3, "n_category": 2, "k": 2, "n_goals": 7,
          "n_benign": 3, "judge": "refusal_string_strict", "max_new_tokens": 5, "n_null_screen": 1,
-         "n_null_generate": 1, "doses": (1.0,), "dose_unit": "paper"}
+         "n_null_generate": 1, "doses": (1.0,), "dose_unit": "paper", "n_null_covariance": 2,
+         "n_null_pairs": 2}
 
 
 @pytest.mark.parametrize("field", stages._REFUSAL_FIELDS)

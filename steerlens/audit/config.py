@@ -19,6 +19,18 @@ from steerlens.errors import SteerlensError
 
 DOSE_UNITS = ("resid", "paper")
 
+# The 20 behaviours of the vector library: CAA's seven, Anthropic's twelve other
+# advanced-ai-risk sets and one persona set (datasets.behaviours).
+LIBRARY_BEHAVIOURS = (
+    "coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward",
+    "survival-instinct", "sycophancy", "refusal", "coordinate-itself", "coordinate-other-versions",
+    "corrigible-less-HHH", "corrigible-more-HHH", "one-box-tendency", "power-seeking-inclination",
+    "self-awareness-general-ai", "self-awareness-good-text-model", "self-awareness-text-model",
+    "self-awareness-training-architecture", "self-awareness-web-gpt", "wealth-seeking-inclination",
+    "openness")
+LIBRARY_METHOD_BEHAVIOURS = ("corrigible-neutral-HHH", "survival-instinct", "power-seeking-inclination",
+                             "sycophancy")
+
 PRESETS: dict[str, dict] = {
     # A verdict in about 10 minutes on a 2-core CPU. Every preset generates 20 null cells per
     # attack and dose (random + label-shuffled): the fewest with which a vector can be beyond
@@ -35,6 +47,27 @@ PRESETS: dict[str, dict] = {
                      n_refusal_val=64, refusal_layer_stride=2, refusal_positions="last",
                      doses=(0.15,), dose_sweep=(-0.3, -0.15, 0.15, 0.3), max_new_tokens=64,
                      n_null_screen=64, n_null_generate=14, n_shuffled=2, n_category=8),
+    # The vector library (issue: "why", claim 3 with the vector as the unit): every behaviour's
+    # CAA vector, +v only, at one dose on all 100 goals, with label-shuffled, covariance and
+    # prompt-pair nulls generated beside the random ones, and +v screened at three more doses.
+    # `python -m steerlens.audit.study` runs it, then "library-methods" on the same model.
+    "library": dict(behaviours=LIBRARY_BEHAVIOURS, attacks=("none",), n_goals=100, n_benign=0,
+                    n_caa_items=48, n_behaviour_test=24, n_refusal_train=96, n_refusal_val=48,
+                    refusal_layer_stride=3, refusal_positions="last", doses=(0.15,),
+                    dose_sweep=(-0.15, 0.15), max_new_tokens=64, n_null_screen=32,
+                    n_null_generate=8, n_shuffled=1, n_category=0, methods=("mean_difference",),
+                    vector_settings=("plus",), screen_doses=(0.05, 0.1, 0.3),
+                    n_null_covariance=8, n_null_pairs=8),
+    # The other extraction methods on four behaviours (mean_centred is left out: with the
+    # pairs' own mean as reference it is CAA / 2, the same vector once dosed).
+    "library-methods": dict(behaviours=LIBRARY_METHOD_BEHAVIOURS, attacks=("none",), n_goals=100,
+                            n_benign=0, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
+                            n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
+                            doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
+                            n_null_screen=32, n_null_generate=8, n_shuffled=0, n_category=0,
+                            methods=("pca_diff", "pca_center", "linear_probe", "actadd"),
+                            vector_settings=("plus",), screen_doses=(0.05, 0.1, 0.3),
+                            n_null_covariance=8, n_null_pairs=8),
     # The paper's grid, for GPUs.
     "paper": dict(behaviours=("coordinate-other-ais", "corrigible-neutral-HHH", "hallucination",
                               "myopic-reward", "survival-instinct", "sycophancy", "refusal"),
@@ -115,9 +148,29 @@ class AuditConfig:
     system: str | None = opt(None, "system prompt (default: the template's own)")
     preset: str = "quick"
     version: str = __version__
+    # Fields added after the first findings runs. At their default they are left out of
+    # config.json and the hash (`ADDED_FIELDS`), so those runs' pinned commands still give
+    # their hash; any other value is recorded like every field.
+    methods: tuple[str, ...] = opt(
+        ("mean_difference",), "extraction methods per behaviour, over the same pair "
+        "activations: mean_difference (CAA), pca_diff, pca_center, linear_probe, mean_centred, "
+        "actadd (methods.extraction)", nargs="+")
+    vector_settings: tuple[str, ...] = opt(
+        ("plus", "minus", "perp1", "perpk"), "per-vector settings generated at each audited "
+        "dose: plus (+v), minus (-v), perp1 (+v orthogonalised against the refusal direction), "
+        "perpk (against the subspace)", nargs="+")
+    screen_doses: tuple[float, ...] = opt(
+        (), "further doses at which each vector's +v is screened at the first decode step "
+        "(refusal score and projections; no generation): the dose-response slope", nargs="+",
+        type=float)
+    n_null_covariance: int = opt(0, "generated null directions drawn from the covariance of "
+                                 "residual activations at the steering layer", type=int)
+    n_null_pairs: int = opt(0, "generated null directions: differences of random prompt pairs' "
+                            "activations (ActAdd-shaped)", type=int)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        return {k: v for k, v in d.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
 
     @classmethod
     def from_json(cls, d: dict) -> AuditConfig:
@@ -136,6 +189,11 @@ class AuditConfig:
 
     def resolved(self, device: str, dtype: str, batch_size: int) -> AuditConfig:
         return replace(self, device=device, dtype=dtype, batch_size=batch_size)
+
+
+ADDED_FIELDS = {f.name: f.default for f in fields(AuditConfig)
+                if f.name in ("methods", "vector_settings", "screen_doses", "n_null_covariance",
+                              "n_null_pairs")}
 
 
 @dataclass(frozen=True)
@@ -173,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "of random directions, and the mitigations.")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="sizes: quick (a verdict in ~10 min on 2 CPU cores), standard (all 100 "
-                        "goals, 3 behaviours, 2 attacks), paper (the paper's grid, for GPUs)")
+                        "goals, 3 behaviours, 2 attacks), paper (the paper's grid, for GPUs), "
+                        "library and library-methods (the vector library: python -m "
+                        "steerlens.audit.study)")
     for f in fields(AuditConfig):
         if "help" in f.metadata:
             kw = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
@@ -215,7 +275,28 @@ def _check_judge(name: str) -> None:
         raise SteerlensError(f"unknown judge {name!r}", fix=f"use one of: {', '.join(JUDGES)}")
 
 
-_TUPLES = ("behaviours", "attacks", "doses", "dose_sweep")
+_TUPLES = ("behaviours", "attacks", "doses", "dose_sweep", "methods", "vector_settings",
+           "screen_doses")
+VECTOR_SETTINGS = ("plus", "minus", "perp1", "perpk")
+
+
+def _check_study_fields(cfg: AuditConfig) -> None:
+    from steerlens.methods.extraction import METHODS
+
+    for m in cfg.methods:
+        if m not in METHODS:
+            raise SteerlensError(f"unknown extraction method {m!r}",
+                                 fix=f"use one of: {', '.join(METHODS)}")
+    for s in cfg.vector_settings:
+        if s not in VECTOR_SETTINGS:
+            raise SteerlensError(f"unknown vector setting {s!r}",
+                                 fix=f"use some of: {', '.join(VECTOR_SETTINGS)}")
+    if "plus" not in cfg.vector_settings:
+        raise SteerlensError("--vector-settings must include plus (every verdict rests on +v)",
+                             fix="e.g. --vector-settings plus")
+    if min(cfg.n_null_covariance, cfg.n_null_pairs) < 0 or any(d <= 0 for d in cfg.screen_doses):
+        raise SteerlensError("null counts must be 0 or more and screen doses positive",
+                             fix="e.g. --n-null-covariance 10 --screen-doses 0.05 0.3")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]:
@@ -239,14 +320,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]
 def validate(cfg: AuditConfig) -> None:
     """Fail before any model work on inputs that cannot be right."""
     from steerlens.datasets.attacks import get_attack
-    from steerlens.datasets.loaders import CAA_BEHAVIOURS
+    from steerlens.datasets.behaviours import BEHAVIOURS
 
     for b in cfg.behaviours:
-        if b not in CAA_BEHAVIOURS:
-            raise SteerlensError(f"unknown behaviour {b!r}", fix=f"choose from: {', '.join(CAA_BEHAVIOURS)}")
+        if b not in BEHAVIOURS:
+            raise SteerlensError(f"unknown behaviour {b!r}", fix=f"choose from: {', '.join(BEHAVIOURS)}")
     for a in cfg.attacks:
         get_attack(a)
     _check_judge(cfg.judge)
+    _check_study_fields(cfg)
     for v in cfg.vectors:
         if not Path(v).is_file():
             raise SteerlensError(f"--vector file {v} not found", fix="check the path")

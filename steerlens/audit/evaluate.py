@@ -31,6 +31,9 @@ class Kind(str, Enum):
     PERPK = "+v_perpk"  # orthogonalised against the refusal subspace
     RANDOM = "random"  # norm-matched random direction (null)
     SHUFFLED = "shuffled"  # label-shuffled CAA vector (null)
+    COVARIANCE = "covariance"  # drawn from the covariance of residual activations (null)
+    PAIR_DIFF = "pair_diff"  # difference of a random prompt pair's activations (null)
+    SCREEN = "+v_screen"  # +v at a further dose, screened at the first step only
     REFUSAL_ABLATED = "refusal_ablated"  # directional ablation of the refusal direction
     SUBSPACE_ABLATED = "subspace_ablated"  # ablation of the k-D refusal subspace
     REFUSAL_ADDED = "refusal_added"  # the refusal direction added at its layer

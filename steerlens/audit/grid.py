@@ -21,7 +21,8 @@ from steerlens.rundir import RunStore
 JOB_SETTINGS = 8
 MODEL_OWNERS = ("model", "validation")  # blocks that no audited vector touches
 _HARMFUL_FIELDS = ("n_goals", "judge", "max_new_tokens", "system", "batch_size", "seed",
-                   "n_null_screen", "n_null_generate", "doses", "dose_unit")
+                   "n_null_screen", "n_null_generate", "doses", "dose_unit", "n_null_covariance",
+                   "n_null_pairs")
 _BENIGN_FIELDS = ("n_benign", "judge", "max_new_tokens", "system", "batch_size")
 _VALIDATION_FIELDS = ("n_goals", "judge", "max_new_tokens", "system", "batch_size")
 

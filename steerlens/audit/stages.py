@@ -19,7 +19,8 @@ from steerlens.core.prompts import chat_prompts
 from steerlens.core.steering import ablation, addition
 from steerlens.core.tensorfile import load_tensors, save_tensors
 from steerlens.core.vectors import SteeringVector
-from steerlens.datasets.loaders import load_caa, load_categorized, load_instructions
+from steerlens.datasets.behaviours import behaviour_split
+from steerlens.datasets.loaders import load_categorized, load_instructions
 from steerlens.errors import SteerlensError
 from steerlens.methods.caa import balanced, label_shuffled, pair_activations
 from steerlens.methods.refusal import RefusalDirection, refusal_scores, sample, select_refusal_direction
@@ -211,12 +212,18 @@ def subspace_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
 
 # -- 3. steering vectors ---------------------------------------------------------------------
 
-def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> CAAVector:
-    items = load_caa(behaviour, "generate")
+def _caa_acts(model, cfg: AuditConfig, ref: Refusal, behaviour: str):
+    """The behaviour's sampled CAA items (both answer orders) read at every layer up to the
+    steering layer: the pair activations every extraction method shares."""
+    items = behaviour_split(behaviour, "generate")
     items = [items[i] for i in sample(range(len(items)), cfg.n_caa_items, cfg.seed)]
     layers = sorted({lay for lay in ref.direction.layers if lay <= ref.layer} | {ref.layer})
     acts = pair_activations(model, balanced(items), layers, system=cfg.system,
                             batch_size=cfg.batch_size, desc=f"CAA {behaviour}")
+    return items, layers, acts
+
+
+def _caa_from(items, layers, acts, cfg: AuditConfig, ref: Refusal, behaviour: str) -> CAAVector:
     from steerlens.methods.caa import split_half_cosine
 
     vec = acts.diffs.mean(0)
@@ -227,6 +234,25 @@ def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> CAAVe
                                                acts.letter_direction()).tolist()}
     return CAAVector(SteeringVector(vec, layers, "resid_pre", meta),
                      label_shuffled(acts.diffs, cfg.n_shuffled, cfg.seed)[:, layers.index(ref.layer)])
+
+
+def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> CAAVector:
+    items, layers, acts = _caa_acts(model, cfg, ref, behaviour)
+    return _caa_from(items, layers, acts, cfg, ref, behaviour)
+
+
+def _method_vector(acts, layers, method: str, behaviour: str) -> SteeringVector:
+    """Another extraction method over the same pair activations (`methods.extraction`)."""
+    from steerlens.methods.extraction import extract
+
+    sv = extract(acts, layers, method, behaviour=behaviour)
+    sv.meta["method"] = method
+    return sv
+
+
+def vector_name(behaviour: str, method: str) -> str:
+    """CAA vectors keep the behaviour's name; other methods' are `behaviour:method`."""
+    return behaviour if method == "mean_difference" else f"{behaviour}:{method}"
 
 
 @dataclass
@@ -253,14 +279,36 @@ class Vectors:
     nulls: dict[str, torch.Tensor]
 
 
+def _behaviour_vectors(store: RunStore, model, cfg: AuditConfig, ref: Refusal, b: str):
+    """The behaviour's CAA vector (and shuffled nulls) and its other methods' vectors, each in
+    its own file; the pair activations are computed once, only if a file is missing."""
+    names = {m: f"vectors/{b}.safetensors" if m == "mean_difference" else
+             f"vectors/{b}.{m}.safetensors" for m in ("mean_difference", *cfg.methods)}
+    cache: dict = {}
+
+    def acts():
+        if not cache:
+            _log(f"pair activations: {b} ({cfg.n_caa_items} items, both answer orders)")
+            cache["v"] = _caa_acts(model, cfg, ref, b)
+        return cache["v"]
+
+    caa = store.artefact(names["mean_difference"], CAAVector,
+                         lambda: _caa_from(*acts(), cfg, ref, b))
+    out = {vector_name(b, m): store.artefact(
+        names[m], SteeringVector, lambda m=m: _method_vector(acts()[2], acts()[1], m, b))
+        for m in cfg.methods if m != "mean_difference"}
+    if "mean_difference" in cfg.methods:
+        out = {b: caa.vector, **out}
+    return out, caa.null
+
+
 def vector_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
                  files: dict[str, SteeringVector]) -> Vectors:
     vecs, nulls = {}, {}
     for b in cfg.behaviours:
-        _log(f"CAA vector: {b} ({cfg.n_caa_items} items, both answer orders)")
-        got = store.artefact(f"vectors/{b}.safetensors", CAAVector,
-                             lambda b=b: _compute_caa(model, cfg, ref, b))
-        vecs[b], nulls[b] = got.vector, got.null
+        got, null = _behaviour_vectors(store, model, cfg, ref, b)
+        vecs.update(got)
+        nulls[b] = null
     vecs.update(files)
     if files:
         store.cached_json("vectors/files.json", lambda: {name: {
@@ -313,9 +361,9 @@ def _compute_dose(model, cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> di
     for name, sv in vectors.vectors.items():
         v = sv.at(ref.layer)
         rec = {"raw_norm": float(v.norm()), "relative_norm": float(v.norm()) / ref.resid_norm}
-        if sv.meta.get("kind") == "caa":
+        if sv.meta.get("kind") == "caa" or sv.meta.get("method"):
             _log(f"behaviour effect: {name} at doses {doses}")
-            items = load_caa(name, "test")[: cfg.n_behaviour_test]
+            items = behaviour_split(sv.meta.get("behaviour", name), "test")[: cfg.n_behaviour_test]
             settings = {f"{d:+g}": addition(dosed(v, d, scale).to(model.cfg.device), ref.layer)
                         for d in doses}
             rec["effect"] = behaviour_effect(model, items, settings, cfg.batch_size, cfg.system)
@@ -366,30 +414,67 @@ def _null_directions(n: int, d: int, seed: int) -> torch.Tensor:
     return torch.randn(n, d, generator=g)
 
 
-def build_settings(cfg: AuditConfig, model, ref: Refusal, sub: RefusalSubspace, vectors: Vectors,
-                   scale: float) -> list:
-    """Every steering condition: baseline; per vector and dose +v, -v, +v_perp1, +v_perpk and
-    label-shuffled nulls; per dose the random-direction null; the refusal validation."""
+def _vector_settings(cfg: AuditConfig, name: str, v: torch.Tensor, d: float, add, r, basis,
+                     nulls) -> list:
+    """One vector's settings at dose `d`: those `cfg.vector_settings` names, then its
+    label-shuffled nulls."""
     from steerlens.audit.evaluate import Kind, Setting
     from steerlens.core.geometry import orthogonalize, orthogonalize_subspace
+
+    tag = f"{name}@{d:g}"
+    make = {"plus": lambda: Setting(f"{tag}+v", Kind.PLUS, add(v), name, d),
+            "minus": lambda: Setting(f"{tag}-v", Kind.MINUS, add(-v), name, -d),
+            "perp1": lambda: Setting(f"{tag}+v_perp1", Kind.PERP1, add(orthogonalize(v, r)), name, d),
+            "perpk": lambda: Setting(f"{tag}+v_perpk", Kind.PERPK,
+                                     add(orthogonalize_subspace(v, basis)), name, d)}
+    out = [make[k]() for k in ("plus", "minus", "perp1", "perpk") if k in cfg.vector_settings]
+    return out + [Setting(f"{tag}shuffled{j}", Kind.SHUFFLED, add(n), name, d)
+                  for j, n in enumerate(nulls)]
+
+
+def null_directions(cfg: AuditConfig, ref: Refusal, d_model: int) -> dict:
+    """The model-level null directions by kind: isotropic random (screened and generated),
+    covariance draws and prompt-pair differences of the refusal train activations at the
+    steering layer (harmful and harmless prompts together; `methods.nulls`)."""
+    from steerlens.methods.nulls import covariance_directions, pair_differences
+
+    acts = torch.cat([ref.harmful, ref.harmless]).float()
+    return {"random": _null_directions(cfg.n_null_screen + cfg.n_null_generate, d_model, cfg.seed),
+            "covariance": covariance_directions(acts, cfg.n_null_covariance, cfg.seed),
+            "pair_diff": pair_differences(acts, cfg.n_null_pairs, cfg.seed)}
+
+
+def _model_nulls(cfg: AuditConfig, nulls: dict, d: float, scale: float, add) -> list:
+    from steerlens.audit.evaluate import Kind, Setting
+
+    out = [Setting(f"random{i}@{d:g}", Kind.RANDOM, add(dosed(x, d, scale)), None, d,
+                   generate=i < cfg.n_null_generate) for i, x in enumerate(nulls["random"])]
+    out += [Setting(f"covariance{i}@{d:g}", Kind.COVARIANCE, add(dosed(x, d, scale)), None, d)
+            for i, x in enumerate(nulls["covariance"])]
+    return out + [Setting(f"pairdiff{i}@{d:g}", Kind.PAIR_DIFF, add(dosed(x, d, scale)), None, d)
+                  for i, x in enumerate(nulls["pair_diff"])]
+
+
+def build_settings(cfg: AuditConfig, model, ref: Refusal, sub: RefusalSubspace, vectors: Vectors,
+                   scale: float) -> list:
+    """Every steering condition: baseline; per vector and dose +v, -v, +v_perp1, +v_perpk (those
+    `cfg.vector_settings` names) and label-shuffled nulls; +v screened at `cfg.screen_doses`;
+    per dose the model-level nulls (random, covariance, prompt-pair differences)."""
+    from steerlens.audit.evaluate import Kind, Setting
 
     dev, L = model.cfg.device, ref.layer
     r, basis = ref.direction.at(L), sub.basis[: sub.evidence["k"]]
     add = lambda v: addition(v.float().to(dev), L)  # noqa: E731
+    nulls = null_directions(cfg, ref, model.cfg.d_model)
     out = [Setting("baseline", Kind.BASELINE)]
     for d in cfg.doses:
         for name, sv in vectors.vectors.items():
-            v = dosed(sv.at(L), d, scale)
-            tag = f"{name}@{d:g}"
-            out += [Setting(f"{tag}+v", Kind.PLUS, add(v), name, d),
-                    Setting(f"{tag}-v", Kind.MINUS, add(-v), name, -d),
-                    Setting(f"{tag}+v_perp1", Kind.PERP1, add(orthogonalize(v, r)), name, d),
-                    Setting(f"{tag}+v_perpk", Kind.PERPK, add(orthogonalize_subspace(v, basis)), name, d)]
-            out += [Setting(f"{tag}shuffled{j}", Kind.SHUFFLED, add(dosed(n, d, scale)), name, d)
-                    for j, n in enumerate(vectors.nulls.get(name, []))]
-        rand = _null_directions(cfg.n_null_screen + cfg.n_null_generate, model.cfg.d_model, cfg.seed)
-        out += [Setting(f"random{i}@{d:g}", Kind.RANDOM, add(dosed(x, d, scale)), None, d,
-                        generate=i < cfg.n_null_generate) for i, x in enumerate(rand)]
+            shuffled = [dosed(n, d, scale) for n in vectors.nulls.get(name, [])]
+            out += _vector_settings(cfg, name, dosed(sv.at(L), d, scale), d, add, r, basis, shuffled)
+        out += _model_nulls(cfg, nulls, d, scale, add)
+    for d in cfg.screen_doses:
+        out += [Setting(f"{name}@{d:g}+v_screen", Kind.SCREEN, add(dosed(sv.at(L), d, scale)),
+                        name, d, generate=False) for name, sv in vectors.vectors.items()]
     return out
 
 

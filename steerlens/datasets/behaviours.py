@@ -150,3 +150,18 @@ def load_behaviour(name: str, n: int | None = None) -> list[ABItem]:
         behaviour_path(name)  # raises for an unknown name
         items = _ai_risk(name)
     return items if n is None else items[:n]
+
+
+N_TEST = 50  # held-out items of a model-written-evals set (CAA's own test sets hold 50)
+
+
+def behaviour_split(name: str, split: str) -> list[ABItem]:
+    """A behaviour's items to extract a vector from ("generate") or to measure its effect on
+    ("test"): CAA's own splits for its seven; for the model-written-evals sets, the last
+    `N_TEST` items in file order are the test split and the rest generate (disjoint)."""
+    if split not in ("generate", "test"):
+        raise DataError(f"unknown split {split!r}", fix="use 'generate' or 'test'")
+    if BEHAVIOURS.get(name) == "caa":
+        return load_caa(name, split)
+    items = load_behaviour(name)
+    return items[:-N_TEST] if split == "generate" else items[-N_TEST:]

@@ -12,7 +12,7 @@ import statistics
 import plotly.graph_objects as go
 
 from steerlens.results import verdicts as V
-from steerlens.results.summary import RunData
+from steerlens.results.summary import NULL_KINDS, RunData
 
 LAYOUT = dict(height=420, margin=dict(l=80, r=30, t=60, b=110),
               legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
@@ -47,7 +47,7 @@ def delta_asr(summary: dict) -> go.Figure:
         col.append(COLORS.get(f.get("verdict"), "#333"))
     fig.add_bar(x=labels, y=ys, marker_color=col, name="vector +v",
                 error_y=dict(type="data", array=hi, arrayminus=lo))
-    nulls = [r for r in summary["rows"] if r["kind"] in ("random", "shuffled") and "delta_asr" in r]
+    nulls = [r for r in summary["rows"] if r["kind"] in NULL_KINDS and "delta_asr" in r]
     fig.add_scatter(x=[f"null ({r['attack']})" for r in nulls], y=[100 * r["delta_asr"] for r in nulls],
                     mode="markers", marker=dict(color="#7f7f7f", size=9, symbol="x"),
                     name="null directions (generated)", text=[r["setting"] for r in nulls])
@@ -61,7 +61,7 @@ def screen_null(summary: dict) -> go.Figure:
                yaxis_title="Δ refusal log-odds (harmful goals)")
     for attack in sorted({r["attack"] for r in summary["rows"]}):
         null = [r["refusal_score_shift"] for r in summary["rows"] if r["attack"] == attack
-                and r["kind"] in ("random", "shuffled") and "refusal_score_shift" in r]
+                and r["kind"] in NULL_KINDS and "refusal_score_shift" in r]
         if null:
             fig.add_box(y=null, x=[attack] * len(null), name=f"null ({attack})", boxpoints="all",
                         jitter=0.4, marker_color="#999", showlegend=attack == summary["rows"][0]["attack"])
@@ -106,7 +106,7 @@ def projection_shift(summary: dict) -> go.Figure:
         shift = r.get("projection_shift") or []
         if not shift or r["kind"] == "baseline":
             continue
-        null = r["kind"] in ("random", "shuffled")
+        null = r["kind"] in NULL_KINDS
         if null and not r["generated"]:
             continue
         x = layers[: len(shift)] if len(layers) >= len(shift) else list(range(len(shift)))

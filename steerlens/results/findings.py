@@ -17,7 +17,7 @@ from pathlib import Path
 
 from steerlens.results import verdicts as V
 from steerlens.results.stats import smallest_permutation_p
-from steerlens.results.summary import load_run_data, summarize
+from steerlens.results.summary import NULL_KINDS, load_run_data, summarize
 from steerlens.results.text import null_cell, points, shift_cell, steered_tokens
 from steerlens.rundir import atomic_write_text
 
@@ -183,7 +183,7 @@ def claim_null(s: dict, o: str) -> dict:
     fs = _generated(s["vectors"], o)
     sig = [f for f in fs if f["verdicts"][o] != V.NO_SHIFT]
     beyond = [f for f in sig if f["verdicts"][o] in V.REAL]
-    nulls = [r for r in s["rows"] if r["kind"] in ("random", "shuffled") and "delta_asr" in _o(r, o)]
+    nulls = [r for r in s["rows"] if r["kind"] in NULL_KINDS and "delta_asr" in _o(r, o)]
     null_sig = sum(_o(r, o).get("mcnemar_p_value", 1.0) < ALPHA for r in nulls)
     m = fs[0]["evidence"][o]["null"]["n_null"] if fs else 0
     measured = (f"{len(beyond)} of {len(sig)} significant vector cells beyond the generated null "

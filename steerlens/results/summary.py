@@ -33,7 +33,7 @@ from steerlens.results.stats import (
 from steerlens.results.verdicts import ALPHA, NO_SHIFT, OUTCOMES, fix_verdict, null_test, shift_verdict
 from steerlens.rundir import read_json
 
-NULL_KINDS = ("random", "shuffled")
+NULL_KINDS = ("random", "shuffled", "covariance", "pair_diff")  # generated nulls, by kind
 
 
 @dataclass
@@ -265,21 +265,30 @@ def _mitigation(data: RunData, attack: str, rec: dict, margin: float) -> dict:
     return out
 
 
+def _effect(f: dict, outcome: str) -> float:
+    """(Δ(+v) - Δ(-v)) / 2 when -v was generated, else Δ(+v)."""
+    plus = _get(f["plus"], outcome)["delta_asr"]
+    return (plus - _get(f["minus"], outcome)["delta_asr"]) / 2 if f["minus"] else plus
+
+
 def regressions(findings: list[dict], outcome: str = "nonrefusal") -> dict:
     """The shift of one outcome against cosine and against the refusal-projection shift, one
-    point per vector (the antisymmetric effect (Δ(+v) - Δ(-v)) / 2), with permutation p-values."""
+    point per vector, with permutation p-values: the antisymmetric effect (Δ(+v) - Δ(-v)) / 2
+    when every vector's -v was generated, else Δ(+v) of the vectors (a +v-only design)."""
     out = {}
     for attack in sorted({f["attack"] for f in findings}):
         for dose in sorted({f["dose"] for f in findings}):
-            pts = [f for f in findings if f["attack"] == attack and f["dose"] == dose and f["minus"]
-                   and "delta_asr" in _get(f["plus"], outcome) and "delta_asr" in _get(f["minus"], outcome)]
-            y = [(_get(f["plus"], outcome)["delta_asr"] - _get(f["minus"], outcome)["delta_asr"]) / 2
-                 for f in pts]
+            sel = [f for f in findings if f["attack"] == attack and f["dose"] == dose
+                   and "delta_asr" in _get(f["plus"], outcome)]
+            both = all(f["minus"] and "delta_asr" in _get(f["minus"], outcome) for f in sel)
+            pts = sel if both else [f for f in sel if not f["minus"]]
+            y = [_effect(f, outcome) for f in pts]
             x_cos = [f["overlap"].get("cosine", float("nan")) for f in pts]
             x_proj = [_mean(f["plus"].get("projection_shift", [])[1:] or
                             f["plus"].get("projection_shift", [])) for f in pts]
             out[f"{attack}@{dose:g}"] = {
                 "vectors": [f["vector"] for f in pts], "effect": y, "outcome": outcome,
+                "effect_kind": "antisymmetric" if both else "plus",
                 "cosine": permutation_correlation(x_cos, y),
                 "projection_shift": permutation_correlation(x_proj, y)}
     return out

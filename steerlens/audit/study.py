@@ -1,0 +1,143 @@
+"""The vector-library study: why a steering vector weakens refusals, with the vector as the unit.
+
+`python -m steerlens.audit.study --out DIR` runs, on one model:
+1. `DIR/caa`: the `library` preset (20 behaviours' CAA vectors, +v at the audited dose on all
+   100 JBB goals, label-shuffled / covariance / prompt-pair / random nulls generated, +v screened
+   at three more doses);
+2. `DIR/methods`: the `library-methods` preset (four more extraction methods on four
+   behaviours; the refusal direction and every model-level cell come from the reuse store,
+   exactly the first run's);
+3. `DIR/layer_scan.json`: the layer-fragility scan, isotropic random directions at every layer
+   screened at the first decode step (where is the model fragile?);
+4. `DIR/library.json` and `DIR/library.md`: the analysis (`results.library`).
+
+Each step is resumable (`--resume`): the audits continue their own runs, the scan and the
+analysis are written atomically once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from steerlens.errors import SteerlensError
+
+RUNS = {"caa": "library", "methods": "library-methods"}
+
+
+def _log(msg: str) -> None:
+    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
+
+
+def _audit(out: Path, preset: str, model: str, resume: bool) -> float:
+    from steerlens.audit.run import main
+
+    args = ["--preset", preset, "--model", model, "--out", str(out), "--no-report"]
+    t = time.time()
+    if main(args + (["--resume"] if resume and out.exists() else [])) != 0:
+        raise SteerlensError(f"the {preset} audit in {out} failed", fix="see the error above")
+    return time.time() - t
+
+
+def layer_norms(model, prompts: list[str], layers: list[int], batch_size: int) -> list[float]:
+    """Mean residual norm (resid_pre, last prompt token) of `prompts` at each layer: each
+    layer's dose unit in the scan, as the audit's `resid` unit is at the steering layer."""
+    from steerlens.core.activations import collect_resid
+    from steerlens.core.prompts import chat_prompts
+
+    acts = collect_resid(model, chat_prompts(model.tokenizer, prompts), layers,
+                         batch_size=batch_size, desc=None)
+    return [float(x) for x in acts[:, :, -1].norm(dim=-1).mean(0)]
+
+
+def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 8, dose: float = 0.15,
+               seed: int = 0, batch_size: int = 16) -> dict:
+    """First-token refusal score (log-odds) of JBB goals with an isotropic random direction of
+    `dose` x the layer's mean residual norm added from the end of the user's message on, at
+    every layer; per layer the shift against the unsteered score, per direction."""
+    from steerlens.audit.stages import _null_directions, dosed
+    from steerlens.core.generation import next_token_logits_grid, refusal_log_odds
+    from steerlens.core.prompts import chat_prompts
+    from steerlens.core.steering import Steering, addition
+    from steerlens.methods.refusal import refusal_token_ids
+
+    layers = list(range(model.cfg.n_layers))
+    norms = layer_norms(model, harmful, layers, batch_size)
+    dirs = _null_directions(n_dirs, model.cfg.d_model, seed)
+    dev = model.cfg.device
+    settings = {"unsteered": Steering()}
+    for lay, norm in zip(layers, norms):
+        settings.update({f"L{lay}_{i}": addition(dosed(x, dose, norm).to(dev), lay)
+                         for i, x in enumerate(dirs)})
+    logits = next_token_logits_grid(model, chat_prompts(model.tokenizer, goals), settings, batch_size)
+    ids = refusal_token_ids(model.tokenizer)
+    score = {k: refusal_log_odds(v, ids).cpu().double() for k, v in logits.items()}
+    base = score.pop("unsteered")
+    per_layer = {str(lay): [float((score[f"L{lay}_{i}"] - base).mean()) for i in range(n_dirs)]
+                 for lay in layers}
+    return {"dose": dose, "unit": "mean resid_pre norm of harmful train prompts at each layer",
+            "n_directions": n_dirs, "n_goals": len(goals), "seed": seed, "resid_norms": norms,
+            "baseline_refusal_score": float(base.mean()), "shift": per_layer}
+
+
+def _scan(out: Path, model_name: str) -> None:
+    from steerlens.audit.stages import _split
+    from steerlens.core.models import load_model
+    from steerlens.datasets.loaders import load_jbb
+    from steerlens.rundir import write_json
+
+    path = out / "layer_scan.json"
+    if path.exists():
+        return
+    _log("layer scan: isotropic random directions at every layer, first decode step")
+    model = load_model(model_name)
+    torch.set_grad_enabled(False)
+    goals = [b.goal for b in load_jbb("harmful")]
+    write_json(path, layer_scan(model, goals, _split("harmful_train", 32, 0)))
+
+
+def run_study(out: Path, model: str, resume: bool = False, scan: bool = True) -> dict:
+    """Both audits, the scan and the analysis; seconds per step in `DIR/study_timings.json`."""
+    from steerlens.results.library import analyse, write_analysis
+    from steerlens.rundir import write_json
+
+    if out.exists() and not resume:
+        raise SteerlensError(f"{out} exists", fix="pass --resume to continue it, or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    secs = {}
+    for sub, preset in RUNS.items():
+        secs[sub] = _audit(out / sub, preset, model, resume)
+    if scan:
+        t = time.time()
+        _scan(out, model)
+        secs["layer_scan"] = time.time() - t
+    result = analyse([out / s for s in RUNS], out / "layer_scan.json")
+    write_analysis(out, result)
+    write_json(out / "study_timings.json", {"seconds": secs, "total": sum(secs.values())})
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m steerlens.audit.study", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/library", help="study directory")
+    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    p.add_argument("--resume", action="store_true", help="continue the study in --out")
+    p.add_argument("--no-scan", action="store_true", help="skip the layer-fragility scan")
+    args = p.parse_args(argv)
+    try:
+        result = run_study(Path(args.out), args.model, args.resume, not args.no_scan)
+    except SteerlensError as e:
+        print(f"steerlens: error: {e}", file=sys.stderr)
+        return 2
+    from steerlens.results.library import format_analysis
+
+    print(format_analysis(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
