@@ -34,6 +34,9 @@ class Kind(str, Enum):
     COVARIANCE = "covariance"  # drawn from the covariance of residual activations (null)
     PAIR_DIFF = "pair_diff"  # difference of a random prompt pair's activations (null)
     SCREEN = "+v_screen"  # +v at a further dose, screened at the first step only
+    COMPENSATED = "+v_comp"  # +v with downstream compensation (audit.mitigate)
+    GATED = "+v_gated"  # +v behind CAST's condition gate (audit.mitigate)
+    LEARNED = "+v_learned"  # +v less its learned safety component (audit.mitigate)
     REFUSAL_ABLATED = "refusal_ablated"  # directional ablation of the refusal direction
     SUBSPACE_ABLATED = "subspace_ablated"  # ablation of the k-D refusal subspace
     REFUSAL_ADDED = "refusal_added"  # the refusal direction added at its layer

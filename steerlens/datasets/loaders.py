@@ -203,6 +203,28 @@ def load_caa(behaviour: str, split: str = "generate", path: Path | None = None) 
     return out
 
 
+CAPABILITY_SETS = {"mmlu": "mmlu/mmlu.json", "truthfulqa": "truthfulqa/truthful_qa.json"}
+
+
+def load_capability(name: str, path: Path | None = None) -> list[ABItem]:
+    """CAA's side-effect A/B sets (`data/caa/test`): MMLU (570, 10 per subject) or TruthfulQA
+    (817), as `ABItem(prompt, correct letter, incorrect letter)`: "matching" is correct."""
+    if name not in CAPABILITY_SETS:
+        raise DataError(f"unknown capability set {name!r}", fix=f"use one of: {', '.join(CAPABILITY_SETS)}")
+    path = Path(path) if path else data_dir() / "caa" / "test" / CAPABILITY_SETS[name]
+    out = []
+    for i, rec in enumerate(_read_json_list(path)):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: row {i}: expected an object", fix="restore the file")
+        q = _need_str(path, i, "prompt", rec.get("prompt"))
+        a = _letter(path, i, "correct", rec.get("correct"))
+        b = _letter(path, i, "incorrect", rec.get("incorrect"))
+        if a == b:
+            raise DataError(f"{path}: row {i}: correct and incorrect are both {a!r}", fix="repair the row")
+        out.append(ABItem(q, a, b))
+    return out
+
+
 def load_gptfuzzer_templates(path: Path | None = None) -> dict[int, Template]:
     """The 77 GPTFuzzer jailbreakchat templates by id; each must contain its placeholder."""
     path = Path(path) if path else data_dir() / "jailbreak_templates_gptfuzzer" / "GPTFuzzer.csv"

@@ -1,0 +1,102 @@
+"""`python -m steerlens.audit.mitigate` on a finished tiny-model run, and its pure verdicts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+SMALL = ["--n-capability", "3", "--n-calibration", "4", "--learned-steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def mitigated(finished_run, tmp_path_factory):
+    from steerlens.audit.mitigate import main
+
+    run = tmp_path_factory.mktemp("mit") / "run"
+    shutil.copytree(finished_run, run)
+    assert main([str(run), *SMALL]) == 0
+    return run
+
+
+def test_mitigate_writes_fixed_cells_costs_and_verdicts(mitigated):
+    m = mitigated / "mitigations"
+    names = {p.name for p in (m / "cells").glob("*.json")}
+    for attack in ("none", "refusal_suppression", "benign"):
+        for fix in ("+v_comp", "+v_gated", "+v_learned"):
+            assert f"{attack}__sycophancy@2{fix}.json" in names
+    # the run already had +v_perp1 and +v_perpk cells on harmful goals: only benign ones are new
+    assert {n for n in names if "perp" in n} == {
+        f"benign__{v}@2+v_{k}.json" for v in ("sycophancy", "refusal") for k in ("perp1", "perpk")}
+    costs = json.loads((m / "costs.json").read_text())
+    beh = costs["behaviour"]["sycophancy"]
+    assert set(beh) >= {"unsteered", "sycophancy@2+v", "sycophancy@2+v_comp", "sycophancy@2+v_gated",
+                        "sycophancy@2+v_learned", "sycophancy@2+v_perp1"}
+    assert len(costs["capability"]["mmlu"]["unsteered"]) == 6  # 3 items, both orders
+    s = json.loads((m / "mitigations.json").read_text())
+    assert {v["vector"] for v in s["vectors"]} == {"sycophancy", "refusal"}
+    fixes = {f["fix"]: f for f in s["vectors"][0]["fixes"]}
+    assert set(fixes) == {"perp1", "perpk", "compensate", "gate", "learned"}
+    for f in fixes.values():
+        assert set(f["outcomes"]) == {"none", "refusal_suppression"}
+        assert "nonrefusal" in f["outcomes"]["none"] and f["false_refusal"] is not None
+        assert "behaviour_kept" in f and set(f["capability"]) == {"mmlu", "truthfulqa"}
+    gate = json.loads((m / "gate.json").read_text())
+    assert set(gate) == {"none", "refusal_suppression", "benign"}
+    assert (m / "learned" / "sycophancy@2.safetensors").exists()
+    assert (m / "compensation" / "sycophancy@2.json").exists()
+
+
+def test_mitigate_resume_changes_nothing(mitigated):
+    from steerlens.audit.mitigate import main
+
+    m = mitigated / "mitigations"
+    before = {p: p.read_bytes() for p in m.rglob("*") if p.is_file()}
+    assert main([str(mitigated), *SMALL]) == 0
+    assert {p: p.read_bytes() for p in m.rglob("*") if p.is_file()} == before
+
+
+def test_mitigate_refuses_other_settings_and_unfinished_runs(mitigated, tmp_path, capsys):
+    from steerlens.audit.mitigate import main
+
+    assert main([str(mitigated), "--n-capability", "5"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "not a finished audit run" in capsys.readouterr().err
+    assert main([str(mitigated), "--mitigations", "magic"]) == 2
+
+
+def test_the_fixed_cells_use_the_fixes(mitigated, tiny_model):
+    """The gated cells' steering is the run's vector behind the saved condition; a benign-only
+    gate (threshold that never fires) gives the raw cell's completions exactly."""
+    from steerlens.audit.mitigate import _condition
+    from steerlens.rundir import RunStore
+
+    m = RunStore(mitigated / "mitigations")
+    cond = _condition(m, None, None, None)  # saved: no model needed to read it back
+    assert 1 <= cond.layer and cond.comparator in ("larger", "smaller")
+    gate = m.read_json("gate.json")["none"]
+    cell = m.read_json("cells/none__sycophancy@2+v_gated.json")
+    raw = json.loads((mitigated / "cells" / "none__sycophancy@2+v.json").read_text())
+    base = json.loads((mitigated / "cells" / "none__baseline.json").read_text())
+    if gate["steered"] == gate["n"]:
+        assert cell["completions"] == raw["completions"]
+    if gate["steered"] == 0:
+        assert cell["completions"] == base["completions"]
+
+
+def test_kept_share_and_verdicts_on_planted_numbers():
+    from steerlens.results.mitigations import capability, fix_outcome, kept_share
+
+    p = {"unsteered": [0.2] * 40, "raw": [0.6] * 40, "half": [0.4] * 40, "all": [0.6] * 40}
+    assert kept_share(p, "raw", "all")["verdict"] == "keeps the steering"
+    half = kept_share(p, "raw", "half")
+    assert half["share"] == pytest.approx(0.5) and half["verdict"] == "loses the steering"
+    c = capability({"unsteered": [0.9] * 50 + [0.1] * 50, "x": [0.1] * 100}, "x")
+    assert c["unsteered"] == 0.5 and c["accuracy"] == 0.0 and c["ci_high"] < 0
+    base, raw = [False] * 100, [True] * 40 + [False] * 60
+    restored = fix_outcome(base, raw, list(base), 0.1)
+    assert restored["verdict"] == "restores" and restored["equivalent"]
+    kept = fix_outcome(base, raw, list(raw), 0.1)
+    assert kept["verdict"] == "does not restore"
