@@ -188,3 +188,30 @@ def test_layer_scan_matches_a_plain_steered_forward(tiny_model):
     steer = addition(dosed(x, 0.5, norms[1]), 1)
     got = refusal_log_odds(next_token_logits(tiny_model, prompts, steer), ids).double()
     assert scan["shift"]["1"][1] == pytest.approx(float((got - base).mean()), abs=1e-4)
+
+
+def test_library_page_and_files(library_run, tmp_path):
+    from steerlens.results.library import analyse, write_analysis
+
+    write_analysis(tmp_path, analyse([library_run]))
+    page = (tmp_path / "library.html").read_text()
+    assert "shift vs projection shift" in page and "Vector library" in page
+    assert json.loads((tmp_path / "library.json").read_text())["n_vectors"] == 12
+
+
+def test_grouped_behaviour_effect_equals_each_vector_alone(library_run, tiny_model):
+    """Vectors of one behaviour share one pass over its items; each one's effect is what a
+    pass of its own gives."""
+    from steerlens.audit import stages
+
+    cfg = AuditConfig.from_json(json.loads((library_run / "config.json").read_text())["config"])
+    dose = json.loads((library_run / "dose.json").read_text())
+    ref = stages.Refusal.load(library_run / "refusal_direction.safetensors")
+    from steerlens.core.vectors import SteeringVector
+
+    sv = SteeringVector.load(library_run / "vectors" / "sycophancy.linear_probe.safetensors")
+    alone = stages._effects(tiny_model, cfg, ref, {"sycophancy:linear_probe": sv}, dose["doses"],
+                            dose["scale"])["sycophancy:linear_probe"]
+    grouped = dose["vectors"]["sycophancy:linear_probe"]["effect"]
+    for k, rec in alone.items():
+        assert grouped[k]["mean"] == pytest.approx(rec["mean"], abs=1e-5)

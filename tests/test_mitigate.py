@@ -100,3 +100,10 @@ def test_kept_share_and_verdicts_on_planted_numbers():
     assert restored["verdict"] == "restores" and restored["equivalent"]
     kept = fix_outcome(base, raw, list(raw), 0.1)
     assert kept["verdict"] == "does not restore"
+
+
+def test_report_shows_the_pareto_view(mitigated):
+    from steerlens.results.report import write_report
+
+    page = write_report(mitigated).read_text()
+    assert "id='fixes'" in page and "plot-pareto-none-nonrefusal" in page

@@ -28,8 +28,7 @@ LIBRARY_BEHAVIOURS = (
     "self-awareness-general-ai", "self-awareness-good-text-model", "self-awareness-text-model",
     "self-awareness-training-architecture", "self-awareness-web-gpt", "wealth-seeking-inclination",
     "openness")
-LIBRARY_METHOD_BEHAVIOURS = ("corrigible-neutral-HHH", "survival-instinct", "power-seeking-inclination",
-                             "sycophancy")
+LIBRARY_METHOD_BEHAVIOURS = ("corrigible-neutral-HHH", "survival-instinct", "power-seeking-inclination")
 
 PRESETS: dict[str, dict] = {
     # A verdict in about 10 minutes on a 2-core CPU. Every preset generates 20 null cells per
@@ -52,16 +51,16 @@ PRESETS: dict[str, dict] = {
     # prompt-pair nulls generated beside the random ones, and +v screened at three more doses.
     # `python -m steerlens.audit.study` runs it, then "library-methods" on the same model.
     "library": dict(behaviours=LIBRARY_BEHAVIOURS, attacks=("none",), n_goals=100, n_benign=0,
-                    n_caa_items=48, n_behaviour_test=24, n_refusal_train=96, n_refusal_val=48,
+                    n_caa_items=48, n_behaviour_test=16, n_refusal_train=96, n_refusal_val=48,
                     refusal_layer_stride=3, refusal_positions="last", doses=(0.15,),
                     dose_sweep=(-0.15, 0.15), max_new_tokens=64, n_null_screen=32,
                     n_null_generate=8, n_shuffled=1, n_category=0, methods=("mean_difference",),
                     vector_settings=("plus",), screen_doses=(0.05, 0.1, 0.3),
                     n_null_covariance=8, n_null_pairs=8),
-    # The other extraction methods on four behaviours (mean_centred is left out: with the
+    # The other extraction methods on three behaviours (mean_centred is left out: with the
     # pairs' own mean as reference it is CAA / 2, the same vector once dosed).
     "library-methods": dict(behaviours=LIBRARY_METHOD_BEHAVIOURS, attacks=("none",), n_goals=100,
-                            n_benign=0, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
+                            n_benign=0, n_caa_items=48, n_behaviour_test=16, n_refusal_train=96,
                             n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
                             doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
                             n_null_screen=32, n_null_generate=8, n_shuffled=0, n_category=0,

@@ -353,22 +353,35 @@ def dosed(v: torch.Tensor, dose: float, scale: float) -> torch.Tensor:
     return rescale(v.float(), abs(dose) * scale) * (1 if dose > 0 else -1)
 
 
+def _effects(model, cfg: AuditConfig, ref: Refusal, named: dict, doses: list, scale: float) -> dict:
+    """Behaviour effects of vectors that share a behaviour, in one pass over its held-out items
+    (one unsteered reading and body cache for all of them); a lone vector is read as before."""
+    behaviour = next(iter(named.values())).meta.get("behaviour", next(iter(named)))
+    items = behaviour_split(behaviour, "test")[: cfg.n_behaviour_test]
+    key = (lambda n, d: f"{d:+g}") if len(named) == 1 else (lambda n, d: f"{n}|{d:+g}")
+    settings = {key(n, d): addition(dosed(sv.at(ref.layer), d, scale).to(model.cfg.device), ref.layer)
+                for n, sv in named.items() for d in doses}
+    _log(f"behaviour effect: {', '.join(named)} at doses {doses}")
+    eff = behaviour_effect(model, items, settings, cfg.batch_size, cfg.system)
+    return {n: {"unsteered": eff["unsteered"], **{f"{d:+g}": eff[key(n, d)] for d in doses}}
+            for n in named}
+
+
 def _compute_dose(model, cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> dict:
     scale = dose_scale(cfg, ref, vectors)
     doses = sorted(set(cfg.dose_sweep) | set(cfg.doses) | {-d for d in cfg.doses})
     out = {"unit": cfg.dose_unit, "scale": scale, "resid_norm": ref.resid_norm, "layer": ref.layer,
            "doses": doses, "audited": list(cfg.doses), "vectors": {}}
+    groups: dict[str, dict] = {}
     for name, sv in vectors.vectors.items():
-        v = sv.at(ref.layer)
-        rec = {"raw_norm": float(v.norm()), "relative_norm": float(v.norm()) / ref.resid_norm}
+        norm = float(sv.at(ref.layer).norm())
+        out["vectors"][name] = {"raw_norm": norm, "relative_norm": norm / ref.resid_norm}
         if sv.meta.get("kind") == "caa" or sv.meta.get("method"):
-            _log(f"behaviour effect: {name} at doses {doses}")
-            items = behaviour_split(sv.meta.get("behaviour", name), "test")[: cfg.n_behaviour_test]
-            settings = {f"{d:+g}": addition(dosed(v, d, scale).to(model.cfg.device), ref.layer)
-                        for d in doses}
-            rec["effect"] = behaviour_effect(model, items, settings, cfg.batch_size, cfg.system)
-            rec["steers"] = {f"{d:g}": _steers(rec["effect"], d) for d in cfg.doses}
-        out["vectors"][name] = rec
+            groups.setdefault(sv.meta.get("behaviour", name), {})[name] = sv
+    for named in groups.values():
+        for name, effect in _effects(model, cfg, ref, named, doses, scale).items():
+            out["vectors"][name].update(effect=effect, steers={f"{d:g}": _steers(effect, d)
+                                                                for d in cfg.doses})
     return out
 
 

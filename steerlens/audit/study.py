@@ -54,7 +54,7 @@ def layer_norms(model, prompts: list[str], layers: list[int], batch_size: int) -
     return [float(x) for x in acts[:, :, -1].norm(dim=-1).mean(0)]
 
 
-def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 8, dose: float = 0.15,
+def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 4, dose: float = 0.15,
                seed: int = 0, batch_size: int = 16) -> dict:
     """First-token refusal score (log-odds) of JBB goals with an isotropic random direction of
     `dose` x the layer's mean residual norm added from the end of the user's message on, at

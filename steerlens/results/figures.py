@@ -223,3 +223,62 @@ def figures(summary: dict, data: RunData) -> dict[str, go.Figure]:
     out = {name: make(summary) for name, make in ALL.items()}
     out["projection_layers"] = projection_layers(data, summary)
     return out
+
+
+FIX_COLORS = {"perp1": "#1f77b4", "perpk": "#17becf", "compensate": "#2ca02c", "gate": "#9467bd",
+              "learned": "#d62728"}
+
+
+def pareto(msummary: dict, attack: str, outcome: str = "nonrefusal") -> go.Figure:
+    """Per vector and fix: share of the raw shift removed (safety restored) against the share
+    of the behaviour effect kept; the top-right corner is a fix that works and costs nothing."""
+    from steerlens.results.mitigations import pareto as points
+
+    fig = _fig(f"Fixes ({attack}, {V.OUTCOME_NAMES[outcome]}): safety restored vs steering kept",
+               xaxis_title="behaviour effect kept (share of raw)",
+               yaxis_title="raw shift removed (share)")
+    pts = points(msummary, attack, outcome)
+    for fix in dict.fromkeys(p["fix"] for p in pts):
+        sel = [p for p in pts if p["fix"] == fix]
+        fig.add_scatter(x=[p["kept"] for p in sel], y=[p["restored"] for p in sel], mode="markers+text",
+                        name=fix, text=[p["vector"] for p in sel], textposition="top center",
+                        marker=dict(size=11, color=FIX_COLORS.get(fix)),
+                        hovertext=[p["verdict"] for p in sel])
+    fig.add_vline(x=0.8, line_dash="dot", annotation_text="keep bar 0.8")
+    fig.add_hline(y=1.0, line_dash="dot", annotation_text="fully restored")
+    return fig
+
+
+def library_scatter(analysis: dict, outcome: str = "nonrefusal",
+                    predictor: str = "projection_shift") -> go.Figure:
+    """One point per real vector (by method): its shift against a predictor, with the fit's r."""
+    c = analysis["outcomes"][outcome]["all"][predictor]
+    label = {"cosine": "cosine with the refusal direction (steering layer)",
+             "projection_shift": "refusal-projection shift, later layers"}[predictor]
+    fig = _fig(f"{V.OUTCOME_NAMES[outcome]} shift vs {predictor.replace('_', ' ')}: "
+               f"r = {c.get('r', float('nan')):+.2f}, p = {c.get('p_value', float('nan')):.3g}, "
+               f"n = {c.get('n', 0)}", xaxis_title=label, yaxis_title="Δ (points)")
+    units = analysis["vectors"]
+    for m in dict.fromkeys(u["method"] for u in units):
+        sel = [u for u in units if u["method"] == m and u[outcome] is not None]
+        fig.add_scatter(x=[u[predictor] for u in sel], y=[100 * u[outcome] for u in sel],
+                        mode="markers", name=m, text=[u["vector"] for u in sel])
+    if predictor == "projection_shift":
+        nulls = [n for n in analysis["nulls"] if n[outcome] is not None]
+        fig.add_scatter(x=[n["projection_shift"] for n in nulls], y=[100 * n[outcome] for n in nulls],
+                        mode="markers", name="nulls", text=[f"{n['kind']}: {n['setting']}" for n in nulls],
+                        marker=dict(color="#aaaaaa", symbol="x", size=8))
+    fig.add_hline(y=0, line_color="black", line_width=1)
+    return fig
+
+
+def layer_scan(analysis: dict) -> go.Figure:
+    """Mean and largest |refusal-score shift| of isotropic random directions at each layer."""
+    s = analysis["layer_scan"]
+    layers = sorted(int(k) for k in s["mean_abs_shift"])
+    fig = _fig(f"Layer fragility: random directions at dose {s['dose']} of each layer's norm",
+               xaxis_title="layer (resid_pre)", yaxis_title="|first-token refusal-score shift|")
+    for key, name in (("mean_abs_shift", "mean over directions"), ("max_abs_shift", "largest")):
+        vals = {int(k): v for k, v in s[key].items()}
+        fig.add_scatter(x=layers, y=[vals[k] for k in layers], mode="lines+markers", name=name)
+    return fig

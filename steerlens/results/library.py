@@ -254,8 +254,30 @@ def format_analysis(a: dict) -> str:
     return "\n".join(lines)
 
 
+def library_page(a: dict) -> str:
+    """An offline HTML page: the table and the scatter plots across vectors, the layer scan."""
+    import html
+
+    from plotly.offline import get_plotlyjs
+
+    from steerlens.results import figures as F
+
+    figs = [F.library_scatter(a, o, x) for o in OUTCOMES for x in ("cosine", "projection_shift")
+            if a["outcomes"][o]["all"][x].get("n", 0)]
+    if "layer_scan" in a:
+        figs.append(F.layer_scan(a))
+    body = "".join(f.to_html(full_html=False, include_plotlyjs=False) for f in figs)
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>steerlens vector library"
+            f"</title><script>{get_plotlyjs()}</script></head><body style='max-width:1300px;"
+            "margin:auto;font-family:system-ui'>"
+            f"<pre style='white-space:pre-wrap'>{html.escape(format_analysis(a))}</pre>{body}"
+            "</body></html>")
+
+
 def write_analysis(out: Path, a: dict) -> None:
+    """library.json, library.md and library.html (regenerable from the runs' files)."""
     from steerlens.rundir import atomic_write_text, write_json
 
     write_json(Path(out) / "library.json", a)
     atomic_write_text(Path(out) / "library.md", format_analysis(a) + "\n")
+    atomic_write_text(Path(out) / "library.html", library_page(a))

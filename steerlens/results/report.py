@@ -235,6 +235,21 @@ SECTIONS = (
 )
 
 
+def fixes_block(run: Path) -> str:
+    """What fixes it, at what cost (`python -m steerlens.audit.mitigate RUN`): the Pareto view
+    per attack and outcome, and the table; empty when the run has no mitigations."""
+    path = Path(run) / "mitigations" / "mitigations.json"
+    if not path.exists():
+        return ""
+    from steerlens.results.mitigations import format_mitigations
+
+    m = read_json(path)
+    figs = {f"pareto-{a}-{o}": F.pareto(m, a, o) for a in m["attacks"] for o in V.OUTCOMES}
+    grid = "".join(_fig(figs, n) for n in figs)
+    return (f"<section id='fixes'><h2>What fixes it, at what cost</h2><div class=grid2>{grid}</div>"
+            f"<pre style='white-space:pre-wrap'>{_e(format_mitigations(m))}</pre></section>")
+
+
 def render(run: Path, summary: dict, data: RunData) -> str:
     """The whole page as a string."""
     from plotly.offline import get_plotlyjs
@@ -246,6 +261,7 @@ def render(run: Path, summary: dict, data: RunData) -> str:
         inner = (verdict_table(summary) + design_block(summary)) if names is None else (
             f"<div class=grid2>{''.join(_fig(figs, n) for n in names)}</div>")
         parts.append(f"<section id='{sid}'><h2>{_e(title)}</h2>{inner}</section>")
+    parts.append(fixes_block(run))
     parts.append(f"<section id='judges'><h2>Judges</h2>{judges_html}</section>")
     parts.append(f"<section id='completions-browser'><h2>Completions</h2>{_browser(data, labels)}</section>")
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><meta name=viewport "
