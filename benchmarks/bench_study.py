@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     p.add_argument("--json", default=None, help="append the result to this JSON list")
+    p.add_argument("--resume", action="store_true", help="continue a stopped study in --out")
     args = p.parse_args()
     rate = hf_rate()
     print(f"HF generate: {rate:.1f} new tok/s", file=sys.stderr)
@@ -37,7 +38,8 @@ def main() -> None:
         env = {**os.environ, "STEERLENS_REUSE_DIR": store}
         t0 = time.perf_counter()
         rc = subprocess.run([sys.executable, "-m", "steerlens.audit.study", "--out", args.out,
-                             "--model", args.model], env=env).returncode
+                             "--model", args.model, *(["--resume"] if args.resume else [])],
+                            env=env).returncode
         wall = time.perf_counter() - t0
     out = Path(args.out)
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
@@ -46,7 +48,7 @@ def main() -> None:
            "steps_s": json.loads((out / "study_timings.json").read_text())["seconds"] if rc == 0 else None,
            "stages_s": {s: json.loads((out / s / "timings.json").read_text())["stages"]
                         for s in ("caa", "methods") if (out / s / "timings.json").exists()},
-           "date": time.strftime("%Y-%m-%d %H:%M")}
+           "resumed": args.resume, "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(rec, indent=1))
     if args.json:
         path = Path(args.json)

@@ -103,9 +103,16 @@ def test_same_kind_nulls_are_the_nulls_functions(library_run):
     cfg = AuditConfig.from_json(json.loads((library_run / "config.json").read_text())["config"])
     ref = stages.Refusal.load(library_run / "refusal_direction.safetensors")
     nulls = stages.null_directions(cfg, ref, ref.harmful.shape[-1])
-    want = covariance_directions(torch.cat([ref.harmful, ref.harmless]).float(), 2, cfg.seed)
+    h, ll = ref.harmful.float(), ref.harmless.float()
+    want = covariance_directions(torch.cat([h - h.mean(0), ll - ll.mean(0)]), 2, cfg.seed)
     torch.testing.assert_close(nulls["covariance"], want)
-    assert nulls["pair_diff"].shape == (2, ref.harmful.shape[-1])
+    # one harmful pair, one harmless pair: each is a difference of two train activations
+    # of the same class
+    diff = nulls["pair_diff"]
+    assert diff.shape == (2, h.shape[-1])
+    hh = (h[:, None] - h[None]).reshape(-1, h.shape[-1])
+    lh = (ll[:, None] - ll[None]).reshape(-1, h.shape[-1])
+    assert (hh - diff[0]).abs().amax(-1).min() < 1e-5 and (lh - diff[1]).abs().amax(-1).min() < 1e-5
 
 
 def test_library_summary_counts_same_kind_nulls_and_regresses_plus_only(library_run):

@@ -446,15 +446,23 @@ def _vector_settings(cfg: AuditConfig, name: str, v: torch.Tensor, d: float, add
 
 
 def null_directions(cfg: AuditConfig, ref: Refusal, d_model: int) -> dict:
-    """The model-level null directions by kind: isotropic random (screened and generated),
-    covariance draws and prompt-pair differences of the refusal train activations at the
-    steering layer (harmful and harmless prompts together; `methods.nulls`)."""
+    """The model-level null directions by kind: isotropic random (screened and generated);
+    covariance draws from the *within-class* covariance of the refusal train activations at
+    the steering layer (harmful and harmless each centred on its own mean, so the draws carry
+    no harmful-vs-harmless signal); differences of random prompt pairs of the *same* class
+    (harmful pairs and harmless pairs alternating: a harmful−harmless pair would be a noisy
+    refusal direction). `methods.nulls`."""
     from steerlens.methods.nulls import covariance_directions, pair_differences
 
-    acts = torch.cat([ref.harmful, ref.harmless]).float()
+    h, ll = ref.harmful.float(), ref.harmless.float()
+    within = torch.cat([h - h.mean(0), ll - ll.mean(0)])
+    n = cfg.n_null_pairs
+    pairs = torch.stack([x for ab in zip(pair_differences(h, (n + 1) // 2, cfg.seed),
+                                         pair_differences(ll, (n + 1) // 2, cfg.seed + 1))
+                         for x in ab][:n]) if n else torch.empty(0, d_model)
     return {"random": _null_directions(cfg.n_null_screen + cfg.n_null_generate, d_model, cfg.seed),
-            "covariance": covariance_directions(acts, cfg.n_null_covariance, cfg.seed),
-            "pair_diff": pair_differences(acts, cfg.n_null_pairs, cfg.seed)}
+            "covariance": covariance_directions(within, cfg.n_null_covariance, cfg.seed),
+            "pair_diff": pairs}
 
 
 def _model_nulls(cfg: AuditConfig, nulls: dict, d: float, scale: float, add) -> list:

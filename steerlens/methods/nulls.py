@@ -7,8 +7,11 @@ directions (which barely touch the refusal direction: cos ~ ±1/sqrt(d)).
 - `pair_differences`: differences of the activations of random pairs of prompts, the shape of
   an ActAdd vector (Turner et al. 2023) built from pairs that differ in nothing in particular.
 
-Both are drawn from a seeded generator; callers rescale them to the audited dose. Not yet part
-of the audit grid.
+Both are drawn from a seeded generator; callers rescale them to the audited dose. The audit
+(`audit.stages.null_directions`) draws them from the refusal train activations at the steering
+layer, within class: the covariance of harmful and harmless activations each centred on its own
+mean, and pairs of two harmful or two harmless prompts (`--n-null-covariance`,
+`--n-null-pairs`).
 """
 
 from __future__ import annotations
