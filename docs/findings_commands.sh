@@ -69,9 +69,18 @@ done
 # CAA validation per behaviour (letter balance, split-half, p(matching) per dose) on the 0.5B.
 python benchmarks/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json
 
+# The vector library (claim 3 with the vector as the unit; design and analysis rules committed
+# before the run in docs/library.md): 20 behaviours' CAA vectors and 4 more methods on 3
+# behaviours, same-kind nulls, the layer scan; timed with HF generate's speed beside it.
+python benchmarks/bench_study.py --out results/library-0.5b --json benchmarks/results_study.json
+#   (equivalently: python -m steerlens.audit.study --out results/library-0.5b)
+
+# What fixes it (claims 4-5 extended): every fix with its costs, on the finished 0.5B run.
+python -m steerlens.audit.mitigate results/findings-0.5b-resid
+
 steerlens findings results/findings-0.5b-resid results/findings-0.5b-paper \
   results/findings-1.5b-resid-100 results/findings-1.5b-resid results/findings-1.5b-paper \
-  --discussion docs/findings_discussion.md --out docs/findings.md
+  --library results/library-0.5b --discussion docs/findings_discussion.md --out docs/findings.md
 
 # ---------------------------------------------------------------------------------------------
 # Pre-registered follow-ups (committed before they are run; analysis rules are those of

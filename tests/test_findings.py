@@ -90,8 +90,9 @@ def test_findings_commands_reproduce_the_committed_configs():
 
     root = Path(__file__).resolve().parents[1]
     script = (root / "docs" / "findings_commands.sh").read_text().replace("\\\n", " ")
-    commands = [shlex.split(line.split("#")[0]) for line in script.splitlines()
-                if "steerlens.audit" in line and not line.lstrip().startswith("#")]
+    commands = [words for words in (shlex.split(line.split("#")[0]) for line in script.splitlines()
+                                    if not line.lstrip().startswith("#"))
+                if "steerlens.audit" in words]
     assert commands, "no audit command in docs/findings_commands.sh"
     for words in commands:
         args = words[words.index("steerlens.audit") + 1:]

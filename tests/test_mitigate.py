@@ -33,7 +33,7 @@ def test_mitigate_writes_fixed_cells_costs_and_verdicts(mitigated):
     beh = costs["behaviour"]["sycophancy"]
     assert set(beh) >= {"unsteered", "sycophancy@2+v", "sycophancy@2+v_comp", "sycophancy@2+v_gated",
                         "sycophancy@2+v_learned", "sycophancy@2+v_perp1"}
-    assert len(costs["capability"]["mmlu"]["unsteered"]) == 6  # 3 items, both orders
+    assert len(costs["capability"]["mmlu"]["unsteered"]) == 6  # 3 items, both orders (tests: own order)
     s = json.loads((m / "mitigations.json").read_text())
     assert {v["vector"] for v in s["vectors"]} == {"sycophancy", "refusal"}
     fixes = {f["fix"]: f for f in s["vectors"][0]["fixes"]}
@@ -87,14 +87,20 @@ def test_the_fixed_cells_use_the_fixes(mitigated, tiny_model):
 
 
 def test_kept_share_and_verdicts_on_planted_numbers():
+    import numpy as np
+
     from steerlens.results.mitigations import capability, fix_outcome, kept_share
 
-    p = {"unsteered": [0.2] * 40, "raw": [0.6] * 40, "half": [0.4] * 40, "all": [0.6] * 40}
+    noise = list(np.random.default_rng(0).normal(0, 0.02, 40))
+    p = {"unsteered": [0.2] * 40, "raw": [0.6 + e for e in noise],
+         "half": [0.4 + e for e in noise], "all": [0.6 + e for e in noise], "flat": [0.2] * 40}
     assert kept_share(p, "raw", "all")["verdict"] == "keeps the steering"
     half = kept_share(p, "raw", "half")
-    assert half["share"] == pytest.approx(0.5) and half["verdict"] == "loses the steering"
-    c = capability({"unsteered": [0.9] * 50 + [0.1] * 50, "x": [0.1] * 100}, "x")
-    assert c["unsteered"] == 0.5 and c["accuracy"] == 0.0 and c["ci_high"] < 0
+    assert half["share"] == pytest.approx(0.5, abs=0.05) and half["verdict"] == "loses the steering"
+    assert half["n_items"] == 20
+    assert kept_share(p, "flat", "raw")["verdict"] == "raw vector does not steer here"
+    c = capability({"unsteered": [0.9, 0.9] * 25 + [0.1, 0.1] * 25, "x": [0.1] * 100}, "x")
+    assert c["n"] == 50 and c["unsteered"] == 0.5 and c["accuracy"] == 0.0 and c["ci_high"] < 0
     base, raw = [False] * 100, [True] * 40 + [False] * 60
     restored = fix_outcome(base, raw, list(base), 0.1)
     assert restored["verdict"] == "restores" and restored["equivalent"]

@@ -184,6 +184,10 @@ def _fix(c: _Ctx, fix: str, name: str, sv, tag: str, v: torch.Tensor):
     return Kind.LEARNED, c.add(_learned(c.store, c.model, c.cfg, c.ref, name, sv, tag, v))
 
 
+def _has_behaviour(sv) -> bool:
+    return sv.meta.get("kind") == "caa" or bool(sv.meta.get("method"))
+
+
 def mitigation_settings(store: RunStore, model, cfg, ref, sub, vectors, scale: float) -> list:
     """Per vector and audited dose the raw +v and each chosen fix (the run may hold some of
     their cells already: perp1 and perpk in the standard presets)."""
@@ -200,6 +204,8 @@ def mitigation_settings(store: RunStore, model, cfg, ref, sub, vectors, scale: f
             tag, v = f"{name}@{d:g}", dosed(sv.at(ref.layer), d, scale)
             out.append(Setting(f"{tag}+v", Kind.PLUS, c.add(v), name, d))
             for m in chosen:
+                if m == "learned" and not _has_behaviour(sv):
+                    continue  # no behaviour items to keep the effect on (a --vector file)
                 kind, steering = _fix(c, m, name, sv, tag, v)
                 out.append(Setting(tag + SUFFIX[m], kind, steering, name, d))
     return out
@@ -268,6 +274,8 @@ def costs(model, cfg, vectors, settings: list, mcfg: dict, seed: int) -> dict:
         by_vec.setdefault(s.vector, {})[s.name] = s.steering
     for name, steer in by_vec.items():
         sv = vectors.vectors[name]
+        if not _has_behaviour(sv):
+            continue
         items = behaviour_split(sv.meta.get("behaviour", name), "test")[: cfg.n_behaviour_test]
         _log(f"costs: behaviour effect kept, {name}")
         out["behaviour"][name] = _p_matching(model, items, steer, cfg.batch_size, cfg.system)
@@ -312,6 +320,7 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
     store = RunStore(run / "mitigations")
     store.root.mkdir(exist_ok=True)
     store.cached_json("config.json", mcfg.to_json)
+    store.cached_json("run.json", lambda: {"config_hash": RunStore(run).read_json("config.json")["hash"]})
     cfg, ref, sub, vectors, scale = _load_run(run, model)
     fixes = mitigation_settings(store, model, cfg, ref, sub, vectors, scale)
     grid = _blocks(cfg, fixes, run)

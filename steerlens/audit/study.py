@@ -4,7 +4,7 @@
 1. `DIR/caa`: the `library` preset (20 behaviours' CAA vectors, +v at the audited dose on all
    100 JBB goals, label-shuffled / covariance / prompt-pair / random nulls generated, +v screened
    at three more doses);
-2. `DIR/methods`: the `library-methods` preset (four more extraction methods on four
+2. `DIR/methods`: the `library-methods` preset (four more extraction methods on three
    behaviours; the refusal direction and every model-level cell come from the reuse store,
    exactly the first run's);
 3. `DIR/layer_scan.json`: the layer-fragility scan, isotropic random directions at every layer
@@ -85,6 +85,7 @@ def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 4, dos
 
 
 def _scan(out: Path, model_name: str) -> None:
+    """The scan on the model as the audits loaded it (their resolved device and dtype)."""
     from steerlens.audit.stages import _split
     from steerlens.core.models import load_model
     from steerlens.datasets.loaders import load_jbb
@@ -94,10 +95,14 @@ def _scan(out: Path, model_name: str) -> None:
     if path.exists():
         return
     _log("layer scan: isotropic random directions at every layer, first decode step")
-    model = load_model(model_name)
+    from steerlens.rundir import read_json
+
+    cfg = read_json(out / "caa" / "config.json")["config"]
+    model = load_model(model_name, device=cfg["device"], dtype=cfg["dtype"])
     torch.set_grad_enabled(False)
     goals = [b.goal for b in load_jbb("harmful")]
-    write_json(path, layer_scan(model, goals, _split("harmful_train", 32, 0)))
+    write_json(path, layer_scan(model, goals, _split("harmful_train", 32, 0),
+                                batch_size=cfg["batch_size"]))
 
 
 def run_study(out: Path, model: str, resume: bool = False, scan: bool = True) -> dict:

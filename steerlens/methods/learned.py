@@ -6,10 +6,10 @@ the vector's behaviour effect, found by optimisation through the model.
 Penalised form, minimised by Adam over u (normalised in the loss), starting from the refusal
 direction at the steering layer (so step 0 is the ⊥1 mitigation):
 
-    L(u) = mean_h (s_h(v_u) − s_h(0))² / σ²  +  λ (1 − E(v_u) / E(v))²
+    L(u) = mean_h (s_h(v_u) − s_h(0))² / mean_h (s_h(v) − s_h(0))²  +  λ (1 − E(v_u) / E(v))²
 
 with s_h the first-token refusal score (log-odds of the refusal tokens) of harmful training
-prompt h, σ² the variance of the unsteered scores, and E the mean shift of the behaviour
+prompt h (both terms are 1 for the raw vector and 0 at their goal), and E the mean shift of the behaviour
 logit difference (matching − non-matching answer letter) on training A/B items, both answer
 orders. Everything is computed on training data (never JBB); the steering acts where the
 audit's does (the tail after the user's message, `resid_pre` of the layer). The paper's exact
@@ -69,6 +69,7 @@ class _Objective:
     base_gap: Tensor
     raw_effect: float
     weight: float
+    raw_drift: float = 1.0  # mean squared refusal-score drift of the raw vector
 
     def gap(self, delta: Tensor | None) -> Tensor:
         logits = _forward_last(self.model, self.answers.prompts, self.layer, delta)
@@ -81,8 +82,7 @@ class _Objective:
 
     def __call__(self, v_u: Tensor) -> tuple[Tensor, dict]:
         s, g = self.score(v_u), self.gap(v_u)
-        var = self.base_score.var().clamp(min=1e-6)
-        safety = ((s - self.base_score) ** 2).mean() / var
+        safety = ((s - self.base_score) ** 2).mean() / self.raw_drift
         kept = (g - self.base_gap).mean() / self.raw_effect
         loss = safety + self.weight * (1 - kept) ** 2
         return loss, {"loss": loss.item(), "safety": safety.item(), "kept": kept.item(),
@@ -101,6 +101,8 @@ def _objective(model, v: Tensor, layer: int, harmful: Sequence[str], items: Sequ
     with torch.no_grad():
         obj.base_score, obj.base_gap = obj.score(None), obj.gap(None)
         obj.raw_effect = float((obj.gap(v) - obj.base_gap).mean())
+        drift = float(((obj.score(v) - obj.base_score) ** 2).mean())
+        obj.raw_drift = max(drift, 1e-3 * float(obj.base_score.var()) + 1e-6)
     if abs(obj.raw_effect) < 1e-6:
         raise SteerlensError("the vector has no behaviour effect on the training items",
                              fix="learn the component for a vector that steers its behaviour")

@@ -6,8 +6,10 @@ real vector of the study's runs (one point each):
 - each outcome's shift at the audited dose (Δ non-refusal, Δ harmful compliance, +v against
   the baseline on the same goals) against the cosine with the refusal direction at the steering
   layer and against the refusal-projection shift at the later layers (Pearson r, R², two-sided
-  permutation p); which predicts better: partial correlations, each controlling for the other
-  (residuals of both on the control, then the permutation test);
+  Monte Carlo permutation p, (k + 1) / (N + 1)); which predicts better: partial correlations,
+  each controlling for the other (Freedman–Lane permutation); over all vectors, the vectors
+  that steer their behaviour, and the 20 CAA vectors alone (one per behaviour: the method
+  vectors share their behaviour's pair activations, so they are not independent units);
 - the screened dose-response slope (first-token refusal score over the screened and audited
   doses, least squares through the unsteered point) against the same two predictors;
 - real vectors against nulls of the same kind: a two-sample permutation test on |Δ| (real vs
@@ -30,7 +32,6 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from steerlens.results.stats import permutation_correlation
 from steerlens.results.summary import NULL_KINDS
 from steerlens.rundir import read_json
 
@@ -98,14 +99,28 @@ def null_units(summary: dict, run: str) -> list[dict]:
             for r in summary["rows"] if r["kind"] in NULL_KINDS and "delta_asr" in r]
 
 
+def _perm_corr(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """Pearson r with a two-sided Monte Carlo permutation p, (k + 1) / (N + 1), and the slope."""
+    r = float(np.corrcoef(x, y)[0, 1])
+    rng = np.random.default_rng(seed)
+    xs = (x - x.mean()) / x.std()
+    perms = np.array([rng.permutation(len(y)) for _ in range(N_PERM)])
+    ys = (y[perms] - y.mean()) / y.std()
+    k = int((np.abs((ys * xs).mean(axis=1)) >= abs(r) - 1e-12).sum())
+    return {"r": r, "r2": r * r, "p_value": (k + 1) / (N_PERM + 1), "n": len(x),
+            "slope": float(np.polyfit(x, y, 1)[0])}
+
+
+def _finite(*cols) -> np.ndarray:
+    m = np.array([row for row in zip(*cols) if None not in row], float).reshape(-1, len(cols))
+    return m[np.isfinite(m).all(1)]
+
+
 def _corr(x: list, y: list) -> dict:
-    pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None
-             and np.isfinite(a) and np.isfinite(b)]
-    if len(pairs) < 3:
-        return {"r": float("nan"), "p_value": float("nan"), "n": len(pairs)}
-    xs, ys = zip(*pairs)
-    res = permutation_correlation(xs, ys, N_PERM, 0)
-    return {**res, "r2": res["r"] ** 2 if np.isfinite(res["r"]) else float("nan")}
+    m = _finite(x, y)
+    if len(m) < 3 or np.ptp(m[:, 0]) == 0 or np.ptp(m[:, 1]) == 0:
+        return {"r": float("nan"), "p_value": float("nan"), "n": len(m)}
+    return _perm_corr(m[:, 0], m[:, 1])
 
 
 def _residual(y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -114,13 +129,26 @@ def _residual(y: np.ndarray, z: np.ndarray) -> np.ndarray:
     return y - a @ np.linalg.lstsq(a, y, rcond=None)[0]
 
 
-def partial(x: list, y: list, control: list) -> dict:
-    """Partial correlation of y with x given `control`, its permutation p over the residuals."""
-    m = np.array([(a, b, c) for a, b, c in zip(x, y, control)
-                  if None not in (a, b, c) and np.isfinite([a, b, c]).all()], float)
-    if len(m) < 4:
+def partial(x: list, y: list, control: list, seed: int = 0) -> dict:
+    """Partial correlation of y with x given `control` (the correlation of their residuals on
+    it), with Freedman–Lane's permutation p: the residuals of y on the control are permuted and
+    added back to its fitted values, and the partial r recomputed; (k + 1) / (N + 1)."""
+    m = _finite(x, y, control)
+    if len(m) < 4 or np.ptp(m[:, 0]) == 0 or np.ptp(m[:, 1]) == 0:
         return {"r": float("nan"), "p_value": float("nan"), "n": len(m)}
-    return _corr(list(_residual(m[:, 0], m[:, 2])), list(_residual(m[:, 1], m[:, 2])))
+    xr, z = _residual(m[:, 0], m[:, 2]), m[:, 2]
+    ry = _residual(m[:, 1], z)
+    r = float(np.corrcoef(xr, ry)[0, 1])
+    # residualising fitted + permuted residuals on z leaves R @ ry[perm] (R fitted = 0)
+    a = np.column_stack([np.ones_like(z), z])
+    resid_maker = np.eye(len(z)) - a @ np.linalg.pinv(a)
+    rng = np.random.default_rng(seed)
+    rp = ry[np.array([rng.permutation(len(ry)) for _ in range(N_PERM)])] @ resid_maker.T
+    rp = (rp - rp.mean(1, keepdims=True)) / rp.std(1, keepdims=True)
+    rs = (rp * ((xr - xr.mean()) / xr.std())).mean(1)
+    k = int((np.abs(rs) >= abs(r) - 1e-12).sum())
+    return {"r": r, "r2": r * r, "p_value": (k + 1) / (N_PERM + 1), "n": len(m),
+            "method": "Freedman-Lane"}
 
 
 def predictors(units: list[dict], y_key: str) -> dict:
@@ -169,7 +197,7 @@ def by_method(units: list[dict], outcome: str) -> dict:
     if len(methods) >= 3 and len(full) >= 2:
         table = {(u["behaviour"], u["method"]): u[outcome] for u in units}
         cols = [[table[(b, m)] for b in sorted(full)] for m in methods]
-        if len({x for c in cols for x in c}) > 1:
+        if None not in {x for c in cols for x in c} and len({x for c in cols for x in c}) > 1:
             out["friedman_p"] = float(stats.friedmanchisquare(*cols).pvalue)
         out["friedman_behaviours"] = sorted(full)
     return out
@@ -199,8 +227,11 @@ def analyse(runs: list[Path], scan: Path | None = None) -> dict:
     out = {"n_vectors": len(units), "n_steering": sum(u["steers"] for u in units),
            "vectors": units, "nulls": nulls, "outcomes": {}}
     steering = [u for u in units if u["steers"]]
+    # the 20 CAA vectors: one per behaviour, no two sharing pair activations
+    caa = [u for u in units if u["method"] == "mean_difference"]
     for o in OUTCOMES:
         out["outcomes"][o] = {"all": predictors(units, o), "steering_only": predictors(steering, o),
+                              "caa_only": predictors(caa, o),
                               "real_vs_null": real_vs_null(units, nulls, o),
                               "by_method": by_method(units, o)}
     out["screen_slope"] = predictors(units, "screen_slope")
@@ -230,10 +261,11 @@ def format_analysis(a: dict) -> str:
     for o, label in OUTCOMES.items():
         r = a["outcomes"][o]
         lines += [f"## {label} at the audited dose", "",
-                  "| predictor | all vectors | steering vectors only |", "|---|---|---|"]
+                  "| predictor | all vectors | steering vectors only | CAA vectors only |",
+                  "|---|---|---|---|"]
         for k in ("cosine", "projection_shift", "cosine_given_projection", "projection_given_cosine"):
             lines.append(f"| {k.replace('_', ' ')} | {_fmt_corr(r['all'][k])} | "
-                         f"{_fmt_corr(r['steering_only'][k])} |")
+                         f"{_fmt_corr(r['steering_only'][k])} | {_fmt_corr(r['caa_only'][k])} |")
         lines += ["", "Real vectors against generated nulls (two-sample permutation on |Δ|):", ""]
         lines += [f"- {k}: {_fmt_null(t)}" for k, t in r["real_vs_null"].items()]
         m = r["by_method"]
