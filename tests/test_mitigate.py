@@ -65,6 +65,8 @@ def test_mitigate_refuses_other_settings_and_unfinished_runs(mitigated, tmp_path
     assert main([str(tmp_path)]) == 2
     assert "not a finished audit run" in capsys.readouterr().err
     assert main([str(mitigated), "--mitigations", "magic"]) == 2
+    assert main([str(mitigated), "--attacks", "aim"]) == 2
+    assert "the run audited" in capsys.readouterr().err
 
 
 def test_the_fixed_cells_use_the_fixes(mitigated, tiny_model):

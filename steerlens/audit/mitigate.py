@@ -46,6 +46,7 @@ class MitigateConfig:
     learned_items: int = 4  # training A/B items of the behaviour (both orders)
     learned_lr: float = 0.05
     seed: int = 0
+    attacks: tuple[str, ...] = ()  # a subset of the run's attacks (empty: all of them)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,6 +64,10 @@ def check(run: Path, mcfg: MitigateConfig) -> None:
     bad = [m for m in mcfg.mitigations if m not in MITIGATIONS]
     if bad or not mcfg.mitigations:
         raise SteerlensError(f"unknown mitigation(s) {bad}", fix=f"use some of: {', '.join(MITIGATIONS)}")
+    ran = RunStore(run).read_json("config.json")["config"]["attacks"]
+    if set(mcfg.attacks) - set(ran):
+        raise SteerlensError(f"--attacks {list(mcfg.attacks)}: the run audited {ran}",
+                             fix="name attacks the run has, or none for all of them")
     if min(mcfg.n_capability, mcfg.n_calibration, mcfg.learned_harmful, mcfg.learned_items) < 1:
         raise SteerlensError("mitigate sizes must be at least 1", fix="e.g. --n-capability 100")
     store = RunStore(run / "mitigations")
@@ -322,6 +327,10 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
     store.cached_json("config.json", mcfg.to_json)
     store.cached_json("run.json", lambda: {"config_hash": RunStore(run).read_json("config.json")["hash"]})
     cfg, ref, sub, vectors, scale = _load_run(run, model)
+    if mcfg.attacks:
+        from dataclasses import replace
+
+        cfg = replace(cfg, attacks=tuple(a for a in cfg.attacks if a in mcfg.attacks))
     fixes = mitigation_settings(store, model, cfg, ref, sub, vectors, scale)
     grid = _blocks(cfg, fixes, run)
     store.cached_json("settings.json", lambda: {s.name: s.meta() for b in grid for s in b.settings})
@@ -352,8 +361,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="held-out harmful prompts that calibrate the compensation")
     p.add_argument("--learned-steps", type=int, default=d.learned_steps,
                    help="optimisation steps of the learned safety component")
+    p.add_argument("--attacks", nargs="+", default=[],
+                   help="only these of the run's attacks (default: all of them)")
     a = p.parse_args(argv)
-    mcfg = MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps)
+    mcfg = MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps,
+                          attacks=tuple(a.attacks))
     try:
         summary = run_mitigate(Path(a.run), mcfg)
     except SteerlensError as e:

@@ -176,8 +176,9 @@ def summarize_mitigations(run: str | Path) -> dict:
     margin = summary["design"]["minimum_detectable_delta_asr"]
     cells = _cells(run)
     costs = read_json(m / "costs.json") if (m / "costs.json").exists() else {}
-    fixes = read_json(m / "config.json")["mitigations"]
-    attacks = sorted({a for a, _ in cells if a != "benign"})
+    mcfg = read_json(m / "config.json")
+    fixes = mcfg["mitigations"]
+    attacks = sorted(mcfg.get("attacks") or {a for a, _ in cells if a != "benign"})
     out = []
     for f in summary["vectors"]:
         if f["attack"] != attacks[0]:
