@@ -47,10 +47,11 @@ PRESETS: dict[str, dict] = {
                      doses=(0.15,), dose_sweep=(-0.3, -0.15, 0.15, 0.3), max_new_tokens=64,
                      n_null_screen=64, n_null_generate=14, n_shuffled=2, n_category=8),
     # The vector library (issue: "why", claim 3 with the vector as the unit): every behaviour's
-    # CAA vector, +v only, at one dose on all 100 goals, with label-shuffled, covariance and
+    # CAA vector, +v only, at one dose on 50 goals (5 per category; 100 would take ~2.5 h on
+    # 2 cores: docs/library.md), with label-shuffled, covariance and
     # prompt-pair nulls generated beside the random ones, and +v screened at three more doses.
     # `python -m steerlens.audit.study` runs it, then "library-methods" on the same model.
-    "library": dict(behaviours=LIBRARY_BEHAVIOURS, attacks=("none",), n_goals=100, n_benign=0,
+    "library": dict(behaviours=LIBRARY_BEHAVIOURS, attacks=("none",), n_goals=50, n_benign=0,
                     n_caa_items=48, n_behaviour_test=16, n_refusal_train=96, n_refusal_val=48,
                     refusal_layer_stride=3, refusal_positions="last", doses=(0.15,),
                     dose_sweep=(-0.15, 0.15), max_new_tokens=64, n_null_screen=32,
@@ -59,7 +60,7 @@ PRESETS: dict[str, dict] = {
                     n_null_covariance=8, n_null_pairs=8),
     # The other extraction methods on three behaviours (mean_centred is left out: with the
     # pairs' own mean as reference it is CAA / 2, the same vector once dosed).
-    "library-methods": dict(behaviours=LIBRARY_METHOD_BEHAVIOURS, attacks=("none",), n_goals=100,
+    "library-methods": dict(behaviours=LIBRARY_METHOD_BEHAVIOURS, attacks=("none",), n_goals=50,
                             n_benign=0, n_caa_items=48, n_behaviour_test=16, n_refusal_train=96,
                             n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
                             doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
