@@ -222,3 +222,21 @@ def test_grouped_behaviour_effect_equals_each_vector_alone(library_run, tiny_mod
     grouped = dose["vectors"]["sycophancy:linear_probe"]["effect"]
     for k, rec in alone.items():
         assert grouped[k]["mean"] == pytest.approx(rec["mean"], abs=1e-5)
+
+
+def test_committed_library_runs_are_the_presets():
+    """results/library-0.5b's two runs are exactly the library presets (their config hashes),
+    and its committed analysis is what `results.library` computes from their files."""
+    from pathlib import Path
+
+    from steerlens.results.library import analyse
+
+    root = Path(__file__).resolve().parents[1] / "results" / "library-0.5b"
+    for sub, preset in (("caa", "library"), ("methods", "library-methods")):
+        cfg, _ = config_from_args(build_parser().parse_args(["--preset", preset]))
+        assert cfg.hash == json.loads((root / sub / "config.json").read_text())["hash"], sub
+    a = analyse([root / "caa", root / "methods"], root / "layer_scan.json")
+    saved = json.loads((root / "library.json").read_text())
+    assert a["n_vectors"] == saved["n_vectors"] == 32
+    r, s = a["outcomes"]["nonrefusal"]["all"]["cosine"], saved["outcomes"]["nonrefusal"]["all"]["cosine"]
+    assert r["r"] == pytest.approx(s["r"], abs=1e-12) and r["p_value"] == pytest.approx(s["p_value"])

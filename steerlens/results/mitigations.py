@@ -221,6 +221,10 @@ def _pts(x: float | None) -> str:
     return "—" if x is None or not np.isfinite(x) else f"{100 * x:+.0f}"
 
 
+def _num(x: float | None) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{x:.2f}"
+
+
 def _ci(d: dict) -> str:
     return f"{_pts(d['delta'])} [{_pts(d['ci_low'])}, {_pts(d['ci_high'])}]"
 
@@ -229,7 +233,8 @@ def _fix_line(v: dict, f: dict, attack: str) -> str:
     o = f["outcomes"].get(attack, {})
     cells = [f"{_ci(o[k]['vs_baseline'])} {o[k]['verdict']}" if k in o else "—" for k in OUTCOMES]
     k = f.get("behaviour_kept")
-    kept = f"{k['share']:.2f} [{k['ci_low']:.2f}, {k['ci_high']:.2f}]" if k else "—"
+    kept = (f"{_num(k['share'])} [{_num(k['ci_low'])}, {_num(k['ci_high'])}] {k['verdict']}"
+            if k else "—")
     cap = "; ".join(f"{c} {_ci(x)}" for c, x in f["capability"].items()) or "—"
     fr = _ci(f["false_refusal"]) if f.get("false_refusal") else "—"
     return f"| {v['vector']}@{v['dose']:g} | {f['fix']} | {cells[0]} | {cells[1]} | {kept} | {fr} | {cap} |"
