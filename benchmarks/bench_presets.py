@@ -47,6 +47,12 @@ def run(preset: str, extra: list[str], env: dict | None = None) -> dict:
             "reused": sorted(k for k, v in reused.get("artefacts", {}).items() if v.get("reused"))}
 
 
+def append_json(path: Path, rec: dict) -> None:
+    """Append one result to a JSON list file (created if missing)."""
+    old = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps(old + [rec], indent=1) + "\n")
+
+
 def hf_rate() -> float:
     """HF `generate`'s new tok/s on this machine, as `bench_core.py` measures it."""
     code = ("import argparse, torch; torch.set_grad_enabled(False); import bench_core as b; "
@@ -117,9 +123,7 @@ def main() -> None:
     res["cpus"] = os.cpu_count()
     print(res)
     if args.json:
-        path = Path(args.json)
-        old = json.loads(path.read_text()) if path.exists() else []
-        path.write_text(json.dumps(old + [res], indent=1) + "\n")
+        append_json(Path(args.json), res)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_presets import hf_rate
+from bench_presets import append_json, hf_rate
 
 
 def main() -> None:
@@ -51,9 +51,7 @@ def main() -> None:
            "resumed": args.resume, "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(rec, indent=1))
     if args.json:
-        path = Path(args.json)
-        old = json.loads(path.read_text()) if path.exists() else []
-        path.write_text(json.dumps(old + [rec], indent=1) + "\n")
+        append_json(Path(args.json), rec)
 
 
 if __name__ == "__main__":

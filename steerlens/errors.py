@@ -18,3 +18,16 @@ class DataError(SteerlensError):
 
 class ModelError(SteerlensError):
     """A model that cannot be found, verified or loaded."""
+
+
+def cli_main(compute, show) -> int:
+    """A command's body: `show(compute())` and exit 0, or the error's one line and exit 2."""
+    import sys
+
+    try:
+        result = compute()
+    except SteerlensError as e:
+        print(f"steerlens: error: {e}", file=sys.stderr)
+        return 2
+    print(show(result))
+    return 0

@@ -366,15 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     mcfg = MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps,
                           attacks=tuple(a.attacks))
-    try:
-        summary = run_mitigate(Path(a.run), mcfg)
-    except SteerlensError as e:
-        print(f"steerlens: error: {e}", file=sys.stderr)
-        return 2
+    from steerlens.errors import cli_main
     from steerlens.results.mitigations import format_mitigations
 
-    print(format_mitigations(summary))
-    return 0
+    return cli_main(lambda: run_mitigate(Path(a.run), mcfg), format_mitigations)
 
 
 if __name__ == "__main__":

@@ -133,15 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
     p.add_argument("--no-scan", action="store_true", help="skip the layer-fragility scan")
     args = p.parse_args(argv)
-    try:
-        result = run_study(Path(args.out), args.model, args.resume, not args.no_scan)
-    except SteerlensError as e:
-        print(f"steerlens: error: {e}", file=sys.stderr)
-        return 2
+    from steerlens.errors import cli_main
     from steerlens.results.library import format_analysis
 
-    print(format_analysis(result))
-    return 0
+    return cli_main(lambda: run_study(Path(args.out), args.model, args.resume, not args.no_scan),
+                    format_analysis)
 
 
 if __name__ == "__main__":

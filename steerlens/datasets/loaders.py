@@ -189,16 +189,21 @@ def caa_path(behaviour: str, split: str = "generate") -> Path:
 def load_caa(behaviour: str, split: str = "generate", path: Path | None = None) -> list[ABItem]:
     """CAA A/B items for a behaviour: `generate` (vector estimation) or `test` (held out)."""
     path = Path(path) if path else caa_path(behaviour, split)
+    return _ab_items(path, "question", "answer_matching_behavior", "answer_not_matching_behavior",
+                     "matching and non-matching answers")
+
+
+def _ab_items(path: Path, q_key: str, a_key: str, b_key: str, what: str) -> list[ABItem]:
+    """A JSON list of A/B records as `ABItem(question, a letter, b letter)`, each row checked."""
     out = []
     for i, rec in enumerate(_read_json_list(path)):
         if not isinstance(rec, dict):
             raise DataError(f"{path}: row {i}: expected an object", fix="restore the file")
-        q = _need_str(path, i, "question", rec.get("question"))
-        a = _letter(path, i, "answer_matching_behavior", rec.get("answer_matching_behavior"))
-        b = _letter(path, i, "answer_not_matching_behavior", rec.get("answer_not_matching_behavior"))
+        q = _need_str(path, i, q_key, rec.get(q_key))
+        a = _letter(path, i, a_key, rec.get(a_key))
+        b = _letter(path, i, b_key, rec.get(b_key))
         if a == b:
-            raise DataError(f"{path}: row {i}: matching and non-matching answers are both {a!r}",
-                            fix="repair the row")
+            raise DataError(f"{path}: row {i}: {what} are both {a!r}", fix="repair the row")
         out.append(ABItem(q, a, b))
     return out
 
@@ -212,17 +217,7 @@ def load_capability(name: str, path: Path | None = None) -> list[ABItem]:
     if name not in CAPABILITY_SETS:
         raise DataError(f"unknown capability set {name!r}", fix=f"use one of: {', '.join(CAPABILITY_SETS)}")
     path = Path(path) if path else data_dir() / "caa" / "test" / CAPABILITY_SETS[name]
-    out = []
-    for i, rec in enumerate(_read_json_list(path)):
-        if not isinstance(rec, dict):
-            raise DataError(f"{path}: row {i}: expected an object", fix="restore the file")
-        q = _need_str(path, i, "prompt", rec.get("prompt"))
-        a = _letter(path, i, "correct", rec.get("correct"))
-        b = _letter(path, i, "incorrect", rec.get("incorrect"))
-        if a == b:
-            raise DataError(f"{path}: row {i}: correct and incorrect are both {a!r}", fix="repair the row")
-        out.append(ABItem(q, a, b))
-    return out
+    return _ab_items(path, "prompt", "correct", "incorrect", "correct and incorrect")
 
 
 def load_gptfuzzer_templates(path: Path | None = None) -> dict[int, Template]:
