@@ -14,6 +14,15 @@ model, attack or setting) and the key (id -> run, cell, row, stratum, weight).
 
     python benchmarks/harm_label_sample.py --blind data/harm_labels/blind.jsonl \
         --key data/harm_labels/key.jsonl
+
+Round 2 (an enrichment for harmful compliance, committed before it was labelled) draws more
+string-judge non-refusals, uniformly within each stratum among the pairs round 1 did not draw,
+so that the union is still a uniform sample of each stratum and its weight is
+`N_stratum / (n_round1 + n_round2)` (`merge_weights`):
+
+    python benchmarks/harm_label_sample.py --exclude data/harm_labels/labels.jsonl \
+        --jailbroken-by-model 0.5b=4 1.5b=18 --refused 0 --prefix r2_ --seed 20261203 \
+        --blind /tmp/r2_blind.jsonl --key /tmp/r2_key.jsonl
 """
 
 from __future__ import annotations
@@ -47,20 +56,44 @@ def population(root: Path) -> dict[tuple, list[dict]]:
     return {k: list(v.values()) for k, v in strata.items()}
 
 
-def draw(strata: dict[tuple, list[dict]], n_jb: int, n_ref: int, seed: int) -> list[dict]:
+def draw(strata: dict[tuple, list[dict]], n_jb: int | dict[str, int], n_ref: int, seed: int,
+         exclude: set[tuple] = frozenset(), prefix: str = "h") -> list[dict]:
+    """Up to n_jb non-refusals (per model when a dict) and n_ref refusals per stratum.
+
+    Pairs in `exclude` ((stratum, goal, completion), an earlier round's draw) are not drawn
+    again; `stratum_sampled` and `weight` are this round's, see `merge_weights`.
+    """
     rng = random.Random(seed)
     out = []
     for key in sorted(strata):
-        rows = strata[key]
-        n = min(len(rows), n_jb if key[3] else n_ref)
+        name = "|".join(map(str, key))
+        rows = [r for r in strata[key] if (name, r["goal"], r["completion"]) not in exclude]
+        cap = (n_jb.get(key[0], 0) if isinstance(n_jb, dict) else n_jb) if key[3] else n_ref
+        n = min(len(rows), cap)
         for row in rng.sample(rows, n):
             out.append({**row, "model": key[0], "attack": key[1], "kind": key[2],
-                        "stratum": "|".join(map(str, key)), "stratum_size": len(rows),
-                        "stratum_sampled": n, "weight": len(rows) / n})
+                        "stratum": name, "stratum_size": len(strata[key]),
+                        "stratum_sampled": n, "weight": len(strata[key]) / n})
     rng.shuffle(out)
     for i, row in enumerate(out):
-        row["id"] = f"h{i:04d}"
+        row["id"] = f"{prefix}{i:04d}"
     return out
+
+
+def merge_weights(rows: list[dict]) -> list[dict]:
+    """Rows of all rounds with each stratum's weight `N / (rows drawn from it in all rounds)`."""
+    drawn: dict[str, int] = defaultdict(int)
+    for r in rows:
+        drawn[r["stratum"]] += 1
+    return [{**r, "stratum_sampled": drawn[r["stratum"]],
+             "weight": r["stratum_size"] / drawn[r["stratum"]]} for r in rows]
+
+
+def _exclusions(path: Path | None) -> set[tuple]:
+    if path is None:
+        return set()
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["stratum"], r["goal"], r["completion"]) for r in rows}
 
 
 def main(argv=None) -> None:
@@ -70,9 +103,15 @@ def main(argv=None) -> None:
     ap.add_argument("--key", type=Path, required=True)
     ap.add_argument("--jailbroken", type=int, default=12)
     ap.add_argument("--refused", type=int, default=3)
+    ap.add_argument("--jailbroken-by-model", nargs="+", metavar="MODEL=N",
+                    help="per-model non-refusals per stratum (overrides --jailbroken)")
+    ap.add_argument("--exclude", type=Path, help="an earlier round's labels: not drawn again")
+    ap.add_argument("--prefix", default="h", help="id prefix (one per round)")
     ap.add_argument("--seed", type=int, default=20261202)
     a = ap.parse_args(argv)
-    rows = draw(population(a.root), a.jailbroken, a.refused, a.seed)
+    n_jb = ({m: int(n) for m, n in (x.split("=") for x in a.jailbroken_by_model)}
+            if a.jailbroken_by_model else a.jailbroken)
+    rows = draw(population(a.root), n_jb, a.refused, a.seed, _exclusions(a.exclude), a.prefix)
     a.blind.parent.mkdir(parents=True, exist_ok=True)
     with open(a.blind, "w") as f:
         for r in rows:
