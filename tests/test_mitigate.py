@@ -67,6 +67,26 @@ def test_mitigate_refuses_other_settings_and_unfinished_runs(mitigated, tmp_path
     assert main([str(mitigated), "--mitigations", "magic"]) == 2
     assert main([str(mitigated), "--attacks", "aim"]) == 2
     assert "the run audited" in capsys.readouterr().err
+    assert main([str(mitigated), "--vectors", "honesty"]) == 2
+    assert "the run audited" in capsys.readouterr().err
+
+
+def test_mitigate_on_a_subset_of_vectors_and_attacks(finished_run, tmp_path):
+    """--vectors/--attacks: only those vectors' fixes are generated, costed and tabled."""
+    from steerlens.audit.mitigate import main
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    assert main([str(run), *SMALL, "--vectors", "refusal", "--attacks", "none",
+                 "--mitigations", "perp1", "compensate"]) == 0
+    m = run / "mitigations"
+    names = {p.name for p in (m / "cells").glob("*.json")}
+    assert names == {"none__refusal@2+v_comp.json", "benign__refusal@2+v_comp.json",
+                     "benign__refusal@2+v_perp1.json"}
+    s = json.loads((m / "mitigations.json").read_text())
+    assert [v["vector"] for v in s["vectors"]] == ["refusal"] and s["attacks"] == ["none"]
+    assert set(json.loads((m / "costs.json").read_text())["capability"]["mmlu"]) == {
+        "unsteered", "refusal@2+v", "refusal@2+v_perp1", "refusal@2+v_comp"}
 
 
 def test_the_fixed_cells_use_the_fixes(mitigated, tiny_model):

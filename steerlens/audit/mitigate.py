@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,6 +47,7 @@ class MitigateConfig:
     learned_lr: float = 0.05
     seed: int = 0
     attacks: tuple[str, ...] = ()  # a subset of the run's attacks (empty: all of them)
+    vectors: tuple[str, ...] = ()  # a subset of the run's vectors (empty: all of them)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -68,6 +69,10 @@ def check(run: Path, mcfg: MitigateConfig) -> None:
     if set(mcfg.attacks) - set(ran):
         raise SteerlensError(f"--attacks {list(mcfg.attacks)}: the run audited {ran}",
                              fix="name attacks the run has, or none for all of them")
+    names = {f["vector"] for f in RunStore(run).read_json("summary.json")["vectors"]}
+    if set(mcfg.vectors) - names:
+        raise SteerlensError(f"--vectors {list(mcfg.vectors)}: the run audited {sorted(names)}",
+                             fix="name vectors the run has, or none for all of them")
     if min(mcfg.n_capability, mcfg.n_calibration, mcfg.learned_harmful, mcfg.learned_items) < 1:
         raise SteerlensError("mitigate sizes must be at least 1", fix="e.g. --n-capability 100")
     store = RunStore(run / "mitigations")
@@ -328,9 +333,9 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
     store.cached_json("run.json", lambda: {"config_hash": RunStore(run).read_json("config.json")["hash"]})
     cfg, ref, sub, vectors, scale = _load_run(run, model)
     if mcfg.attacks:
-        from dataclasses import replace
-
         cfg = replace(cfg, attacks=tuple(a for a in cfg.attacks if a in mcfg.attacks))
+    if mcfg.vectors:
+        vectors = replace(vectors, vectors={k: v for k, v in vectors.vectors.items() if k in mcfg.vectors})
     fixes = mitigation_settings(store, model, cfg, ref, sub, vectors, scale)
     grid = _blocks(cfg, fixes, run)
     store.cached_json("settings.json", lambda: {s.name: s.meta() for b in grid for s in b.settings})
@@ -363,9 +368,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="optimisation steps of the learned safety component")
     p.add_argument("--attacks", nargs="+", default=[],
                    help="only these of the run's attacks (default: all of them)")
+    p.add_argument("--vectors", nargs="+", default=[],
+                   help="only these of the run's vectors, e.g. those that lower refusal (default: all)")
     a = p.parse_args(argv)
     mcfg = MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps,
-                          attacks=tuple(a.attacks))
+                          attacks=tuple(a.attacks), vectors=tuple(a.vectors))
     from steerlens.errors import cli_main
     from steerlens.results.mitigations import format_mitigations
 

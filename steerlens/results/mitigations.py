@@ -181,7 +181,7 @@ def summarize_mitigations(run: str | Path) -> dict:
     attacks = sorted(mcfg.get("attacks") or {a for a, _ in cells if a != "benign"})
     out = []
     for f in summary["vectors"]:
-        if f["attack"] != attacks[0]:
+        if f["attack"] != attacks[0] or (mcfg.get("vectors") and f["vector"] not in mcfg["vectors"]):
             continue
         tag = f"{f['vector']}@{f['dose']:g}"
         rec = {"vector": f["vector"], "dose": f["dose"], "tag": tag,
