@@ -75,8 +75,12 @@ python benchmarks/caa_validation.py --run results/findings-0.5b-resid --out docs
 python benchmarks/bench_study.py --out results/library-0.5b --json benchmarks/results_study.json
 #   (equivalently: python -m steerlens.audit.study --out results/library-0.5b)
 
-# What fixes it (claims 4-5 extended): every fix with its costs, on the finished 0.5B run.
-python -m steerlens.audit.mitigate results/findings-0.5b-resid
+# What fixes it (claims 4-5 extended): every fix with its costs, on the finished runs: the vectors
+# that lower refusal, under the template attack (a subset chosen for CPU time; ~55 and ~50 min).
+python -m steerlens.audit.mitigate results/findings-0.5b-resid \
+  --vectors corrigible-neutral-HHH survival-instinct --attacks refusal_suppression
+python -m steerlens.audit.mitigate results/findings-1.5b-resid-100 \
+  --vectors corrigible-neutral-HHH --attacks refusal_suppression
 
 steerlens findings results/findings-0.5b-resid results/findings-0.5b-paper \
   results/findings-1.5b-resid-100 results/findings-1.5b-resid results/findings-1.5b-paper \
