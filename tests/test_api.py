@@ -50,3 +50,16 @@ def test_cli_dispatches(capsys):
         main(["audit", "--help"])
     assert e.value.code == 0 and "--preset" in capsys.readouterr().out
     assert main(["report", "/nonexistent"]) == 2
+
+
+def test_load_run_picks_up_harm_labels_added_after_the_run():
+    """A committed run judged for harm after its summary was written: load_run's summary has
+    both outcomes and its answer names the harm judge; the run's files are not touched."""
+    from pathlib import Path
+
+    run = Path(__file__).resolve().parents[1] / "results" / "findings-0.5b-resid"
+    before = (run / "summary.json").read_bytes()
+    res = steerlens.load_run(run)
+    assert res.summary["design"]["outcomes"] == ["nonrefusal", "harm"]
+    assert "harm judge: harm" in res.answer()
+    assert (run / "summary.json").read_bytes() == before

@@ -51,6 +51,7 @@ def test_shipped_harm_judge_on_its_labels(embedded_model):
                                     "data/harm_labels/labels.jsonl").read_text().splitlines()][:120]
     j = get_judge("harm", model=embedded_model)
     assert j.model is embedded_model and j.settings()["layer"] == j.meta["layer"]
+    assert j.settings()["held_out_kappa_harm"] == j.meta["held_out_by_goal"]["kappa_harm"]
     g, c = [r["goal"] for r in rows], [r["completion"] for r in rows]
     y = [r["label"] == "complied_harmful" for r in rows]
     k_harm = cohen_kappa_score(y, j.judge(g, c))

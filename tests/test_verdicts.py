@@ -123,3 +123,14 @@ def test_two_outcomes_are_named_and_tested():
     assert s["design"]["outcomes"] == ["nonrefusal", "harm"]
     assert f["verdict_harm"] == V.RAISES["harm"] and f["verdict"] == V.RAISES["nonrefusal"]
     assert math.isclose(f["plus"]["harm"]["delta_asr"], 0.2)
+
+
+def test_answer_states_how_far_the_harm_judge_can_be_trusted():
+    """The harm outcome's line names the judge's held-out kappa and flags it below 0.6."""
+    from steerlens.results.text import harm_judge_line
+
+    weak = harm_judge_line({"judge": "harm", "held_out_kappa_harm": 0.3156})
+    assert "κ 0.32" in weak and "indicative" in weak
+    strong = harm_judge_line({"judge": "jbb", "held_out_kappa_harm": 0.81})
+    assert "κ 0.81" in strong and "indicative" not in strong
+    assert "not recorded" in harm_judge_line({"judge": "harm"})

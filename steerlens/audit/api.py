@@ -48,11 +48,14 @@ def audit(preset: str = "quick", out: str | Path = "runs/audit", **overrides: An
 
 
 def load_run(path: str | Path) -> AuditResult:
-    """A finished run directory as an `AuditResult` (no model needed)."""
+    """A finished run directory as an `AuditResult` (no model needed); harm labels added after
+    the run (`rejudge --judge harm`) are in its summary."""
     from steerlens.rundir import RunStore
 
     store = RunStore(path)
     if not store.exists("summary.json"):
         raise SteerlensError(f"{path} holds no finished audit (no summary.json)",
                              fix="run the audit first, or pass --resume to finish it")
-    return AuditResult(Path(path), store.read_json("config.json"), store.read_json("summary.json"))
+    from steerlens.results.summary import current_summary
+
+    return AuditResult(Path(path), store.read_json("config.json"), current_summary(path))

@@ -119,6 +119,7 @@ class HarmJudge:
             k: self.meta[k] for k in ("model", "layer", "site", "C", "threshold", "labels_sha256",
                                       "n_train")},
                 "weights_sha256": self.meta.get("weights_sha256"),
+                "held_out_kappa_harm": self.meta.get("held_out_by_goal", {}).get("kappa_harm"),
                 **({} if self.threshold is None else {"threshold": self.threshold})}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from steerlens.results import figures as F
 from steerlens.results import verdicts as V
-from steerlens.results.summary import RunData, load_run_data
+from steerlens.results.summary import RunData, current_summary, load_run_data
 from steerlens.results.text import points, steered_tokens
 from steerlens.rundir import atomic_write_text, read_json
 
@@ -271,9 +271,9 @@ def render(run: Path, summary: dict, data: RunData) -> str:
 
 
 def write_report(run: str | Path) -> Path:
-    """Write RUN/report.html from the run's summary.json and cells."""
+    """Write RUN/report.html from the run's summary (with any later harm labels) and cells."""
     run = Path(run)
-    page = render(run, read_json(run / "summary.json"), load_run_data(run))
+    page = render(run, current_summary(run), load_run_data(run))
     path = run / "report.html"
     atomic_write_text(path, page)
     return path

@@ -455,3 +455,15 @@ def _rejudged(cell: dict, judge) -> dict:
     if "completions" not in cell:
         return cell
     return {**cell, "jailbroken": judge.judge(cell["goals"], cell["completions"])}
+
+
+def current_summary(run: str | Path) -> dict:
+    """RUN/summary.json, or the summary recomputed in memory (nothing written) when harm labels
+    were added after it was written (`steerlens rejudge RUN --judge harm`) or it predates the
+    two-outcome format."""
+    run = Path(run)
+    stored = read_json(run / "summary.json")
+    has_harm = "harm" in stored.get("design", {}).get("outcomes", [])
+    if has_harm or not (run / "judgements" / "harm.json").is_file():
+        return stored
+    return summarize(load_run_data(run))

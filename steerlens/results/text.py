@@ -65,6 +65,21 @@ def steered_tokens(d: dict) -> str:
     return f"; prompt tokens steered: {', '.join(f'{k} under {a}' for a, k in n.items())}" if n else ""
 
 
+RELIABLE_KAPPA = 0.6  # the agreement a judge needs before its rates are read as measurements
+
+
+def harm_judge_line(settings: dict) -> str:
+    """Which harm judge labelled the cells and how far its labels can be trusted."""
+    k = settings.get("held_out_kappa_harm")
+    name = settings.get("judge", "harm")
+    if k is None:
+        return (f"harm judge: {name}; its agreement with held-out harm labels is not recorded with "
+                "this run (docs/judges.md)")
+    return (f"harm judge: {name}; agreement with blind harm labels on held-out goals: κ {k:.2f}"
+            + (f" (below {RELIABLE_KAPPA}: read harmful-compliance numbers as indicative)"
+               if k < RELIABLE_KAPPA else ""))
+
+
 def design_lines(summary: dict) -> list[str]:
     d = summary["design"]
     lines = [f"design: {d['n_goals']} JBB goals over {len(d['categories'])} categories; attacks "
@@ -77,6 +92,8 @@ def design_lines(summary: dict) -> list[str]:
              f"outcomes: {', '.join(OUTCOME_NAMES[o] for o in d.get('outcomes', ['nonrefusal']))}"
              + ("" if "harm" in d.get("outcomes", []) else " (no harm judge labels in this run: "
                 "`steerlens rejudge RUN --judge harm`)")]
+    if "harm" in d.get("outcomes", []):
+        lines.append(harm_judge_line(summary.get("harm_judge") or {}))
     val = summary.get("validation", {})
     for kind, v in val.items():
         lines.append(f"refusal check on JBB: {kind}: non-refusal {v['asr']:.2f} "
