@@ -9,7 +9,8 @@ real vector of the study's runs (one point each):
   Monte Carlo permutation p, (k + 1) / (N + 1)); which predicts better: partial correlations,
   each controlling for the other (Freedman–Lane permutation); over all vectors, the vectors
   that steer their behaviour, and the 20 CAA vectors alone (one per behaviour: the method
-  vectors share their behaviour's pair activations, so they are not independent units);
+  vectors share their behaviour's pair activations; nor, it turned out, are the CAA vectors
+  independent directions: see the units below);
 - the screened dose-response slope (first-token refusal score over the screened and audited
   doses, least squares through the unsteered point) against the same two predictors;
 - real vectors against nulls of the same kind: a two-sample permutation test on |Δ| (real vs
@@ -18,6 +19,15 @@ real vector of the study's runs (one point each):
   method (the behaviour as block);
 - the layer scan: per layer, the mean and largest |shift| of the refusal score under isotropic
   random directions.
+
+Added after the results were read (issues 40, 43; docs/library.md), beside the rules above:
+- units that are units (`results.units`): the vectors' effective number of directions at the
+  steering layer, duplicates (cos > 0.99) merged, clusters (axes, poles); claim 3 on each named
+  unit set (each run, and all) pooled, within poles, cluster-robust (`results.clustered`), and
+  with the generated nulls as units in the same regression; the polarity cosine as a predictor
+  where recorded;
+- an equivalence test (TOST, margin the design's minimum detectable shift) beside each
+  real-vs-null test, and the sentences of "What the tests show" generated from the numbers.
 
 The rules were fixed before the study ran (docs/library.md): α = 0.05, two-sided, 20,000
 permutations with seed 0, no outlier removal, every real vector included whether it steers its
@@ -461,7 +471,7 @@ def _units_table(a: dict, o: str) -> list[str]:
     sets = a.get("unit_sets", {})
     if not sets:
         return []
-    lines = ["Claim 3 on independent units (duplicates merged; within poles: demeaned by pole, y "
+    lines = ["Claim 3 on units (duplicates merged; within poles: demeaned by pole, y "
              "permuted within poles; cluster-robust: OLS slope, wild cluster bootstrap-t with axes as "
              f"clusters; real + nulls: the {len(a['nulls'])} generated nulls as units beside the real "
              "ones, each its own cluster, their cosine read off their projection shift at the steering "
