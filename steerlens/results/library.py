@@ -372,6 +372,16 @@ def _load(runs: dict[str, Path]) -> tuple[list[dict], list[dict], dict]:
     return units, nulls, design
 
 
+def _by_attack(sets: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """A unit is a vector under one attack: a set with several attacks splits into `set@attack`."""
+    out = {}
+    for name, recs in sets.items():
+        attacks = list(dict.fromkeys(u["attack"] for u in recs))
+        for a in attacks:
+            out[name if len(attacks) == 1 else f"{name}@{a}"] = [u for u in recs if u["attack"] == a]
+    return out
+
+
 def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dict:
     """The whole analysis over the study's run directories (their summary.json files, and the
     vectors/ files for the geometry); `runs` is a list (unit sets named by directory) or a
@@ -399,8 +409,9 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dic
     sets = {"all": units}
     if len(named) > 1:  # each run its own named unit set too
         sets.update({n: [u for u in units if u["run"] == n] for n in named})
-    out["unit_sets"] = {k: unit_set(v, vecs, nulls) for k, v in sets.items() if len(v) >= 2}
-    if out["equivalence_margin"] and "all" in out["unit_sets"]:  # on the merged units
+    out["unit_sets"] = {k: unit_set(v, vecs, [n for n in nulls if n["attack"] == v[0]["attack"]])
+                        for k, v in _by_attack(sets).items() if len(v) >= 2}
+    if out["equivalence_margin"] and "all" in out["unit_sets"]:  # on the merged units (one attack)
         for o in OUTCOMES:
             out["outcomes"][o]["equivalence"] = equivalence(out["unit_sets"]["all"]["units"], nulls, o,
                                                             out["equivalence_margin"])

@@ -199,3 +199,18 @@ def test_docs_say_what_the_committed_library_shows(committed):
             if "as much" in para:
                 assert "TOST" in para, (name, para[:80])
     assert "same 100 goals" not in " ".join(docs["docs/library.md"].split())
+
+
+def test_polarity_is_read_from_overlap_json_and_units_split_by_attack(tmp_path):
+    """Branch-written `polarity_cos` in a run's overlap.json reaches the unit records; a run with
+    two attacks gives one unit set per attack (a vector under one attack is one unit)."""
+    from steerlens.results.library import _by_attack, _recorded_polarity
+
+    (tmp_path / "overlap.json").write_text(json.dumps({"a": {"cosine": 0.1, "polarity_cos": 0.9}}))
+    recs = [{"vector": "a", "run": "r", "polarity_cos": None, "attack": "none"},
+            {"vector": "b", "run": "r", "polarity_cos": None, "attack": "none"},
+            {"vector": "a", "run": "r", "polarity_cos": None, "attack": "aim"}]
+    _recorded_polarity({"r": tmp_path}, recs)
+    assert [r["polarity_cos"] for r in recs] == [0.9, None, 0.9]
+    assert {k: len(v) for k, v in _by_attack({"all": recs}).items()} == {"all@none": 2, "all@aim": 1}
+    assert list(_by_attack({"all": recs[:2]})) == ["all"]
