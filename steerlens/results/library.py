@@ -119,15 +119,17 @@ def vector_units(summary: dict, run: str) -> list[dict]:
     return out
 
 
-def null_units(summary: dict, run: str) -> list[dict]:
-    """The generated null cells of a run: kind, outcomes, projection shift."""
+def null_units(summary: dict, run: str, screened: bool = False) -> list[dict]:
+    """The generated null cells of a run (or, `screened`, every null with a first-token refusal
+    score shift, generated or screened only): kind, outcomes, projection shift."""
     return [{"setting": r["setting"], "attack": r["attack"], "run": run, "kind": r["kind"],
              "vector": r["setting"], "dose": r.get("dose"),
              "projection_shift": _later(r.get("projection_shift", [])),
              "steering_projection": _first(r.get("projection_shift", [])),
              "refusal_score_shift": r.get("refusal_score_shift"),
              "nonrefusal": _outcome(r, "nonrefusal"), "harm": _outcome(r, "harm")}
-            for r in summary["rows"] if r["kind"] in NULL_KINDS and "delta_asr" in r]
+            for r in summary["rows"] if r["kind"] in NULL_KINDS
+            and ("delta_asr" in r or (screened and r.get("refusal_score_shift") is not None))]
 
 
 def _perm_corr(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
@@ -242,6 +244,7 @@ def by_method(units: list[dict], outcome: str) -> dict:
 UNIT_KEYS = ("cosine", "polarity_cos", "projection_shift", "steering_projection",
              "refusal_score_shift", "screen_slope", "nonrefusal", "harm")
 PREDICTORS = ("cosine", "projection_shift")
+SCREEN = "refusal_score_shift"
 
 
 def implied_cosines(units: list[dict], nulls: list[dict]) -> dict:
@@ -317,7 +320,7 @@ def _claim3_units(units: list[dict], nulls: list[dict], o: str) -> dict:
     return out
 
 
-def unit_set(records: list[dict], vecs: dict, nulls: list[dict]) -> dict:
+def unit_set(records: list[dict], vecs: dict, nulls: list[dict], screened: list[dict]) -> dict:
     """Claim 3 on one named set of real vectors, their duplicates merged: pooled, within
     clusters (poles: fixed effects), cluster-robust (axes as clusters), and beside the nulls."""
     keys = [(r["run"], r["vector"]) for r in records]
@@ -329,8 +332,9 @@ def unit_set(records: list[dict], vecs: dict, nulls: list[dict]) -> dict:
     units = merge_records(records, groups, UNIT_KEYS)
     for u, a, p in zip(units, axes, poles):
         u["axis"], u["pole"] = int(a), int(p)
-    return {"geometry": geo, "units": units,
-            "outcomes": {o: _claim3_units(units, nulls, o) for o in OUTCOMES}}
+    out = {o: _claim3_units(units, nulls, o) for o in OUTCOMES}
+    out[SCREEN] = _claim3_units(units, screened, SCREEN)  # first-token score: every screened null
+    return {"geometry": geo, "units": units, "outcomes": out}
 
 
 def equivalence(units: list[dict], nulls: list[dict], outcome: str, margin: float) -> dict:
@@ -359,17 +363,20 @@ def _named(runs) -> dict[str, Path]:
             else {Path(r).name: Path(r) for r in runs})
 
 
-def _load(runs: dict[str, Path]) -> tuple[list[dict], list[dict], dict]:
-    units, nulls, seen, design = [], [], set(), {}
+def _load(runs: dict[str, Path]) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """Real vectors; generated nulls; screened nulls; the design. Model-level nulls are the same
+    cells in every run: each is kept once."""
+    units, nulls, screened, design = [], {}, {}, {}
     for name, run in runs.items():
         s = read_json(run / "summary.json")
         design = design or s.get("design", {})
         units += vector_units(s, name)
-        for n in null_units(s, name):
-            if (n["attack"], n["setting"]) not in seen:  # model-level nulls: the same cells in every run
-                seen.add((n["attack"], n["setting"]))
-                nulls.append(n)
-    return units, nulls, design
+        for n in null_units(s, name, screened=True):
+            key = (n["attack"], n["setting"])
+            screened.setdefault(key, n)
+            if n["nonrefusal"] is not None:
+                nulls.setdefault(key, n)
+    return units, list(nulls.values()), list(screened.values()), design
 
 
 def _by_attack(sets: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -388,7 +395,7 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dic
     {name: directory} mapping; `polarity` an optional polarity direction file. A unit is a
     vector under one attack (the study audits one, `none`)."""
     named = _named(runs)
-    units, nulls, design = _load(named)
+    units, nulls, screened, design = _load(named)
     vecs = _steering_vectors(named, units)
     _recorded_polarity(named, units)
     if polarity is not None:
@@ -396,7 +403,7 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dic
         fill_polarity(units, {k[1]: v for k, v in vecs.items()}, polarity_direction(polarity, layer))
     out = {"n_vectors": len(units), "n_steering": sum(u["steers"] for u in units),
            "vectors": units, "nulls": nulls, "outcomes": {},
-           "null_cosine_check": implied_cosines(units, nulls),
+           "null_cosine_check": implied_cosines(units, screened), "n_screened_nulls": len(screened),
            "equivalence_margin": design.get("minimum_detectable_delta_asr")}
     steering = [u for u in units if u["steers"]]
     # the 20 CAA vectors: one per behaviour, no two sharing pair activations
@@ -409,7 +416,8 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dic
     sets = {"all": units}
     if len(named) > 1:  # each run its own named unit set too
         sets.update({n: [u for u in units if u["run"] == n] for n in named})
-    out["unit_sets"] = {k: unit_set(v, vecs, [n for n in nulls if n["attack"] == v[0]["attack"]])
+    out["unit_sets"] = {k: unit_set(v, vecs, [n for n in nulls if n["attack"] == v[0]["attack"]],
+                                    [n for n in screened if n["attack"] == v[0]["attack"]])
                         for k, v in _by_attack(sets).items() if len(v) >= 2}
     if out["equivalence_margin"] and "all" in out["unit_sets"]:  # on the merged units (one attack)
         for o in OUTCOMES:
@@ -452,7 +460,7 @@ def _fmt_within(c: dict) -> str:
 def _fmt_wild(c: dict) -> str:
     if not np.isfinite(c.get("p_value", float("nan"))):
         return f"n={c.get('n', 0)}: —"
-    return (f"slope {100 * c['slope']:+.0f} pts/unit, CR1 se {100 * c['se_cr1']:.0f}, p={c['p_value']:.3g} "
+    return (f"slope {c['slope']:+.3g}, CR1 se {c['se_cr1']:.2g}, p={c['p_value']:.3g} "
             f"({c['n_clusters']} clusters, n={c['n']})")
 
 
@@ -479,12 +487,13 @@ _UNIT_ROWS += [(k.replace("_", " "), _fmt_corr, _get("pooled", k)) for k in (
 
 
 def _units_table(a: dict, o: str) -> list[str]:
-    sets = a.get("unit_sets", {})
+    sets = {k: s for k, s in a.get("unit_sets", {}).items() if o in s["outcomes"]}
     if not sets:
         return []
+    nulls = (f"{a.get('n_screened_nulls', 0)} screened" if o == SCREEN else f"{len(a['nulls'])} generated")
     lines = ["Claim 3 on units (duplicates merged; within poles: demeaned by pole, y "
              "permuted within poles; cluster-robust: OLS slope, wild cluster bootstrap-t with axes as "
-             f"clusters; real + nulls: the {len(a['nulls'])} generated nulls as units beside the real "
+             f"clusters; real + nulls: the {nulls} nulls as units beside the real "
              "ones, each its own cluster, their cosine read off their projection shift at the steering "
              "layer; real vs null: partial r of a real/null indicator given the predictor):", "",
              "| analysis | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
@@ -517,7 +526,7 @@ def _geometry_lines(a: dict) -> list[str]:
 
 
 ALPHA = 0.05
-_SHORT = {"nonrefusal": "non-refusal", "harm": "harmful compliance"}
+_SHORT = {"nonrefusal": "non-refusal", "harm": "harmful compliance", SCREEN: "first-token refusal score"}
 
 
 def _pr(c: dict) -> str:
@@ -563,9 +572,11 @@ def _nulls_sentence(a: dict, o: str) -> list[str]:
     if not w:
         return []
     alone, real = w["projection_shift"]["nulls_only"], w["projection_shift"]["real_given_predictor"]
+    n = a.get("n_screened_nulls", 0) if o == SCREEN else len(a["nulls"])
+    kind = "screened" if o == SCREEN else "generated"
     verb = "follows" if alone.get("p_value", 1) < ALPHA else "does not detectably follow"
     adds = ("adds nothing detectable" if real.get("p_value", 0) >= ALPHA else "predicts")
-    return [f"Among the {len(a['nulls'])} generated nulls alone the {_SHORT[o]} shift {verb} the refusal "
+    return [f"Among the {n} {kind} nulls alone the {_SHORT[o]} shift {verb} the refusal "
             f"overlap (projection shift {_pr(alone)}; cosine {_pr(w['cosine']['nulls_only'])}); with the "
             f"nulls beside the real units, being a real vector {adds} beyond the projection shift "
             f"(partial {_pr(real)})."]
@@ -599,7 +610,8 @@ def statements(a: dict) -> list[str]:
         out += _margin_sentence(r)
         out += [f"{_unit_sentence(n, s, o)}." for n, s in a.get("unit_sets", {}).items()]
         out += _nulls_sentence(a, o)
-    return out
+    return out + [f"{_unit_sentence(n, s, SCREEN)}." for n, s in a.get("unit_sets", {}).items()
+                  if SCREEN in s["outcomes"]] + _nulls_sentence(a, SCREEN)
 
 
 def _outcome_lines(a: dict, o: str, label: str) -> list[str]:
@@ -632,7 +644,8 @@ def format_analysis(a: dict) -> str:
     lines += ["## Screened dose-response (first-token refusal score)", "",
               f"- slope against cosine: {_fmt_corr(a['screen_slope']['cosine'])}",
               f"- slope against projection shift: {_fmt_corr(a['screen_slope']['projection_shift'])}",
-              f"- shift at the audited dose against cosine: {_fmt_corr(a['screen_shift']['cosine'])}", ""]
+              f"- shift at the audited dose against cosine: {_fmt_corr(a['screen_shift']['cosine'])}", "",
+              *_units_table(a, SCREEN)]
     if "layer_scan" in a:
         s = a["layer_scan"]
         row = " ".join(f"{k}:{v:.2f}" for k, v in sorted(s["mean_abs_shift"].items()))

@@ -67,6 +67,8 @@ def test_the_committed_library_is_few_directions(committed):
     assert len(committed["unit_sets"]["all"]["units"]) == every["n_units"]
     md = format_analysis(committed)
     assert "effective directions" in md and "within poles" in md and "cluster-robust" in md
+    # the first-token screen: the 44 generated nulls and the 32 screened-only random directions
+    assert committed["n_screened_nulls"] == 76 and "the 76 screened nulls as units" in md
 
 
 def test_nulls_cosine_is_read_off_the_steering_layer_projection(committed):
