@@ -36,6 +36,7 @@ behaviour or not (the subset that steers is reported beside it).
 
 from __future__ import annotations
 
+import functools
 import statistics
 from pathlib import Path
 
@@ -132,12 +133,21 @@ def null_units(summary: dict, run: str, screened: bool = False) -> list[dict]:
             and ("delta_asr" in r or (screened and r.get("refusal_score_shift") is not None))]
 
 
+@functools.lru_cache(maxsize=16)
+def _perms(n: int, seed: int) -> np.ndarray:
+    """N_PERM permutations of range(n) from a fresh generator (the same for every test of n
+    units; cached, read-only)."""
+    rng = np.random.default_rng(seed)
+    out = np.array([rng.permutation(n) for _ in range(N_PERM)])
+    out.flags.writeable = False
+    return out
+
+
 def _perm_corr(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
     """Pearson r with a two-sided Monte Carlo permutation p, (k + 1) / (N + 1), and the slope."""
     r = float(np.corrcoef(x, y)[0, 1])
-    rng = np.random.default_rng(seed)
     xs = (x - x.mean()) / x.std()
-    perms = np.array([rng.permutation(len(y)) for _ in range(N_PERM)])
+    perms = _perms(len(y), seed)
     ys = (y[perms] - y.mean()) / y.std()
     k = int((np.abs((ys * xs).mean(axis=1)) >= abs(r) - 1e-12).sum())
     return {"r": r, "r2": r * r, "p_value": (k + 1) / (N_PERM + 1), "n": len(x),
@@ -175,8 +185,7 @@ def partial(x: list, y: list, control: list, seed: int = 0) -> dict:
     # residualising fitted + permuted residuals on z leaves R @ ry[perm] (R fitted = 0)
     a = np.column_stack([np.ones_like(z), z])
     resid_maker = np.eye(len(z)) - a @ np.linalg.pinv(a)
-    rng = np.random.default_rng(seed)
-    rp = ry[np.array([rng.permutation(len(ry)) for _ in range(N_PERM)])] @ resid_maker.T
+    rp = ry[_perms(len(ry), seed)] @ resid_maker.T
     rp = (rp - rp.mean(1, keepdims=True)) / rp.std(1, keepdims=True)
     rs = (rp * ((xr - xr.mean()) / xr.std())).mean(1)
     k = int((np.abs(rs) >= abs(r) - 1e-12).sum())
@@ -204,8 +213,8 @@ def two_sample(real: list[float], null: list[float]) -> dict:
     b = np.abs([x for x in null if x is not None], dtype=float)
     if len(a) < 2 or len(b) < 2:
         return {"n_real": len(a), "n_null": len(b), "p_value": float("nan")}
-    res = stats.permutation_test((a, b), lambda u, v: np.mean(u) - np.mean(v),
-                                 permutation_type="independent", n_resamples=N_PERM,
+    res = stats.permutation_test((a, b), lambda u, v, axis: np.mean(u, axis) - np.mean(v, axis),
+                                 permutation_type="independent", n_resamples=N_PERM, vectorized=True,
                                  alternative="two-sided", random_state=0)
     return {"n_real": len(a), "n_null": len(b), "mean_abs_real": float(a.mean()),
             "mean_abs_null": float(b.mean()), "difference": float(res.statistic),
