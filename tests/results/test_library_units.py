@@ -216,3 +216,21 @@ def test_polarity_is_read_from_overlap_json_and_units_split_by_attack(tmp_path):
     assert [r["polarity_cos"] for r in recs] == [0.9, None, 0.9]
     assert {k: len(v) for k, v in _by_attack({"all": recs}).items()} == {"all@none": 2, "all@aim": 1}
     assert list(_by_attack({"all": recs[:2]})) == ["all"]
+
+
+def test_analysis_with_a_per_layer_polarity_file(tmp_path):
+    """A per-layer direction file (`vectors` + its `layers`, as audits save vectors): every unit
+    gets its cosine at the steering layer, computed here independently, and the polarity cosine
+    enters the predictors. Planted: the polarity direction is corrigible-neutral-HHH's CAA vector."""
+    from safetensors.numpy import load_file, save_file
+
+    src = STUDY / "methods" / "vectors" / "corrigible-neutral-HHH.safetensors"
+    meta = {"steerlens": json.dumps({"layers": units._metadata(src)["layers"]})}
+    save_file({"vectors": load_file(str(src))["vectors"]}, str(tmp_path / "pol.safetensors"), meta)
+    a = analyse({"methods": STUDY / "methods"}, polarity=tmp_path / "pol.safetensors")
+    d = units.layer_vector(src, 14)
+    for u in a["vectors"]:
+        v = units.layer_vector(units.vector_file(STUDY / "methods", u["vector"]), 14)
+        assert u["polarity_cos"] == pytest.approx(float(v @ d / np.linalg.norm(v) / np.linalg.norm(d)))
+    assert {"polarity_cosine", "cosine_given_polarity"} <= set(a["outcomes"]["nonrefusal"]["all"])
+    assert "polarity cosine" in format_analysis(a)
