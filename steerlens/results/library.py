@@ -407,9 +407,10 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dic
     units, nulls, screened, design = _load(named)
     vecs = _steering_vectors(named, units)
     _recorded_polarity(named, units)
-    if polarity is not None:
-        layer = read_json(next(iter(named.values())) / "refusal.json")["steering_layer"]
-        fill_polarity(units, {k[1]: v for k, v in vecs.items()}, polarity_direction(polarity, layer))
+    for name, run in (named.items() if polarity is not None else ()):  # runs may share vector names
+        d = polarity_direction(polarity, read_json(run / "refusal.json")["steering_layer"])
+        fill_polarity([u for u in units if u["run"] == name],
+                      {k[1]: v for k, v in vecs.items() if k[0] == name}, d)
     out = {"n_vectors": len(units), "n_steering": sum(u["steers"] for u in units),
            "vectors": units, "nulls": nulls, "outcomes": {},
            "null_cosine_check": implied_cosines(units, screened), "n_screened_nulls": len(screened),
