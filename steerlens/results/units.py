@@ -6,9 +6,9 @@ measures the set's geometry from the saved vectors (numpy only, no torch):
 - the effective number of directions: the participation ratio (Σλ)² / Σλ² of the Gram matrix of
   the unit vectors (Recanatesi et al. 2022's dimensionality measure; 1 for one direction
   repeated, n for n orthogonal ones);
-- duplicates: vectors with cos > DUPLICATE_COS (the split-half cosine of a CAA vector at the
-  steering layer is about 0.99: such vectors are the same intervention up to estimation noise,
-  since the dose fixes the norm), merged into one unit (their records averaged) before any
+- duplicates: vectors with cos > DUPLICATE_COS (the split-half cosines of the most stable CAA
+  vectors at the steering layer are 0.99–0.998: such vectors are the same intervention up to
+  estimation noise, since the dose fixes the norm), merged into one unit (their records averaged) before any
   regression. A vector and its near-negative are not duplicates (+v of one is −v of the other):
   they stay two units in one axis;
 - clusters: average-linkage hierarchical clustering (scipy) cut at distance CLUSTER_DISTANCE,
