@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from steerlens import __version__
+from steerlens._version import __version__
 from steerlens.errors import SteerlensError
 
 DOSE_UNITS = ("resid", "paper")

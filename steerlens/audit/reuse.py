@@ -119,7 +119,7 @@ def platform_processor() -> str:
 def environment(model, device: str, dtype: str) -> dict:
     """What every entry's floats rest on, besides its own inputs: the model (name, weights,
     config, tokenizer), steerlens' source, library versions, device, dtype, threads."""
-    from steerlens import __version__
+    from steerlens._version import __version__
 
     config = getattr(getattr(model, "original_model", None), "config", None)
     return {"steerlens": __version__, "source": source_digest(), **_versions(),

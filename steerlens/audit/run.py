@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from steerlens import __version__
+from steerlens._version import __version__
 from steerlens.audit.config import AuditConfig, RunOptions, build_parser, config_from_args, validate
 from steerlens.audit.grid import grid_stage
 from steerlens.audit.reuse import open_reuse
