@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.errors import SteerlensError
+from steerlens.schema import CONFIG_FILE, REPORT_FILE, SUMMARY_FILE
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class AuditResult:
 
     @property
     def report(self) -> Path:
-        return self.out / "report.html"
+        return self.out / REPORT_FILE
 
     def answer(self) -> str:
         """The answer text the CLI prints."""
@@ -44,7 +45,7 @@ def audit(preset: str = "quick", out: str | Path = "runs/audit", **overrides: An
         setattr(args, key, value)
     cfg, opts = config_from_args(args)
     summary = run_audit(cfg, opts)
-    return AuditResult(Path(out), RunStore(out).read_json("config.json"), summary)
+    return AuditResult(Path(out), RunStore(out).read_json(CONFIG_FILE), summary)
 
 
 def load_run(path: str | Path) -> AuditResult:
@@ -53,9 +54,9 @@ def load_run(path: str | Path) -> AuditResult:
     from steerlens.rundir import RunStore
 
     store = RunStore(path)
-    if not store.exists("summary.json"):
+    if not store.exists(SUMMARY_FILE):
         raise SteerlensError(f"{path} holds no finished audit (no summary.json)",
                              fix="run the audit first, or pass --resume to finish it")
     from steerlens.results.summary import current_summary
 
-    return AuditResult(Path(path), store.read_json("config.json"), current_summary(path))
+    return AuditResult(Path(path), store.read_json(CONFIG_FILE), current_summary(path))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.reuse import Reuse, data_digests, file_digest
 from steerlens.rundir import RunStore
+from steerlens.schema import JUDGE_FILE, REFUSAL_TENSORS, SUBSPACE_TENSORS, cell_name
 
 # Generated settings per grid job: each job shares one prompt cache and decodes its
 # after-instruction settings together (`generation.generate_grid`).
@@ -25,10 +26,6 @@ _HARMFUL_FIELDS = ("n_goals", "judge", "max_new_tokens", "system", "batch_size",
                    "n_null_pairs")
 _BENIGN_FIELDS = ("n_benign", "judge", "max_new_tokens", "system", "batch_size")
 _VALIDATION_FIELDS = ("n_goals", "judge", "max_new_tokens", "system", "batch_size")
-
-
-def cell_name(attack: str, setting: str) -> str:
-    return f"cells/{attack}__{setting}.json"
 
 
 @dataclass(frozen=True)
@@ -110,10 +107,10 @@ def block_inputs(cfg: AuditConfig, store: RunStore, block: Block, scale: float,
             "config": {f: getattr(cfg, f) for f in fields},
             "settings": {s.name: s.meta() for s in block.settings},
             "scale": scale if block.owner == "model" and not benign else None,
-            "judge": store.read_json("judge.json") if store.exists("judge.json") else cfg.judge,
+            "judge": store.read_json(JUDGE_FILE) if store.exists(JUDGE_FILE) else cfg.judge,
             "data": data_digests(goals),
-            "refusal": file_digest(store.path("refusal_direction.safetensors")),
-            "subspace": file_digest(store.path("refusal_subspace.safetensors")),
+            "refusal": file_digest(store.path(REFUSAL_TENSORS)),
+            "subspace": file_digest(store.path(SUBSPACE_TENSORS)),
             "job_settings": JOB_SETTINGS, "backend": backend}
 
 
@@ -172,7 +169,7 @@ def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, r
     them, and are published to it once computed."""
     from steerlens.judges.registry import get_judge
 
-    judge = store.cached_json("judge.json", lambda: get_judge(cfg.judge).settings())
+    judge = store.cached_json(JUDGE_FILE, lambda: get_judge(cfg.judge).settings())
     grid = blocks(cfg, settings)
     shared = []
     if reuse is not None and reusable_judge(judge):

@@ -28,6 +28,23 @@ import torch
 
 from steerlens.errors import SteerlensError
 from steerlens.rundir import RunStore
+from steerlens.schema import (
+    CONDITION_TENSORS,
+    CONFIG_FILE,
+    COSTS_FILE,
+    DOSE_FILE,
+    GATE_FILE,
+    HARM_LABELS,
+    JUDGE_FILE,
+    MITIGATED_RUN_FILE,
+    MITIGATIONS_DIR,
+    REFUSAL_TENSORS,
+    SETTINGS_FILE,
+    SUBSPACE_TENSORS,
+    SUMMARY_FILE,
+    compensation_file,
+    learned_file,
+)
 
 MITIGATIONS = ("perp1", "perpk", "compensate", "gate", "learned")
 SUFFIX = {"perp1": "+v_perp1", "perpk": "+v_perpk", "compensate": "+v_comp", "gate": "+v_gated",
@@ -59,26 +76,26 @@ def _log(msg: str) -> None:
 
 def check(run: Path, mcfg: MitigateConfig) -> None:
     """Fail before loading anything: a finished run, known mitigations, sane sizes."""
-    if not (run / "summary.json").exists() or not (run / "config.json").exists():
+    if not (run / SUMMARY_FILE).exists() or not (run / CONFIG_FILE).exists():
         raise SteerlensError(f"{run} is not a finished audit run (no summary.json)",
                              fix="run python -m steerlens.audit first, or finish it with --resume")
     bad = [m for m in mcfg.mitigations if m not in MITIGATIONS]
     if bad or not mcfg.mitigations:
         raise SteerlensError(f"unknown mitigation(s) {bad}", fix=f"use some of: {', '.join(MITIGATIONS)}")
-    ran = RunStore(run).read_json("config.json")["config"]["attacks"]
+    ran = RunStore(run).read_json(CONFIG_FILE)["config"]["attacks"]
     if set(mcfg.attacks) - set(ran):
         raise SteerlensError(f"--attacks {list(mcfg.attacks)}: the run audited {ran}",
                              fix="name attacks the run has, or none for all of them")
-    names = {f["vector"] for f in RunStore(run).read_json("summary.json")["vectors"]}
+    names = {f["vector"] for f in RunStore(run).read_json(SUMMARY_FILE)["vectors"]}
     if set(mcfg.vectors) - names:
         raise SteerlensError(f"--vectors {list(mcfg.vectors)}: the run audited {sorted(names)}",
                              fix="name vectors the run has, or none for all of them")
     if min(mcfg.n_capability, mcfg.n_calibration, mcfg.learned_harmful, mcfg.learned_items) < 1:
         raise SteerlensError("mitigate sizes must be at least 1", fix="e.g. --n-capability 100")
-    store = RunStore(run / "mitigations")
+    store = RunStore(run / MITIGATIONS_DIR)
     import json
 
-    if store.exists("config.json") and store.read_json("config.json") != json.loads(
+    if store.exists(CONFIG_FILE) and store.read_json(CONFIG_FILE) != json.loads(
             json.dumps(mcfg.to_json())):
         raise SteerlensError(f"{store.root} holds a mitigation run with other settings",
                              fix="delete that directory or use the same settings")
@@ -92,7 +109,7 @@ def _condition(store: RunStore, model, cfg, ref):
     from steerlens.core.tensorfile import load_tensors, save_tensors
     from steerlens.methods.mitigations import Condition, find_condition_point
 
-    path = store.path("condition.safetensors")
+    path = store.path(CONDITION_TENSORS)
     if not path.exists():
         n = cfg.n_refusal_train
         c = find_condition_point(model, _split("harmful_train", n, cfg.seed),
@@ -125,13 +142,13 @@ def _compensation(store: RunStore, model, cfg, ref, tag: str, v: torch.Tensor):
         return {"layers": later, "multipliers": [float(a.multiplier) for a in s.interventions[1:]],
                 "n_calibration": len(calib)}
 
-    rec = store.cached_json(f"compensation/{tag}.json", compute)
+    rec = store.cached_json(compensation_file(tag), compute)
     return combine(add, *[addition(as_float(unit(rd.at(k)), model), k, m)
                           for k, m in zip(rec["layers"], rec["multipliers"])])
 
 
 def store_cfg(store: RunStore) -> dict:
-    return store.read_json("config.json")
+    return store.read_json(CONFIG_FILE)
 
 
 def _learned(store: RunStore, model, cfg, ref, name: str, sv, tag: str, v: torch.Tensor):
@@ -143,7 +160,7 @@ def _learned(store: RunStore, model, cfg, ref, name: str, sv, tag: str, v: torch
     from steerlens.methods.learned import learned_component
     from steerlens.rundir import atomic_save_tensor
 
-    path = store.path(f"learned/{tag}.safetensors")
+    path = store.path(learned_file(tag))
     if not path.exists():
         m = store_cfg(store)
         items = behaviour_split(sv.meta.get("behaviour", name), "generate")[-m["learned_items"]:]
@@ -307,11 +324,11 @@ def _load_run(run: Path, model):
     from steerlens.methods.subspace import RefusalSubspace
 
     rstore = RunStore(run)
-    cfg = AuditConfig.from_json(rstore.read_json("config.json")["config"])
-    ref = Refusal.load(rstore.path("refusal_direction.safetensors"))
-    sub = RefusalSubspace.load(rstore.path("refusal_subspace.safetensors"))
+    cfg = AuditConfig.from_json(rstore.read_json(CONFIG_FILE)["config"])
+    ref = Refusal.load(rstore.path(REFUSAL_TENSORS))
+    sub = RefusalSubspace.load(rstore.path(SUBSPACE_TENSORS))
     vectors = vector_stage(rstore, model, cfg, ref, load_vector_files(cfg, model))
-    return cfg, ref, sub, vectors, rstore.read_json("dose.json")["scale"]
+    return cfg, ref, sub, vectors, rstore.read_json(DOSE_FILE)["scale"]
 
 
 def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
@@ -324,13 +341,14 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
 
     run = Path(run)
     check(run, mcfg)
-    saved = AuditConfig.from_json(RunStore(run).read_json("config.json")["config"])
+    saved = AuditConfig.from_json(RunStore(run).read_json(CONFIG_FILE)["config"])
     model = load_model(saved.model, device=saved.device, dtype=saved.dtype)
     torch.set_grad_enabled(False)
-    store = RunStore(run / "mitigations")
+    store = RunStore(run / MITIGATIONS_DIR)
     store.root.mkdir(exist_ok=True)
-    store.cached_json("config.json", mcfg.to_json)
-    store.cached_json("run.json", lambda: {"config_hash": RunStore(run).read_json("config.json")["hash"]})
+    store.cached_json(CONFIG_FILE, mcfg.to_json)
+    store.cached_json(MITIGATED_RUN_FILE,
+                      lambda: {"config_hash": RunStore(run).read_json(CONFIG_FILE)["hash"]})
     cfg, ref, sub, vectors, scale = _load_run(run, model)
     if mcfg.attacks:
         cfg = replace(cfg, attacks=tuple(a for a in cfg.attacks if a in mcfg.attacks))
@@ -338,16 +356,16 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
         vectors = replace(vectors, vectors={k: v for k, v in vectors.vectors.items() if k in mcfg.vectors})
     fixes = mitigation_settings(store, model, cfg, ref, sub, vectors, scale)
     grid = _blocks(cfg, fixes, run)
-    store.cached_json("settings.json", lambda: {s.name: s.meta() for b in grid for s in b.settings})
-    store.cached_json("judge.json", lambda: RunStore(run).read_json("judge.json"))
+    store.cached_json(SETTINGS_FILE, lambda: {s.name: s.meta() for b in grid for s in b.settings})
+    store.cached_json(JUDGE_FILE, lambda: RunStore(run).read_json(JUDGE_FILE))
     jobs = plan_jobs(store, cfg, grid, readout(model, ref, sub))
     if jobs:
         _run_jobs(store, model, cfg, RunOptions(), jobs)
-    if (run / "judgements" / "harm.json").exists():
+    if (run / HARM_LABELS).exists():
         harm_stage(store, model)
     if "gate" in mcfg.mitigations:
-        store.cached_json("gate.json", lambda: gate_rates(model, cfg, _condition(store, model, cfg, ref)))
-    store.cached_json("costs.json", lambda: costs(model, cfg, vectors, fixes, mcfg.to_json(), mcfg.seed))
+        store.cached_json(GATE_FILE, lambda: gate_rates(model, cfg, _condition(store, model, cfg, ref)))
+    store.cached_json(COSTS_FILE, lambda: costs(model, cfg, vectors, fixes, mcfg.to_json(), mcfg.seed))
     summary = summarize_mitigations(run)
     write_mitigations(run, summary)
     return summary

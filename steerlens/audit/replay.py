@@ -22,9 +22,10 @@ from steerlens.core.prompts import chat_prompts
 from steerlens.errors import SteerlensError
 from steerlens.results.summary import RunData, load_run_data
 from steerlens.rundir import RunStore
+from steerlens.schema import CONFIG_FILE, DOSE_FILE, REFUSAL_TENSORS, SETTINGS_FILE, SUBSPACE_TENSORS
 
-REQUIRED = ("config.json", "refusal_direction.safetensors", "refusal_subspace.safetensors",
-            "dose.json", "settings.json")
+REQUIRED = (CONFIG_FILE, REFUSAL_TENSORS, SUBSPACE_TENSORS,
+            DOSE_FILE, SETTINGS_FILE)
 
 
 @dataclass
@@ -71,15 +72,15 @@ def replay_run(run: str | Path, model) -> AuditedRun:
         raise SteerlensError(f"{root} is not a finished audit run (missing {', '.join(missing)})",
                              fix="pass an audit's --out directory, or finish it with --resume")
     store = _ReadOnly(root)
-    cfg = AuditConfig.from_json(store.read_json("config.json")["config"])
-    saved = stages.load_refusal(store.path("refusal_direction.safetensors")).direction.direction
+    cfg = AuditConfig.from_json(store.read_json(CONFIG_FILE)["config"])
+    saved = stages.load_refusal(store.path(REFUSAL_TENSORS)).direction.direction
     if model.cfg.d_model != saved.shape[-1]:
         raise SteerlensError(f"{root} was audited on {cfg.model}, not on this model",
                              fix=f"load_model({cfg.model!r})")
     ref = stages.refusal_stage(store, model, cfg)
     sub = stages.subspace_stage(store, model, cfg, ref)
     vectors = stages.vector_stage(store, model, cfg, ref, stages.load_vector_files(cfg, model))
-    dose = store.read_json("dose.json")
+    dose = store.read_json(DOSE_FILE)
     grid = stages.build_settings(cfg, model, ref, sub, vectors, dose["scale"])
     checks = stages.validation_settings(model, ref, sub)
     return AuditedRun(root, cfg, ref, sub, vectors, dose, {s.name: s for s in grid + checks},

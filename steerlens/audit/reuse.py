@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from steerlens.rundir import RunStore, atomic_save_tensor
+from steerlens.schema import REUSE_FILE
 
 REUSE_ENV = "STEERLENS_REUSE_DIR"
 
@@ -206,14 +207,14 @@ class Reuse:
     def write_record(self, store: RunStore) -> None:
         """reuse.json: the store used and, per artefact, its key and whether it was reused."""
         if self.root is None:
-            store.write_json("reuse.json", {"store": None, "artefacts": {}})
+            store.write_json(REUSE_FILE, {"store": None, "artefacts": {}})
             return
-        old = store.read_json("reuse.json")["artefacts"] if store.exists("reuse.json") else {}
+        old = store.read_json(REUSE_FILE)["artefacts"] if store.exists(REUSE_FILE) else {}
         for name, rec in self.records.items():  # a resumed run keeps what its start reused
             prev = old.get(name) or {}
             if prev.get("reused") and prev.get("key") == rec.get("key"):
                 rec["reused"] = True
-        store.write_json("reuse.json", {"store": str(self.root) if self.root else None,
+        store.write_json(REUSE_FILE, {"store": str(self.root) if self.root else None,
                                         "artefacts": {**old, **self.records}})
 
 

@@ -26,6 +26,19 @@ from steerlens.methods.caa import balanced, label_shuffled, pair_activations
 from steerlens.methods.refusal import RefusalDirection, refusal_scores, sample, select_refusal_direction
 from steerlens.methods.subspace import RefusalSubspace, choose_k_by_ablation, refusal_subspace
 from steerlens.rundir import RunStore
+from steerlens.schema import (
+    DOSE_FILE,
+    HARM_LABELS,
+    OVERLAP_FILE,
+    REFUSAL_FILE,
+    REFUSAL_TENSORS,
+    SETTINGS_FILE,
+    SUBSPACE_FILE,
+    SUBSPACE_TENSORS,
+    SUMMARY_FILE,
+    VECTOR_FILES,
+    vector_file,
+)
 
 
 def _log(msg: str) -> None:
@@ -89,8 +102,8 @@ def _compute_refusal(model, cfg: AuditConfig) -> Refusal:
                    rd.meta.get("val_harmful", []))
 
 
-REFUSAL_FILES = ["refusal_direction.safetensors", "refusal.json"]
-SUBSPACE_FILES = ["refusal_subspace.safetensors", "subspace.json"]
+REFUSAL_FILES = [REFUSAL_TENSORS, REFUSAL_FILE]
+SUBSPACE_FILES = [SUBSPACE_TENSORS, SUBSPACE_FILE]
 _REFUSAL_FIELDS = ("layer", "n_refusal_train", "n_refusal_val", "refusal_layer_stride",
                    "refusal_positions", "filter_refusal_prompts", "seed", "system", "batch_size")
 
@@ -117,7 +130,7 @@ def subspace_inputs(cfg: AuditConfig, store: RunStore) -> dict:
     return {"config": {f: getattr(cfg, f) for f in ("n_category", "k", "seed", "system",
                                                     "batch_size")},
             "data": data_digests(*data),
-            "refusal": file_digest(store.path("refusal_direction.safetensors"))}
+            "refusal": file_digest(store.path(REFUSAL_TENSORS))}
 
 
 def _reused(store: RunStore, reuse, name: str, inputs, files: list[str], compute):
@@ -134,10 +147,10 @@ def _reused(store: RunStore, reuse, name: str, inputs, files: list[str], compute
 
 
 def _refusal_files(store: RunStore, model, cfg: AuditConfig) -> Refusal:
-    ref = store.artefact("refusal_direction.safetensors", Refusal,
+    ref = store.artefact(REFUSAL_TENSORS, Refusal,
                          lambda: _compute_refusal(model, cfg))
     rd = ref.direction
-    store.cached_json("refusal.json", lambda: {
+    store.cached_json(REFUSAL_FILE, lambda: {
         **rd.meta, "layer": rd.layer, "position": rd.position, "steering_layer": ref.layer,
         "readout_layers": [lay for lay in rd.layers if lay >= ref.layer],
         "resid_norm": ref.resid_norm, "candidates": rd.candidates})
@@ -195,9 +208,9 @@ def _compute_subspace(model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
 
 
 def _subspace_files(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
-    sub = store.artefact("refusal_subspace.safetensors", RefusalSubspace,
+    sub = store.artefact(SUBSPACE_TENSORS, RefusalSubspace,
                          lambda: _compute_subspace(model, cfg, ref))
-    store.cached_json("subspace.json", lambda: {"method": sub.method, **sub.evidence})
+    store.cached_json(SUBSPACE_FILE, lambda: {"method": sub.method, **sub.evidence})
     return sub
 
 
@@ -282,8 +295,7 @@ class Vectors:
 def _behaviour_vectors(store: RunStore, model, cfg: AuditConfig, ref: Refusal, b: str):
     """The behaviour's CAA vector (and shuffled nulls) and its other methods' vectors, each in
     its own file; the pair activations are computed once, only if a file is missing."""
-    names = {m: f"vectors/{b}.safetensors" if m == "mean_difference" else
-             f"vectors/{b}.{m}.safetensors" for m in ("mean_difference", *cfg.methods)}
+    names = {m: vector_file(b, m) for m in ("mean_difference", *cfg.methods)}
     cache: dict = {}
 
     def acts():
@@ -311,7 +323,7 @@ def vector_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
         nulls[b] = null
     vecs.update(files)
     if files:
-        store.cached_json("vectors/files.json", lambda: {name: {
+        store.cached_json(VECTOR_FILES, lambda: {name: {
             **{k: sv.meta.get(k) for k in ("file", "format", "model_hint", "site_assumed")},
             "read_from": sv.meta.get("renumbered_from", sv.site), "site": sv.site,
             "layers": sv.layers} for name, sv in files.items()})
@@ -392,7 +404,7 @@ def _steers(effect: dict, dose: float) -> bool:
 
 
 def dose_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> dict:
-    return store.cached_json("dose.json", lambda: _compute_dose(model, cfg, ref, vectors))
+    return store.cached_json(DOSE_FILE, lambda: _compute_dose(model, cfg, ref, vectors))
 
 
 # -- 5. geometry -----------------------------------------------------------------------------
@@ -413,7 +425,7 @@ def overlap_stage(store: RunStore, ref: Refusal, sub: RefusalSubspace, vectors: 
                          "chance_cosine": 1.96 / v.shape[0] ** 0.5}
         return out
 
-    return store.cached_json("overlap.json", compute)
+    return store.cached_json(OVERLAP_FILE, compute)
 
 
 def unit_refusal(ref: Refusal) -> torch.Tensor:
@@ -531,7 +543,7 @@ def settings_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal, sub: 
     """The grid's settings, with their metadata written to settings.json."""
     grid = build_settings(cfg, model, ref, sub, vectors, scale)
     checks = validation_settings(model, ref, sub)
-    store.cached_json("settings.json", lambda: {s.name: s.meta() for s in grid + checks})
+    store.cached_json(SETTINGS_FILE, lambda: {s.name: s.meta() for s in grid + checks})
     return {"grid": grid, "validation": checks}
 
 
@@ -543,9 +555,9 @@ def harm_stage(store: RunStore, model, reuse=None) -> None:
     from steerlens.judges.harm import load_harm_judge
     from steerlens.judges.rejudge import read_cells, rejudge
 
-    path = store.root / "judgements" / "harm.json"
+    path = store.root / HARM_LABELS
     if path.exists():
-        done = set(store.read_json("judgements/harm.json")["cells"])
+        done = set(store.read_json(HARM_LABELS)["cells"])
         if done >= {name[: -len(".json")] for name, _ in read_cells(store.root)}:
             return
     _log("harm judge: judging every generated completion for harmful compliance")
@@ -560,5 +572,5 @@ def summary_stage(store: RunStore) -> dict:
     from steerlens.results.summary import load_run_data, summarize
 
     summary = summarize(load_run_data(store.root))
-    store.write_json("summary.json", summary)
-    return store.read_json("summary.json")
+    store.write_json(SUMMARY_FILE, summary)
+    return store.read_json(SUMMARY_FILE)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from steerlens.errors import SteerlensError
+from steerlens.schema import CONFIG_FILE, LAYER_SCAN_FILE, STUDY_TIMINGS_FILE
 
 RUNS = {"caa": "library", "methods": "library-methods"}
 
@@ -91,13 +92,13 @@ def _scan(out: Path, model_name: str) -> None:
     from steerlens.datasets.loaders import load_jbb
     from steerlens.rundir import write_json
 
-    path = out / "layer_scan.json"
+    path = out / LAYER_SCAN_FILE
     if path.exists():
         return
     _log("layer scan: isotropic random directions at every layer, first decode step")
     from steerlens.rundir import read_json
 
-    cfg = read_json(out / "caa" / "config.json")["config"]
+    cfg = read_json(out / "caa" / CONFIG_FILE)["config"]
     model = load_model(model_name, device=cfg["device"], dtype=cfg["dtype"])
     torch.set_grad_enabled(False)
     goals = [b.goal for b in load_jbb("harmful")]
@@ -120,9 +121,9 @@ def run_study(out: Path, model: str, resume: bool = False, scan: bool = True) ->
         t = time.time()
         _scan(out, model)
         secs["layer_scan"] = time.time() - t
-    result = analyse([out / s for s in RUNS], out / "layer_scan.json")
+    result = analyse([out / s for s in RUNS], out / LAYER_SCAN_FILE)
     write_analysis(out, result)
-    write_json(out / "study_timings.json", {"seconds": secs, "total": sum(secs.values())})
+    write_json(out / STUDY_TIMINGS_FILE, {"seconds": secs, "total": sum(secs.values())})
     return result
 
 
