@@ -40,6 +40,11 @@ COSTS_FILE = "costs.json"
 MITIGATIONS_FILE = "mitigations.json"  # results.mitigations
 MITIGATIONS_TEXT = "mitigations.md"
 
+# the fixes `audit.mitigate` builds, each with the suffix of its settings' (and cells') names:
+# `vector@dose` + suffix (`audit.settings.Kind` holds the same values; `results` reads them here)
+FIX_SUFFIX = {"perp1": "+v_perp1", "perpk": "+v_perpk", "compensate": "+v_comp", "gate": "+v_gated",
+              "learned": "+v_learned"}
+
 # -- a study directory (`audit.study`) -----------------------------------------------------------
 LAYER_SCAN_FILE = "layer_scan.json"
 STUDY_TIMINGS_FILE = "study_timings.json"

@@ -18,7 +18,7 @@ from steerlens.errors import SteerlensError
 class Job:
     attack: str  # an attack name, or "benign" (JBB benign goals, no template)
     goals: list  # list[Behavior]
-    settings: list  # list[evaluate.Setting]
+    settings: list  # list[settings.Setting]
     judge: str
     max_new_tokens: int
     batch_size: int

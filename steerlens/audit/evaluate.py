@@ -4,14 +4,14 @@ judged, screened), and the behaviour effect of each vector on held-out CAA items
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
 from scipy import stats
 from torch import Tensor
 
+from steerlens.audit.settings import Setting
 from steerlens.core.generation import Readout, generate_grid, next_token_logits_grid
 from steerlens.core.prompts import PromptSet, chat_prompts, longest_common_prefix
 from steerlens.core.steering import Steering
@@ -19,43 +19,6 @@ from steerlens.datasets.attacks import Attack
 from steerlens.datasets.loaders import ABItem, Behavior
 from steerlens.judges.strings import unambiguous_refusal
 from steerlens.methods.caa import balanced, pair_prompts
-
-
-class Kind(str, Enum):
-    """What a steering setting is, as data (never parsed from its name)."""
-
-    BASELINE = "baseline"
-    PLUS = "+v"
-    MINUS = "-v"
-    PERP1 = "+v_perp1"  # orthogonalised against the refusal direction (the paper's mitigation)
-    PERPK = "+v_perpk"  # orthogonalised against the refusal subspace
-    RANDOM = "random"  # norm-matched random direction (null)
-    SHUFFLED = "shuffled"  # label-shuffled CAA vector (null)
-    COVARIANCE = "covariance"  # drawn from the covariance of residual activations (null)
-    PAIR_DIFF = "pair_diff"  # difference of a random prompt pair's activations (null)
-    SCREEN = "+v_screen"  # +v at a further dose, screened at the first step only
-    COMPENSATED = "+v_comp"  # +v with downstream compensation (audit.mitigate)
-    GATED = "+v_gated"  # +v behind CAST's condition gate (audit.mitigate)
-    LEARNED = "+v_learned"  # +v less its learned safety component (audit.mitigate)
-    REFUSAL_ABLATED = "refusal_ablated"  # directional ablation of the refusal direction
-    SUBSPACE_ABLATED = "subspace_ablated"  # ablation of the k-D refusal subspace
-    REFUSAL_ADDED = "refusal_added"  # the refusal direction added at its layer
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One steering condition of the grid."""
-
-    name: str
-    kind: Kind
-    steering: Steering = field(default_factory=Steering, repr=False)
-    vector: str | None = None  # the audited vector it belongs to
-    dose: float = 0.0  # signed, in the run's dose unit
-    generate: bool = True  # False: screened at the first step only (most null directions)
-
-    def meta(self) -> dict:
-        return {"kind": self.kind.value, "vector": self.vector, "dose": self.dose,
-                "generated": self.generate}
 
 
 def attack_prompts(tokenizer, attack: Attack, goals: Sequence[Behavior],

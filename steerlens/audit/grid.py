@@ -35,7 +35,7 @@ class Block:
     attack: str  # an attack name, or "benign" (JBB benign goals, no template)
     goals: list  # list[Behavior]
     owner: str  # "model", "validation", or an audited vector's name
-    settings: list  # list[evaluate.Setting]
+    settings: list  # list[settings.Setting]
 
     def files(self) -> list[str]:
         return [cell_name(self.attack, s.name) for s in self.settings]
@@ -51,7 +51,7 @@ def _by_owner(attack: str, goals: list, settings: list) -> list[Block]:
 def blocks(cfg: AuditConfig, settings: dict) -> list[Block]:
     """Every block of the grid: per attack the model's, the validation's (first attack only)
     and each vector's; then benign false refusals (baseline, +v, -v)."""
-    from steerlens.audit.evaluate import Kind
+    from steerlens.audit.settings import Kind
     from steerlens.datasets.loaders import load_jbb, stratified
 
     goals = stratified(load_jbb("harmful"), cfg.n_goals)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from steerlens.audit.settings import FIX_KINDS, Frame, Kind, dosed, fix_setting, vector_setting
+from steerlens.datasets.behaviours import behaviour_split
 from steerlens.errors import SteerlensError
 from steerlens.rundir import RunStore
 from steerlens.schema import (
@@ -46,9 +48,7 @@ from steerlens.schema import (
     learned_file,
 )
 
-MITIGATIONS = ("perp1", "perpk", "compensate", "gate", "learned")
-SUFFIX = {"perp1": "+v_perp1", "perpk": "+v_perpk", "compensate": "+v_comp", "gate": "+v_gated",
-          "learned": "+v_learned"}
+MITIGATIONS = tuple(FIX_KINDS)
 
 
 @dataclass(frozen=True)
@@ -105,15 +105,15 @@ def check(run: Path, mcfg: MitigateConfig) -> None:
 
 def _condition(store: RunStore, model, cfg, ref):
     """CAST's condition point on the refusal train prompts (never JBB), saved once."""
-    from steerlens.audit.stages import _split
+    from steerlens.audit.stages import instructions
     from steerlens.core.tensorfile import load_tensors, save_tensors
     from steerlens.methods.mitigations import Condition, find_condition_point
 
     path = store.path(CONDITION_TENSORS)
     if not path.exists():
         n = cfg.n_refusal_train
-        c = find_condition_point(model, _split("harmful_train", n, cfg.seed),
-                                 _split("harmless_train", n, cfg.seed), range(1, ref.layer + 1),
+        c = find_condition_point(model, instructions("harmful_train", n, cfg.seed),
+                                 instructions("harmless_train", n, cfg.seed), range(1, ref.layer + 1),
                                  system=cfg.system, batch_size=cfg.batch_size)
         from steerlens.rundir import atomic_save_tensor
 
@@ -125,7 +125,7 @@ def _condition(store: RunStore, model, cfg, ref):
 
 def _compensation(store: RunStore, model, cfg, ref, tag: str, v: torch.Tensor):
     """Downstream compensation of `v`, its per-layer multipliers saved (`compensation/`)."""
-    from steerlens.audit.stages import _split
+    from steerlens.audit.stages import instructions
     from steerlens.core.geometry import unit
     from steerlens.core.steering import addition, as_float, combine
     from steerlens.methods.mitigations import compensation
@@ -136,7 +136,7 @@ def _compensation(store: RunStore, model, cfg, ref, tag: str, v: torch.Tensor):
     add = addition(v.float().to(dev), L)
 
     def compute() -> dict:
-        calib = _split("harmful_val", store_cfg(store)["n_calibration"], cfg.seed + 1)
+        calib = instructions("harmful_val", store_cfg(store)["n_calibration"], cfg.seed + 1)
         s = compensation(model, add, {k: rd.at(k) for k in later}, later, calib, cfg.system,
                          cfg.batch_size)
         return {"layers": later, "multipliers": [float(a.multiplier) for a in s.interventions[1:]],
@@ -153,10 +153,9 @@ def store_cfg(store: RunStore) -> dict:
 
 def _learned(store: RunStore, model, cfg, ref, name: str, sv, tag: str, v: torch.Tensor):
     """The learned safety component of `v` (`learned/{tag}.safetensors`, curve in its meta)."""
-    from steerlens.audit.stages import _split
+    from steerlens.audit.stages import instructions
     from steerlens.core.geometry import unit
     from steerlens.core.tensorfile import load_tensors, save_tensors
-    from steerlens.datasets.behaviours import behaviour_split
     from steerlens.methods.learned import learned_component
     from steerlens.rundir import atomic_save_tensor
 
@@ -164,7 +163,7 @@ def _learned(store: RunStore, model, cfg, ref, name: str, sv, tag: str, v: torch
     if not path.exists():
         m = store_cfg(store)
         items = behaviour_split(sv.meta.get("behaviour", name), "generate")[-m["learned_items"]:]
-        harmful = _split("harmful_train", m["learned_harmful"], cfg.seed + 2)
+        harmful = instructions("harmful_train", m["learned_harmful"], cfg.seed + 2)
         _log(f"learned safety component: {tag} ({m['learned_steps']} steps)")
         comp = learned_component(model, v, ref.layer, harmful, items, unit(ref.direction.at(ref.layer)),
                                  m["learned_steps"], m["learned_lr"], system=cfg.system)
@@ -184,31 +183,22 @@ class _Ctx:
     model: object
     cfg: object
     ref: object
-    sub: object
+    frame: Frame
     cond: object = None
 
-    def add(self, x: torch.Tensor):
-        from steerlens.core.steering import addition
 
-        return addition(x.float().to(self.model.cfg.device), self.ref.layer)
-
-
-def _fix(c: _Ctx, fix: str, name: str, sv, tag: str, v: torch.Tensor):
-    """(kind, steering) of one fix of `v` (the vector `name` dosed)."""
-    from steerlens.audit.evaluate import Kind
-    from steerlens.core.geometry import orthogonalize, orthogonalize_subspace
+def _steering(c: _Ctx, fix: str, name: str, sv, tag: str, v: torch.Tensor):
+    """The steering of a fix that is not a plain orthogonalisation (None: ⊥1 and ⊥k, which
+    `settings.fix_setting` builds exactly as the grid does)."""
     from steerlens.methods.mitigations import gated
 
-    L = c.ref.layer
-    if fix == "perp1":
-        return Kind.PERP1, c.add(orthogonalize(v, c.ref.direction.at(L)))
-    if fix == "perpk":
-        return Kind.PERPK, c.add(orthogonalize_subspace(v, c.sub.basis[: c.sub.evidence["k"]]))
     if fix == "compensate":
-        return Kind.COMPENSATED, _compensation(c.store, c.model, c.cfg, c.ref, tag, v)
+        return _compensation(c.store, c.model, c.cfg, c.ref, tag, v)
     if fix == "gate":
-        return Kind.GATED, gated(c.add(v), c.cond)
-    return Kind.LEARNED, c.add(_learned(c.store, c.model, c.cfg, c.ref, name, sv, tag, v))
+        return gated(c.frame.add(v), c.cond)
+    if fix == "learned":
+        return c.frame.add(_learned(c.store, c.model, c.cfg, c.ref, name, sv, tag, v))
+    return None
 
 
 def _has_behaviour(sv) -> bool:
@@ -218,23 +208,19 @@ def _has_behaviour(sv) -> bool:
 def mitigation_settings(store: RunStore, model, cfg, ref, sub, vectors, scale: float) -> list:
     """Per vector and audited dose the raw +v and each chosen fix (the run may hold some of
     their cells already: perp1 and perpk in the standard presets)."""
-    from steerlens.audit.evaluate import Kind, Setting
-    from steerlens.audit.stages import dosed
-
     chosen = store_cfg(store)["mitigations"]
-    c = _Ctx(store, model, cfg, ref, sub)
+    c = _Ctx(store, model, cfg, ref, Frame.of(model, ref, sub))
     if "gate" in chosen:
         c.cond = _condition(store, model, cfg, ref)
     out = []
     for d in cfg.doses:
         for name, sv in vectors.vectors.items():
             tag, v = f"{name}@{d:g}", dosed(sv.at(ref.layer), d, scale)
-            out.append(Setting(f"{tag}+v", Kind.PLUS, c.add(v), name, d))
+            out.append(vector_setting(c.frame, name, d, Kind.PLUS, v))
             for m in chosen:
                 if m == "learned" and not _has_behaviour(sv):
                     continue  # no behaviour items to keep the effect on (a --vector file)
-                kind, steering = _fix(c, m, name, sv, tag, v)
-                out.append(Setting(tag + SUFFIX[m], kind, steering, name, d))
+                out.append(fix_setting(c.frame, name, d, m, v, _steering(c, m, name, sv, tag, v)))
     return out
 
 
@@ -291,7 +277,6 @@ def _p_matching(model, items, settings: dict, batch_size: int, system) -> dict[s
 def costs(model, cfg, vectors, settings: list, mcfg: dict, seed: int) -> dict:
     """Behaviour effect (held-out items of each vector's behaviour) and capability (MMLU,
     TruthfulQA sample) per prompt, for the raw +v and every fix of each vector."""
-    from steerlens.datasets.behaviours import behaviour_split
     from steerlens.datasets.loaders import load_capability
     from steerlens.methods.refusal import sample
 
@@ -319,8 +304,9 @@ def costs(model, cfg, vectors, settings: list, mcfg: dict, seed: int) -> dict:
 # -- the driver ----------------------------------------------------------------------------------
 
 def _load_run(run: Path, model):
+    from steerlens.audit.artefacts import Refusal, load_vector_files
     from steerlens.audit.config import AuditConfig
-    from steerlens.audit.stages import Refusal, load_vector_files, vector_stage
+    from steerlens.audit.stages import vector_stage
     from steerlens.methods.subspace import RefusalSubspace
 
     rstore = RunStore(run)

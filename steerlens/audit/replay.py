@@ -14,12 +14,15 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from steerlens.audit.artefacts import Refusal, Vectors, load_vector_files
 from steerlens.audit.config import AuditConfig
-from steerlens.audit.evaluate import Setting
+from steerlens.audit.settings import Setting, build_settings, validation_settings
+from steerlens.audit.stages import refusal_stage, subspace_stage, vector_stage
 from steerlens.core.activations import collect_resid
 from steerlens.core.geometry import scalar_projection
 from steerlens.core.prompts import chat_prompts
 from steerlens.errors import SteerlensError
+from steerlens.methods.subspace import RefusalSubspace
 from steerlens.results.summary import RunData, load_run_data
 from steerlens.rundir import RunStore
 from steerlens.schema import CONFIG_FILE, DOSE_FILE, REFUSAL_TENSORS, SETTINGS_FILE, SUBSPACE_TENSORS
@@ -34,9 +37,9 @@ class AuditedRun:
 
     root: Path
     config: AuditConfig
-    refusal: object  # stages.Refusal
-    subspace: object  # subspace.RefusalSubspace
-    vectors: object  # stages.Vectors
+    refusal: Refusal
+    subspace: RefusalSubspace
+    vectors: Vectors
     dose: dict
     settings: dict[str, Setting]
     data: RunData
@@ -64,8 +67,6 @@ class _ReadOnly(RunStore):
 
 def replay_run(run: str | Path, model) -> AuditedRun:
     """The run's artefacts and every audited setting, on `model` (the run's model)."""
-    from steerlens.audit import stages
-
     root = Path(run)
     missing = [f for f in REQUIRED if not (root / f).exists()]
     if missing:
@@ -73,16 +74,16 @@ def replay_run(run: str | Path, model) -> AuditedRun:
                              fix="pass an audit's --out directory, or finish it with --resume")
     store = _ReadOnly(root)
     cfg = AuditConfig.from_json(store.read_json(CONFIG_FILE)["config"])
-    saved = stages.load_refusal(store.path(REFUSAL_TENSORS)).direction.direction
+    saved = Refusal.load(store.path(REFUSAL_TENSORS)).direction.direction
     if model.cfg.d_model != saved.shape[-1]:
         raise SteerlensError(f"{root} was audited on {cfg.model}, not on this model",
                              fix=f"load_model({cfg.model!r})")
-    ref = stages.refusal_stage(store, model, cfg)
-    sub = stages.subspace_stage(store, model, cfg, ref)
-    vectors = stages.vector_stage(store, model, cfg, ref, stages.load_vector_files(cfg, model))
+    ref = refusal_stage(store, model, cfg)
+    sub = subspace_stage(store, model, cfg, ref)
+    vectors = vector_stage(store, model, cfg, ref, load_vector_files(cfg, model))
     dose = store.read_json(DOSE_FILE)
-    grid = stages.build_settings(cfg, model, ref, sub, vectors, dose["scale"])
-    checks = stages.validation_settings(model, ref, sub)
+    grid = build_settings(cfg, model, ref, sub, vectors, dose["scale"])
+    checks = validation_settings(model, ref, sub)
     return AuditedRun(root, cfg, ref, sub, vectors, dose, {s.name: s for s in grid + checks},
                       load_run_data(root))
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from steerlens.audit.config import AuditConfig
 from steerlens.rundir import RunStore, atomic_save_tensor
-from steerlens.schema import REUSE_FILE
+from steerlens.schema import REFUSAL_FILE, REFUSAL_TENSORS, REUSE_FILE, SUBSPACE_FILE, SUBSPACE_TENSORS
 
 REUSE_ENV = "STEERLENS_REUSE_DIR"
 
@@ -136,6 +137,49 @@ def data_digests(*relative: str) -> dict[str, str]:
     from steerlens.datasets.loaders import data_dir
 
     return {r: file_digest(data_dir() / r) for r in relative}
+
+
+# -- what each model-level artefact's key covers (the grid's cells: `grid.block_inputs`) ----
+
+REFUSAL_FILES = [REFUSAL_TENSORS, REFUSAL_FILE]
+SUBSPACE_FILES = [SUBSPACE_TENSORS, SUBSPACE_FILE]
+_REFUSAL_FIELDS = ("layer", "n_refusal_train", "n_refusal_val", "refusal_layer_stride",
+                   "refusal_positions", "filter_refusal_prompts", "seed", "system", "batch_size")
+
+
+def refusal_inputs(cfg: AuditConfig) -> dict:
+    """What the refusal direction (and the resid dose unit with it) depends on beyond the
+    model and the environment: the config fields it reads and its four data splits."""
+    splits = [f"refusal_direction/splits/{n}.json"
+              for n in ("harmful_train", "harmless_train", "harmful_val", "harmless_val")]
+    return {"config": {f: getattr(cfg, f) for f in _REFUSAL_FIELDS},
+            "data": data_digests(*splits)}
+
+
+def subspace_inputs(cfg: AuditConfig, store: RunStore) -> dict:
+    """The subspace's: its config fields, StrongREJECT when the category method runs, and
+    the refusal direction it is computed from (its file's sha256)."""
+    # the category method reads StrongREJECT, less the prompts that overlap JBB goals
+    data = (["refusal_direction/raw/strongreject.csv", "jbb_behaviors/harmful-behaviors.csv"]
+            if cfg.n_category > 0 else [])
+    return {"config": {f: getattr(cfg, f) for f in ("n_category", "k", "seed", "system",
+                                                    "batch_size")},
+            "data": data_digests(*data),
+            "refusal": file_digest(store.path(REFUSAL_TENSORS))}
+
+
+def reused(store: RunStore, reuse, name: str, inputs, files: list[str], compute):
+    """`compute()` with the artefact's files first provided from the reuse store (when it
+    holds them) and published to it afterwards; no store: just `compute()`."""
+    if reuse is None:
+        return compute()
+    inputs = inputs()
+    key = reuse.key(name, inputs)
+    reuse.provide(store, name, key, files)
+    value = compute()
+    reuse.publish(store, key, files, inputs)
+    return value
+
 
 
 def open_reuse(model, device: str, dtype: str, enabled: bool = True) -> Reuse:

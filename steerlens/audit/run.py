@@ -64,7 +64,7 @@ def prepare_run_dir(cfg: AuditConfig, opts: RunOptions) -> RunStore:
 def load_checked(cfg: AuditConfig, opts: RunOptions):
     """Load the model, resolve device/dtype/batch size, and run every check that needs only the
     model's shape, before any forward pass."""
-    from steerlens.audit.stages import load_vector_files
+    from steerlens.audit.artefacts import load_vector_files
     from steerlens.core.hooks import check_layers
     from steerlens.core.memory import auto_batch_size
     from steerlens.core.models import default_device, load_model, parse_dtype

@@ -60,7 +60,7 @@ def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 4, dos
     """First-token refusal score (log-odds) of JBB goals with an isotropic random direction of
     `dose` x the layer's mean residual norm added from the end of the user's message on, at
     every layer; per layer the shift against the unsteered score, per direction."""
-    from steerlens.audit.stages import _null_directions, dosed
+    from steerlens.audit.settings import dosed, random_directions
     from steerlens.core.generation import next_token_logits_grid, refusal_log_odds
     from steerlens.core.prompts import chat_prompts
     from steerlens.core.steering import Steering, addition
@@ -68,7 +68,7 @@ def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 4, dos
 
     layers = list(range(model.cfg.n_layers))
     norms = layer_norms(model, harmful, layers, batch_size)
-    dirs = _null_directions(n_dirs, model.cfg.d_model, seed)
+    dirs = random_directions(n_dirs, model.cfg.d_model, seed)
     dev = model.cfg.device
     settings = {"unsteered": Steering()}
     for lay, norm in zip(layers, norms):
@@ -87,7 +87,7 @@ def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 4, dos
 
 def _scan(out: Path, model_name: str) -> None:
     """The scan on the model as the audits loaded it (their resolved device and dtype)."""
-    from steerlens.audit.stages import _split
+    from steerlens.audit.stages import instructions
     from steerlens.core.models import load_model
     from steerlens.datasets.loaders import load_jbb
     from steerlens.rundir import write_json
@@ -102,7 +102,7 @@ def _scan(out: Path, model_name: str) -> None:
     model = load_model(model_name, device=cfg["device"], dtype=cfg["dtype"])
     torch.set_grad_enabled(False)
     goals = [b.goal for b in load_jbb("harmful")]
-    write_json(path, layer_scan(model, goals, _split("harmful_train", 32, 0),
+    write_json(path, layer_scan(model, goals, instructions("harmful_train", 32, 0),
                                 batch_size=cfg["batch_size"]))
 
 

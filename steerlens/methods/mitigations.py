@@ -39,7 +39,7 @@ Where this follows IBM and where it departs (all deliberate):
   and at least 1 (IBM's default search also starts at 1): a shared prefix cannot be steered row
   by row, and a single pass must decide before it steers.
 
-How they would enter the audit (not wired in): in `audit.stages.build_settings`, per vector and
+How they would enter the audit (not wired in): in `audit.settings.build_settings`, per vector and
 dose, `Setting(f"{tag}+v_comp", Kind.COMPENSATED, compensation(model, add(v), {k: rd.at(k) for k in
 later}, later, ref.val_harmful), name, d)`, with `later = [k for k in rd.layers if k > L]`, and
 `Setting(f"{tag}+v_gated", Kind.GATED, gated(add(v), cond), name, d)`, with `cond =

@@ -31,6 +31,7 @@ from steerlens.schema import (
     CELLS_DIR,
     CONFIG_FILE,
     COSTS_FILE,
+    FIX_SUFFIX,
     GATE_FILE,
     MITIGATIONS_DIR,
     MITIGATIONS_FILE,
@@ -39,8 +40,6 @@ from steerlens.schema import (
 )
 
 KEEP_BAR = 0.8
-FIX_SUFFIX = {"perp1": "+v_perp1", "perpk": "+v_perpk", "compensate": "+v_comp", "gate": "+v_gated",
-              "learned": "+v_learned"}
 N_BOOT = 2000
 
 
