@@ -4,21 +4,18 @@ judged, screened), and the behaviour effect of each vector on held-out CAA items
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
 from scipy import stats
-from torch import Tensor
 
 from steerlens.audit.settings import Setting
 from steerlens.core.generation import Readout, generate_grid, next_token_logits_grid
-from steerlens.core.prompts import PromptSet, chat_prompts, longest_common_prefix
+from steerlens.core.prompts import PromptSet, chat_prompts
 from steerlens.core.steering import Steering
 from steerlens.datasets.attacks import Attack
 from steerlens.datasets.loaders import ABItem, Behavior
 from steerlens.judges.strings import unambiguous_refusal
-from steerlens.methods.caa import balanced, pair_prompts
+from steerlens.methods.caa import answer_prompts, p_matching
 
 
 def attack_prompts(tokenizer, attack: Attack, goals: Sequence[Behavior],
@@ -70,39 +67,6 @@ def evaluate_job(model, prompts: PromptSet, goals: Sequence[Behavior], settings:
                        jailbroken=judge.judge(texts, comps))
         out[s.name] = rec
     return out
-
-
-@dataclass(frozen=True)
-class AnswerPrompts:
-    """Held-out A/B items as prompts ending where the answer starts, with the natural ids of
-    the matching and non-matching answers (`(A` vs `(B`, or `A` vs `B` after `(`)."""
-
-    prompts: PromptSet
-    matching: list[int]
-    not_matching: list[int]
-
-
-def answer_prompts(tokenizer, items: Sequence[ABItem], system: str | None = None) -> AnswerPrompts:
-    """Both orders of each item; the prompt is the common part of its two answered texts."""
-    pairs = pair_prompts(tokenizer, balanced(items), system)
-    stems, match, other = [], [], []
-    for i in range(0, len(pairs), 2):
-        a, b = pairs.full(i), pairs.full(i + 1)
-        n = longest_common_prefix([a, b])
-        stems.append(a[:n])
-        match.append(a[n])
-        other.append(b[n])
-    cut = len(pairs.prefix)
-    n_tail = pairs.n_tail - (len(pairs.full(0)) - len(stems[0]))
-    ps = PromptSet(pairs.prefix, [s[cut:] for s in stems], max(n_tail, 1), pairs.texts[0::2])
-    return AnswerPrompts(ps, match, other)
-
-
-def p_matching(logits: Float[Tensor, "n vocab"], ans: AnswerPrompts) -> Float[Tensor, "n"]:
-    """p(matching answer) normalised over the two answers, per prompt."""
-    idx = torch.arange(len(ans.matching))
-    pair = torch.stack([logits[idx, ans.matching], logits[idx, ans.not_matching]], dim=1)
-    return torch.softmax(pair.float(), -1)[:, 0]
 
 
 def mean_ci(x: Sequence[float], confidence: float = 0.95) -> dict:

@@ -265,9 +265,9 @@ def gate_rates(model, cfg, cond) -> dict:
 
 def _p_matching(model, items, settings: dict, batch_size: int, system) -> dict[str, list[float]]:
     """Per prompt (both answer orders of each item) p(matching) under each setting."""
-    from steerlens.audit.evaluate import answer_prompts, p_matching
     from steerlens.core.generation import next_token_logits_grid
     from steerlens.core.steering import Steering
+    from steerlens.methods.caa import answer_prompts, p_matching
 
     ans = answer_prompts(model.tokenizer, items, system)
     grid = next_token_logits_grid(model, ans.prompts, {"unsteered": Steering(), **settings}, batch_size)
