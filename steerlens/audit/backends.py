@@ -17,7 +17,7 @@ from steerlens.errors import SteerlensError
 @dataclass
 class Job:
     attack: str  # an attack name, or "benign" (JBB benign goals, no template)
-    goals: list  # list[Behavior]
+    goals: list  # list[JBBGoal]
     settings: list  # list[settings.Setting]
     judge: str
     max_new_tokens: int

@@ -13,12 +13,12 @@ from steerlens.core.generation import Readout, generate_grid, next_token_logits_
 from steerlens.core.prompts import PromptSet, chat_prompts
 from steerlens.core.steering import Steering
 from steerlens.datasets.attacks import Attack
-from steerlens.datasets.loaders import ABItem, Behavior
+from steerlens.datasets.loaders import ABItem, JBBGoal
 from steerlens.judges.strings import unambiguous_refusal
 from steerlens.methods.caa import answer_prompts, p_matching
 
 
-def attack_prompts(tokenizer, attack: Attack, goals: Sequence[Behavior],
+def attack_prompts(tokenizer, attack: Attack, goals: Sequence[JBBGoal],
                    system: str | None = None) -> PromptSet:
     """Each goal in the attack's template as the user's message, tokenized whole."""
     return chat_prompts(tokenizer, [attack.render(g.goal, g.target) for g in goals], system)
@@ -42,7 +42,7 @@ def refusal_stop(judge) -> Callable[[str], bool] | None:
                          and unambiguous_refusal(text))
 
 
-def evaluate_job(model, prompts: PromptSet, goals: Sequence[Behavior], settings: Sequence[Setting],
+def evaluate_job(model, prompts: PromptSet, goals: Sequence[JBBGoal], settings: Sequence[Setting],
              judge, max_new_tokens: int, batch_size: int, readout: Readout | None,
              desc: str | None = None) -> dict[str, dict]:
     """Generate, judge and screen every goal under every setting of one job (one shared prompt

@@ -33,7 +33,7 @@ class Block:
     """The settings of one owner under one attack: the unit of job planning and of reuse."""
 
     attack: str  # an attack name, or "benign" (JBB benign goals, no template)
-    goals: list  # list[Behavior]
+    goals: list  # list[JBBGoal]
     owner: str  # "model", "validation", or an audited vector's name
     settings: list  # list[settings.Setting]
 
