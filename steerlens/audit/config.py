@@ -211,7 +211,6 @@ class RunOptions:
     device: str | None = None  # requested (None: cuda if available)
     dtype: str | None = None  # requested (None: fp32 on CPU, bf16 on CUDA)
     batch_size: int = 0  # requested (0: from free memory)
-    extra: dict = field(default_factory=dict)
 
 
 def _judge_names() -> list[str]:

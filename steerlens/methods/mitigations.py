@@ -240,17 +240,6 @@ def _directions(harmful: Tensor, harmless: Tensor, layers: list[int]) -> dict[in
     return {lay: unit(diff[i]).float() for i, lay in enumerate(layers)}
 
 
-def condition_direction(model, harmful: Sequence[str] | PromptSet, harmless: Sequence[str] | PromptSet,
-                        layers: Sequence[int], system: str | None = None,
-                        batch_size: int = 16) -> dict[int, Float[Tensor, "d_model"]]:
-    """Per layer, the unit difference in means of harmful and harmless prompts' mean `resid_pre`
-    (IBM's `mean_diff`, on the summary the gate reads)."""
-    layers = check_layers(model, layers)
-    mh, ml = (prompt_means(model, _as_prompts(model, p, system), layers, batch_size)
-              for p in (harmful, harmless))
-    return _directions(mh, ml, layers)
-
-
 def best_condition_point(similarity: dict[int, Tensor], harmful: Bool[Tensor, "n"],
                          thresholds: Sequence[float], comparators: Sequence[str]
                          ) -> tuple[int, float, str, float]:
