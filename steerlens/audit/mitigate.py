@@ -1,8 +1,8 @@
 """`python -m steerlens.audit.mitigate RUN`: what fixes a finished audit's vectors, and at what cost.
 
 On a finished run, without touching its files or redoing its cells, into `RUN/mitigations/`:
-1. the transforms, each from the vector and the model's refusal geometry, calibrated only on
-   data that is not JBB (`methods.mitigations`, `methods.learned`):
+1. the transforms (`audit.fixes`), each from the vector and the model's refusal geometry,
+   calibrated only on data that is not JBB (`methods.mitigations`, `methods.learned`):
    `perp1`/`perpk` (orthogonalised at the steering layer; taken from the run when it has them),
    `compensate` (downstream compensation on held-out harmful prompts, `harmful_val`),
    `gate` (CAST: condition point chosen on the refusal train prompts; `condition.safetensors`),
@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from steerlens.audit.settings import FIX_KINDS, Frame, Kind, dosed, fix_setting, vector_setting
+from steerlens.audit.fixes import MITIGATIONS, MitigateConfig, condition, has_behaviour, mitigation_settings
 from steerlens.datasets.behaviours import behaviour_split
 from steerlens.errors import SteerlensError
 from steerlens.rundir import RunStore
 from steerlens.schema import (
-    CONDITION_TENSORS,
     CONFIG_FILE,
     COSTS_FILE,
     DOSE_FILE,
@@ -44,30 +43,7 @@ from steerlens.schema import (
     SETTINGS_FILE,
     SUBSPACE_TENSORS,
     SUMMARY_FILE,
-    compensation_file,
-    learned_file,
 )
-
-MITIGATIONS = tuple(FIX_KINDS)
-
-
-@dataclass(frozen=True)
-class MitigateConfig:
-    """What the mitigate stage computes (its hash guards a resumed run)."""
-
-    mitigations: tuple[str, ...] = MITIGATIONS
-    n_capability: int = 100  # items per capability set (each in both answer orders)
-    n_calibration: int = 32  # held-out harmful prompts (harmful_val) for the compensation
-    learned_steps: int = 10
-    learned_harmful: int = 8  # harmful train prompts in the learned component's objective
-    learned_items: int = 4  # training A/B items of the behaviour (both orders)
-    learned_lr: float = 0.05
-    seed: int = 0
-    attacks: tuple[str, ...] = ()  # a subset of the run's attacks (empty: all of them)
-    vectors: tuple[str, ...] = ()  # a subset of the run's vectors (empty: all of them)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _log(msg: str) -> None:
@@ -99,129 +75,6 @@ def check(run: Path, mcfg: MitigateConfig) -> None:
             json.dumps(mcfg.to_json())):
         raise SteerlensError(f"{store.root} holds a mitigation run with other settings",
                              fix="delete that directory or use the same settings")
-
-
-# -- the transforms ----------------------------------------------------------------------------
-
-def _condition(store: RunStore, model, cfg, ref):
-    """CAST's condition point on the refusal train prompts (never JBB), saved once."""
-    from steerlens.audit.stages import instructions
-    from steerlens.core.tensorfile import load_tensors, save_tensors
-    from steerlens.methods.mitigations import Condition, find_condition_point
-
-    path = store.path(CONDITION_TENSORS)
-    if not path.exists():
-        n = cfg.n_refusal_train
-        c = find_condition_point(model, instructions("harmful_train", n, cfg.seed),
-                                 instructions("harmless_train", n, cfg.seed), range(1, ref.layer + 1),
-                                 system=cfg.system, batch_size=cfg.batch_size)
-        from steerlens.rundir import atomic_save_tensor
-
-        meta = {"layer": c.layer, "threshold": c.threshold, "comparator": c.comparator, "f1": c.f1}
-        atomic_save_tensor(lambda tmp: save_tensors(tmp, {"direction": c.direction}, meta), path)
-    t, meta = load_tensors(path)
-    return Condition(t["direction"], meta["layer"], meta["threshold"], meta["comparator"], meta["f1"])
-
-
-def _compensation(store: RunStore, model, cfg, ref, tag: str, v: torch.Tensor):
-    """Downstream compensation of `v`, its per-layer multipliers saved (`compensation/`)."""
-    from steerlens.audit.stages import instructions
-    from steerlens.core.geometry import unit
-    from steerlens.core.steering import addition, as_float, combine
-    from steerlens.methods.mitigations import compensation
-
-    rd, L = ref.direction, ref.layer
-    later = [k for k in rd.layers if k > L]
-    dev = model.cfg.device
-    add = addition(v.float().to(dev), L)
-
-    def compute() -> dict:
-        calib = instructions("harmful_val", store_cfg(store)["n_calibration"], cfg.seed + 1)
-        s = compensation(model, add, {k: rd.at(k) for k in later}, later, calib, cfg.system,
-                         cfg.batch_size)
-        return {"layers": later, "multipliers": [float(a.multiplier) for a in s.interventions[1:]],
-                "n_calibration": len(calib)}
-
-    rec = store.cached_json(compensation_file(tag), compute)
-    return combine(add, *[addition(as_float(unit(rd.at(k)), model), k, m)
-                          for k, m in zip(rec["layers"], rec["multipliers"])])
-
-
-def store_cfg(store: RunStore) -> dict:
-    return store.read_json(CONFIG_FILE)
-
-
-def _learned(store: RunStore, model, cfg, ref, name: str, sv, tag: str, v: torch.Tensor):
-    """The learned safety component of `v` (`learned/{tag}.safetensors`, curve in its meta)."""
-    from steerlens.audit.stages import instructions
-    from steerlens.core.geometry import unit
-    from steerlens.core.tensorfile import load_tensors, save_tensors
-    from steerlens.methods.learned import learned_component
-    from steerlens.rundir import atomic_save_tensor
-
-    path = store.path(learned_file(tag))
-    if not path.exists():
-        m = store_cfg(store)
-        items = behaviour_split(sv.meta.get("behaviour", name), "generate")[-m["learned_items"]:]
-        harmful = instructions("harmful_train", m["learned_harmful"], cfg.seed + 2)
-        _log(f"learned safety component: {tag} ({m['learned_steps']} steps)")
-        comp = learned_component(model, v, ref.layer, harmful, items, unit(ref.direction.at(ref.layer)),
-                                 m["learned_steps"], m["learned_lr"], system=cfg.system)
-        atomic_save_tensor(lambda tmp: save_tensors(tmp, {"direction": comp.direction},
-                                                    {"curve": comp.curve, "best_step": comp.best_step}),
-                           path)
-    t, _ = load_tensors(path)
-    u = t["direction"].to(v)
-    return v - (v @ u) * u
-
-
-@dataclass
-class _Ctx:
-    """What every fix of one run needs."""
-
-    store: RunStore
-    model: object
-    cfg: object
-    ref: object
-    frame: Frame
-    cond: object = None
-
-
-def _steering(c: _Ctx, fix: str, name: str, sv, tag: str, v: torch.Tensor):
-    """The steering of a fix that is not a plain orthogonalisation (None: ⊥1 and ⊥k, which
-    `settings.fix_setting` builds exactly as the grid does)."""
-    from steerlens.methods.mitigations import gated
-
-    if fix == "compensate":
-        return _compensation(c.store, c.model, c.cfg, c.ref, tag, v)
-    if fix == "gate":
-        return gated(c.frame.add(v), c.cond)
-    if fix == "learned":
-        return c.frame.add(_learned(c.store, c.model, c.cfg, c.ref, name, sv, tag, v))
-    return None
-
-
-def _has_behaviour(sv) -> bool:
-    return sv.meta.get("kind") == "caa" or bool(sv.meta.get("method"))
-
-
-def mitigation_settings(store: RunStore, model, cfg, ref, sub, vectors, scale: float) -> list:
-    """Per vector and audited dose the raw +v and each chosen fix (the run may hold some of
-    their cells already: perp1 and perpk in the standard presets)."""
-    chosen = store_cfg(store)["mitigations"]
-    c = _Ctx(store, model, cfg, ref, Frame.of(model, ref, sub))
-    if "gate" in chosen:
-        c.cond = _condition(store, model, cfg, ref)
-    out = []
-    for d in cfg.doses:
-        for name, sv in vectors.vectors.items():
-            tag, v = f"{name}@{d:g}", dosed(sv.at(ref.layer), d, scale)
-            out.append(vector_setting(c.frame, name, d, Kind.PLUS, v))
-            for m in chosen:
-                if m == "learned" and not _has_behaviour(sv):
-                    continue  # no behaviour items to keep the effect on (a --vector file)
-                out.append(fix_setting(c.frame, name, d, m, v, _steering(c, m, name, sv, tag, v)))
-    return out
 
 
 # -- cells, gate rates, costs --------------------------------------------------------------------
@@ -286,7 +139,7 @@ def costs(model, cfg, vectors, settings: list, mcfg: dict, seed: int) -> dict:
         by_vec.setdefault(s.vector, {})[s.name] = s.steering
     for name, steer in by_vec.items():
         sv = vectors.vectors[name]
-        if not _has_behaviour(sv):
+        if not has_behaviour(sv):
             continue
         items = behaviour_split(sv.meta.get("behaviour", name), "test")[: cfg.n_behaviour_test]
         _log(f"costs: behaviour effect kept, {name}")
@@ -340,7 +193,7 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
         cfg = replace(cfg, attacks=tuple(a for a in cfg.attacks if a in mcfg.attacks))
     if mcfg.vectors:
         vectors = replace(vectors, vectors={k: v for k, v in vectors.vectors.items() if k in mcfg.vectors})
-    fixes = mitigation_settings(store, model, cfg, ref, sub, vectors, scale)
+    fixes = mitigation_settings(store, model, cfg, mcfg, ref, sub, vectors, scale)
     grid = _blocks(cfg, fixes, run)
     store.cached_json(SETTINGS_FILE, lambda: {s.name: s.meta() for b in grid for s in b.settings})
     store.cached_json(JUDGE_FILE, lambda: RunStore(run).read_json(JUDGE_FILE))
@@ -350,7 +203,7 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
     if (run / HARM_LABELS).exists():
         harm_stage(store, model)
     if "gate" in mcfg.mitigations:
-        store.cached_json(GATE_FILE, lambda: gate_rates(model, cfg, _condition(store, model, cfg, ref)))
+        store.cached_json(GATE_FILE, lambda: gate_rates(model, cfg, condition(store, model, cfg, ref)))
     store.cached_json(COSTS_FILE, lambda: costs(model, cfg, vectors, fixes, mcfg.to_json(), mcfg.seed))
     summary = summarize_mitigations(run)
     write_mitigations(run, summary)
