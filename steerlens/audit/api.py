@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlens.errors import SteerlensError
-from steerlens.schema import CONFIG_FILE, REPORT_FILE, SUMMARY_FILE
+from steerlens.schema import CONFIG_FILE, REPORT_FILE
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,8 @@ def audit(preset: str = "quick", out: str | Path = "runs/audit", **overrides: An
 def load_run(path: str | Path) -> AuditResult:
     """A finished run directory as an `AuditResult` (no model needed); harm labels added after
     the run (`rejudge --judge harm`) are in its summary."""
-    from steerlens.rundir import RunStore
-
-    store = RunStore(path)
-    if not store.exists(SUMMARY_FILE):
-        raise SteerlensError(f"{path} holds no finished audit (no summary.json)",
-                             fix="run the audit first, or pass --resume to finish it")
     from steerlens.results.summary import current_summary
+    from steerlens.rundir import open_run
 
-    return AuditResult(Path(path), store.read_json(CONFIG_FILE), current_summary(path))
+    store = open_run(path)
+    return AuditResult(store.root, store.read_json(CONFIG_FILE), current_summary(store.root))

@@ -12,15 +12,15 @@ import argparse
 import html
 import json
 import statistics
-import sys
 from pathlib import Path
 
+from steerlens.errors import cli_main
 from steerlens.results import figures as F
 from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, current_summary, load_run_data
 from steerlens.results.text import points, steered_tokens
-from steerlens.rundir import atomic_write_text, read_json
-from steerlens.schema import JUDGEMENTS_DIR, MITIGATIONS_DIR, MITIGATIONS_FILE, REPORT_FILE, SUMMARY_FILE
+from steerlens.rundir import atomic_write_text, open_run, read_json
+from steerlens.schema import JUDGEMENTS_DIR, MITIGATIONS_DIR, MITIGATIONS_FILE, REPORT_FILE
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1300px;padding:12px 20px;color:#222}
@@ -285,13 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m steerlens.results.report", description=__doc__.split("\n")[0])
     p.add_argument("run", help="run directory of a finished audit (its --out)")
     args = p.parse_args(argv)
-    if not (Path(args.run) / SUMMARY_FILE).is_file():
-        print(f"error: {args.run} holds no finished audit (no summary.json)\n  fix: pass an "
-              "audit's --out directory; finish a killed one with its command plus --resume",
-              file=sys.stderr)
-        return 2
-    print(write_report(args.run))
-    return 0
+    return cli_main(lambda: write_report(open_run(args.run).root), str)
 
 
 if __name__ == "__main__":
