@@ -41,7 +41,7 @@ class Block:
         return [cell_name(self.attack, s.name) for s in self.settings]
 
 
-def _by_owner(attack: str, goals: list, settings: list) -> list[Block]:
+def by_owner(attack: str, goals: list, settings: list) -> list[Block]:
     """A block of the model's own settings, then one per vector, in the settings' order."""
     owners = dict.fromkeys(s.vector for s in settings if s.vector is not None)
     return ([Block(attack, goals, "model", [s for s in settings if s.vector is None])]
@@ -57,12 +57,12 @@ def blocks(cfg: AuditConfig, settings: dict) -> list[Block]:
     goals = stratified(load_jbb("harmful"), cfg.n_goals)
     out = []
     for i, attack in enumerate(cfg.attacks):
-        own = _by_owner(attack, goals, settings["grid"])
+        own = by_owner(attack, goals, settings["grid"])
         val = [Block(attack, goals, "validation", settings["validation"])] if i == 0 else []
         out += own[:1] + val + own[1:]
     if cfg.n_benign:
         keep = [s for s in settings["grid"] if s.kind in (Kind.BASELINE, Kind.PLUS, Kind.MINUS)]
-        out += _by_owner("benign", stratified(load_jbb("benign"), cfg.n_benign), keep)
+        out += by_owner("benign", stratified(load_jbb("benign"), cfg.n_benign), keep)
     return [b for b in out if b.settings]
 
 
@@ -145,13 +145,15 @@ def _log(msg: str) -> None:
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
-def _run_jobs(store: RunStore, model, cfg: AuditConfig, opts, jobs: list) -> None:
-    """Run the jobs here or on Ray; each cell is written as soon as its job returns."""
+def run_jobs(store: RunStore, model, cfg: AuditConfig, jobs: list, backend: str = "local",
+             address: str | None = None, workers: int | None = None) -> None:
+    """Run the jobs here or on Ray (`address`, `workers`); each cell is written as soon as its
+    job returns."""
     from steerlens.audit.backends import run_local, run_ray
 
-    _log(f"evaluation grid: {len(jobs)} jobs on the {opts.backend} backend")
-    runner = (run_ray(jobs, cfg.model, cfg.device, cfg.dtype, opts.address, opts.workers)
-              if opts.backend == "ray" else run_local(model, jobs))
+    _log(f"evaluation grid: {len(jobs)} jobs on the {backend} backend")
+    runner = (run_ray(jobs, cfg.model, cfg.device, cfg.dtype, address, workers)
+              if backend == "ray" else run_local(model, jobs))
     progress = GridProgress(sum(len(j.settings) for j in jobs))
     for job, results in runner:
         for name, rec in results.items():
@@ -180,6 +182,6 @@ def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, r
             shared.append((b, key, inputs))
     jobs = plan_jobs(store, cfg, grid, readout)
     if jobs:
-        _run_jobs(store, model, cfg, opts, jobs)
+        run_jobs(store, model, cfg, jobs, opts.backend, opts.address, opts.workers)
     for b, key, inputs in shared:
         reuse.publish(store, key, b.files(), inputs)

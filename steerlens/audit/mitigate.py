@@ -20,29 +20,43 @@ Resumable: every artefact is written once, atomically; a rerun continues.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from steerlens.audit.artefacts import Vectors
+from steerlens.audit.config import AuditConfig
+from steerlens.audit.finished import AUDITED, FinishedRun, open_audited, run_config
 from steerlens.audit.fixes import MITIGATIONS, MitigateConfig, condition, has_behaviour, mitigation_settings
+from steerlens.audit.grid import Block, by_owner, plan_jobs, run_jobs
+from steerlens.audit.settings import Kind, Setting
+from steerlens.audit.stages import harm_stage, readout
+from steerlens.core.generation import next_token_logits_grid
+from steerlens.core.models import load_model
+from steerlens.core.steering import Steering
+from steerlens.datasets.attacks import get_attack
 from steerlens.datasets.behaviours import behaviour_split
-from steerlens.errors import SteerlensError
-from steerlens.rundir import RunStore
+from steerlens.datasets.loaders import load_capability, load_jbb, stratified
+from steerlens.errors import SteerlensError, cli_main
+from steerlens.methods.caa import answer_prompts, p_matching
+from steerlens.methods.mitigations import Condition, gate_decisions
+from steerlens.methods.refusal import sample
+from steerlens.results.mitigations import format_mitigations, summarize_mitigations, write_mitigations
+from steerlens.rundir import ReadOnlyStore, RunStore, open_run
 from steerlens.schema import (
     CONFIG_FILE,
     COSTS_FILE,
-    DOSE_FILE,
     GATE_FILE,
     HARM_LABELS,
     JUDGE_FILE,
     MITIGATED_RUN_FILE,
     MITIGATIONS_DIR,
-    REFUSAL_TENSORS,
     SETTINGS_FILE,
-    SUBSPACE_TENSORS,
     SUMMARY_FILE,
+    cell_name,
 )
 
 
@@ -50,89 +64,76 @@ def _log(msg: str) -> None:
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
-def check(run: Path, mcfg: MitigateConfig) -> None:
-    """Fail before loading anything: a finished run, known mitigations, sane sizes."""
-    if not (run / SUMMARY_FILE).exists() or not (run / CONFIG_FILE).exists():
-        raise SteerlensError(f"{run} is not a finished audit run (no summary.json)",
-                             fix="run python -m steerlens.audit first, or finish it with --resume")
+def check(run: str | Path, mcfg: MitigateConfig) -> ReadOnlyStore:
+    """Fail before loading anything: a finished run, known mitigations, sane sizes, no other
+    mitigation run in its directory; returns the run, opened read-only."""
+    store = open_run(run)
     bad = [m for m in mcfg.mitigations if m not in MITIGATIONS]
     if bad or not mcfg.mitigations:
         raise SteerlensError(f"unknown mitigation(s) {bad}", fix=f"use some of: {', '.join(MITIGATIONS)}")
-    ran = RunStore(run).read_json(CONFIG_FILE)["config"]["attacks"]
+    ran = run_config(store).attacks
     if set(mcfg.attacks) - set(ran):
-        raise SteerlensError(f"--attacks {list(mcfg.attacks)}: the run audited {ran}",
+        raise SteerlensError(f"--attacks {list(mcfg.attacks)}: the run audited {list(ran)}",
                              fix="name attacks the run has, or none for all of them")
-    names = {f["vector"] for f in RunStore(run).read_json(SUMMARY_FILE)["vectors"]}
+    names = {f["vector"] for f in store.read_json(SUMMARY_FILE)["vectors"]}
     if set(mcfg.vectors) - names:
         raise SteerlensError(f"--vectors {list(mcfg.vectors)}: the run audited {sorted(names)}",
                              fix="name vectors the run has, or none for all of them")
     if min(mcfg.n_capability, mcfg.n_calibration, mcfg.learned_harmful, mcfg.learned_items) < 1:
         raise SteerlensError("mitigate sizes must be at least 1", fix="e.g. --n-capability 100")
-    store = RunStore(run / MITIGATIONS_DIR)
-    import json
-
-    if store.exists(CONFIG_FILE) and store.read_json(CONFIG_FILE) != json.loads(
+    mine = RunStore(store.root / MITIGATIONS_DIR)
+    if mine.exists(CONFIG_FILE) and mine.read_json(CONFIG_FILE) != json.loads(
             json.dumps(mcfg.to_json())):
-        raise SteerlensError(f"{store.root} holds a mitigation run with other settings",
+        raise SteerlensError(f"{mine.root} holds a mitigation run with other settings",
                              fix="delete that directory or use the same settings")
+    return store
 
 
 # -- cells, gate rates, costs --------------------------------------------------------------------
 
-def _blocks(cfg, settings: list, run: Path) -> list:
+def missing_blocks(cfg: AuditConfig, settings: list[Setting], run: Path) -> list[Block]:
     """Per attack (and the benign goals) each vector's fixed settings whose cells the run does
     not hold already (the standard presets generate +v_perp1/+v_perpk on harmful goals only)."""
-    from steerlens.audit.grid import _by_owner, cell_name
-    from steerlens.datasets.loaders import load_jbb, stratified
-
-    def missing(attack: str) -> list:
-        return [s for s in settings if s.kind.value != "+v"
+    def missing(attack: str) -> list[Setting]:
+        return [s for s in settings if s.kind is not Kind.PLUS
                 and not (run / cell_name(attack, s.name)).exists()]
 
     goals = stratified(load_jbb("harmful"), cfg.n_goals)
-    out = [b for a in cfg.attacks for b in _by_owner(a, goals, missing(a))]
+    out = [b for a in cfg.attacks for b in by_owner(a, goals, missing(a))]
     if cfg.n_benign:
-        out += _by_owner("benign", stratified(load_jbb("benign"), cfg.n_benign), missing("benign"))
+        out += by_owner("benign", stratified(load_jbb("benign"), cfg.n_benign), missing("benign"))
     return [b for b in out if b.settings]
 
 
-def gate_rates(model, cfg, cond) -> dict:
-    """Share of goals on which the gate lets the steering through, per attack and on benign."""
-    from steerlens.datasets.attacks import get_attack
-    from steerlens.datasets.loaders import load_jbb, stratified
-    from steerlens.methods.mitigations import gate_decisions
+def _rate(decisions: list[bool]) -> dict:
+    return {"steered": sum(decisions), "n": len(decisions), "rate": sum(decisions) / len(decisions)}
 
+
+def gate_rates(model, cfg: AuditConfig, cond: Condition) -> dict:
+    """Share of goals on which the gate lets the steering through, per attack and on benign."""
     harmful = stratified(load_jbb("harmful"), cfg.n_goals)
     out = {}
     for a in cfg.attacks:
         att = get_attack(a)
         texts = [att.render(g.goal, g.target) for g in harmful]
-        dec = gate_decisions(model, texts, cond, cfg.system, cfg.batch_size)
-        out[a] = {"steered": sum(dec), "n": len(dec), "rate": sum(dec) / len(dec)}
+        out[a] = _rate(gate_decisions(model, texts, cond, cfg.system, cfg.batch_size))
     if cfg.n_benign:
-        dec = gate_decisions(model, [g.goal for g in stratified(load_jbb("benign"), cfg.n_benign)],
-                             cond, cfg.system, cfg.batch_size)
-        out["benign"] = {"steered": sum(dec), "n": len(dec), "rate": sum(dec) / len(dec)}
+        benign = [g.goal for g in stratified(load_jbb("benign"), cfg.n_benign)]
+        out["benign"] = _rate(gate_decisions(model, benign, cond, cfg.system, cfg.batch_size))
     return out
 
 
 def _p_matching(model, items, settings: dict, batch_size: int, system) -> dict[str, list[float]]:
     """Per prompt (both answer orders of each item) p(matching) under each setting."""
-    from steerlens.core.generation import next_token_logits_grid
-    from steerlens.core.steering import Steering
-    from steerlens.methods.caa import answer_prompts, p_matching
-
     ans = answer_prompts(model.tokenizer, items, system)
     grid = next_token_logits_grid(model, ans.prompts, {"unsteered": Steering(), **settings}, batch_size)
     return {k: p_matching(v.cpu(), ans).tolist() for k, v in grid.items()}
 
 
-def costs(model, cfg, vectors, settings: list, mcfg: dict, seed: int) -> dict:
+def costs(model, cfg: AuditConfig, vectors: Vectors, settings: list[Setting],
+          mcfg: MitigateConfig) -> dict:
     """Behaviour effect (held-out items of each vector's behaviour) and capability (MMLU,
     TruthfulQA sample) per prompt, for the raw +v and every fix of each vector."""
-    from steerlens.datasets.loaders import load_capability
-    from steerlens.methods.refusal import sample
-
     out = {"behaviour": {}, "capability": {}}
     by_vec: dict[str, dict] = {}
     for s in settings:
@@ -147,7 +148,7 @@ def costs(model, cfg, vectors, settings: list, mcfg: dict, seed: int) -> dict:
     allsteer = {n: s for v in by_vec.values() for n, s in v.items()}
     for cap in ("mmlu", "truthfulqa"):
         items = load_capability(cap)
-        idx = sample(range(len(items)), mcfg["n_capability"], seed)
+        idx = sample(range(len(items)), mcfg.n_capability, mcfg.seed)
         _log(f"costs: {cap} accuracy, {len(allsteer)} settings")
         out["capability"][cap] = _p_matching(model, [items[i] for i in idx], allsteer,
                                              cfg.batch_size, cfg.system)
@@ -156,57 +157,42 @@ def costs(model, cfg, vectors, settings: list, mcfg: dict, seed: int) -> dict:
 
 # -- the driver ----------------------------------------------------------------------------------
 
-def _load_run(run: Path, model):
-    from steerlens.audit.artefacts import Refusal, load_vector_files
-    from steerlens.audit.config import AuditConfig
-    from steerlens.audit.stages import vector_stage
-    from steerlens.methods.subspace import RefusalSubspace
-
-    rstore = RunStore(run)
-    cfg = AuditConfig.from_json(rstore.read_json(CONFIG_FILE)["config"])
-    ref = Refusal.load(rstore.path(REFUSAL_TENSORS))
-    sub = RefusalSubspace.load(rstore.path(SUBSPACE_TENSORS))
-    vectors = vector_stage(rstore, model, cfg, ref, load_vector_files(cfg, model))
-    return cfg, ref, sub, vectors, rstore.read_json(DOSE_FILE)["scale"]
-
-
-def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
-    """Every step of the module docstring; returns the mitigation summary."""
-    from steerlens.audit.config import AuditConfig, RunOptions
-    from steerlens.audit.grid import _run_jobs, plan_jobs
-    from steerlens.audit.stages import harm_stage, readout
-    from steerlens.core.models import load_model
-    from steerlens.results.mitigations import summarize_mitigations, write_mitigations
-
-    run = Path(run)
-    check(run, mcfg)
-    saved = AuditConfig.from_json(RunStore(run).read_json(CONFIG_FILE)["config"])
-    model = load_model(saved.model, device=saved.device, dtype=saved.dtype)
-    torch.set_grad_enabled(False)
-    store = RunStore(run / MITIGATIONS_DIR)
-    store.root.mkdir(exist_ok=True)
-    store.cached_json(CONFIG_FILE, mcfg.to_json)
-    store.cached_json(MITIGATED_RUN_FILE,
-                      lambda: {"config_hash": RunStore(run).read_json(CONFIG_FILE)["hash"]})
-    cfg, ref, sub, vectors, scale = _load_run(run, model)
+def _chosen(run: FinishedRun, mcfg: MitigateConfig) -> tuple[AuditConfig, Vectors]:
+    """The run's config and vectors, less the attacks and vectors not asked for."""
+    cfg = run.config
     if mcfg.attacks:
         cfg = replace(cfg, attacks=tuple(a for a in cfg.attacks if a in mcfg.attacks))
-    if mcfg.vectors:
-        vectors = replace(vectors, vectors={k: v for k, v in vectors.vectors.items() if k in mcfg.vectors})
-    fixes = mitigation_settings(store, model, cfg, mcfg, ref, sub, vectors, scale)
-    grid = _blocks(cfg, fixes, run)
+    return cfg, run.vectors.subset(mcfg.vectors)
+
+
+def run_mitigate(run: str | Path, mcfg: MitigateConfig) -> dict:
+    """Every step of the module docstring; returns the mitigation summary."""
+    audited = check(run, mcfg)
+    saved = run_config(audited)
+    model = load_model(saved.model, device=saved.device, dtype=saved.dtype)
+    torch.set_grad_enabled(False)
+    done = open_audited(audited.root, model, AUDITED)
+    store = RunStore(audited.root / MITIGATIONS_DIR)
+    store.root.mkdir(exist_ok=True)
+    store.cached_json(CONFIG_FILE, mcfg.to_json)
+    store.cached_json(MITIGATED_RUN_FILE, lambda: {"config_hash": audited.read_json(CONFIG_FILE)["hash"]})
+    cfg, vectors = _chosen(done, mcfg)
+    fixes = mitigation_settings(store, model, cfg, mcfg, done.refusal, done.subspace, vectors,
+                                done.scale)
+    grid = missing_blocks(cfg, fixes, audited.root)
     store.cached_json(SETTINGS_FILE, lambda: {s.name: s.meta() for b in grid for s in b.settings})
-    store.cached_json(JUDGE_FILE, lambda: RunStore(run).read_json(JUDGE_FILE))
-    jobs = plan_jobs(store, cfg, grid, readout(model, ref, sub))
+    store.cached_json(JUDGE_FILE, lambda: audited.read_json(JUDGE_FILE))
+    jobs = plan_jobs(store, cfg, grid, readout(model, done.refusal, done.subspace))
     if jobs:
-        _run_jobs(store, model, cfg, RunOptions(), jobs)
-    if (run / HARM_LABELS).exists():
+        run_jobs(store, model, cfg, jobs)
+    if audited.exists(HARM_LABELS):
         harm_stage(store, model)
     if "gate" in mcfg.mitigations:
-        store.cached_json(GATE_FILE, lambda: gate_rates(model, cfg, condition(store, model, cfg, ref)))
-    store.cached_json(COSTS_FILE, lambda: costs(model, cfg, vectors, fixes, mcfg.to_json(), mcfg.seed))
-    summary = summarize_mitigations(run)
-    write_mitigations(run, summary)
+        store.cached_json(GATE_FILE, lambda: gate_rates(model, cfg, condition(store, model, cfg,
+                                                                              done.refusal)))
+    store.cached_json(COSTS_FILE, lambda: costs(model, cfg, vectors, fixes, mcfg))
+    summary = summarize_mitigations(audited.root)
+    write_mitigations(audited.root, summary)
     return summary
 
 
@@ -230,9 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     mcfg = MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps,
                           attacks=tuple(a.attacks), vectors=tuple(a.vectors))
-    from steerlens.errors import cli_main
-    from steerlens.results.mitigations import format_mitigations
-
     return cli_main(lambda: run_mitigate(Path(a.run), mcfg), format_mitigations)
 
 
