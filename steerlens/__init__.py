@@ -28,6 +28,8 @@ _PUBLIC = {
     "load_instructions": "steerlens.datasets.loaders",
     "AuditResult": "steerlens.audit.api",
     "load_run": "steerlens.audit.api",
+    "mitigate": "steerlens.audit.api",
+    "study": "steerlens.audit.api",
     "SteerlensError": "steerlens.errors",
 }
 

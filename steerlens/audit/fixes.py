@@ -17,6 +17,7 @@ import torch
 
 from steerlens.audit.artefacts import Refusal
 from steerlens.audit.config import AuditConfig
+from steerlens.audit.flags import opt
 from steerlens.audit.settings import FIX_KINDS, Frame, Kind, Setting, dosed, fix_setting, vector_setting
 from steerlens.audit.stages import instructions
 from steerlens.core.geometry import unit
@@ -35,16 +36,22 @@ MITIGATIONS = tuple(FIX_KINDS)
 class MitigateConfig:
     """What the mitigate stage computes (its hash guards a resumed run)."""
 
-    mitigations: tuple[str, ...] = MITIGATIONS
-    n_capability: int = 100  # items per capability set (each in both answer orders)
-    n_calibration: int = 32  # held-out harmful prompts (harmful_val) for the compensation
-    learned_steps: int = 10
-    learned_harmful: int = 8  # harmful train prompts in the learned component's objective
-    learned_items: int = 4  # training A/B items of the behaviour (both orders)
-    learned_lr: float = 0.05
-    seed: int = 0
-    attacks: tuple[str, ...] = ()  # a subset of the run's attacks (empty: all of them)
-    vectors: tuple[str, ...] = ()  # a subset of the run's vectors (empty: all of them)
+    mitigations: tuple[str, ...] = opt(MITIGATIONS, f"some of {', '.join(MITIGATIONS)} (default: all)",
+                                       nargs="+")
+    n_capability: int = opt(100, "MMLU and TruthfulQA items each (both answer orders)", type=int)
+    n_calibration: int = opt(32, "held-out harmful prompts (harmful_val) that calibrate the "
+                             "compensation", type=int)
+    learned_steps: int = opt(10, "optimisation steps of the learned safety component", type=int)
+    learned_harmful: int = opt(8, "harmful train prompts in the learned component's objective",
+                               type=int)
+    learned_items: int = opt(4, "training A/B items of the behaviour (both orders) the learned "
+                             "component keeps", type=int)
+    learned_lr: float = opt(0.05, "learning rate of the learned component", type=float)
+    seed: int = opt(0, "seed of the capability items' sample", type=int)
+    attacks: tuple[str, ...] = opt((), "only these of the run's attacks (default: all of them)",
+                                   nargs="+")
+    vectors: tuple[str, ...] = opt((), "only these of the run's vectors, e.g. those that lower "
+                                   "refusal (default: all)", nargs="+")
 
     def to_json(self) -> dict:
         return asdict(self)

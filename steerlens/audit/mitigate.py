@@ -31,6 +31,7 @@ from steerlens.audit.artefacts import Vectors
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.finished import AUDITED, FinishedRun, open_audited, run_config
 from steerlens.audit.fixes import MITIGATIONS, MitigateConfig, condition, has_behaviour, mitigation_settings
+from steerlens.audit.flags import add_flags, config_of
 from steerlens.audit.grid import Block, by_owner, plan_jobs, run_jobs
 from steerlens.audit.settings import Kind, Setting
 from steerlens.audit.stages import harm_stage, readout
@@ -196,27 +197,19 @@ def run_mitigate(run: str | Path, mcfg: MitigateConfig) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`steerlens mitigate RUN`: the flags generated from `MitigateConfig`."""
     p = argparse.ArgumentParser(prog="python -m steerlens.audit.mitigate",
                                 description="What fixes a finished audit's vectors, at what cost.")
     p.add_argument("run", help="a finished audit run directory")
-    d = MitigateConfig()
-    p.add_argument("--mitigations", nargs="+", default=list(d.mitigations),
-                   help=f"some of {', '.join(MITIGATIONS)} (default: all)")
-    p.add_argument("--n-capability", type=int, default=d.n_capability,
-                   help="MMLU and TruthfulQA items each (both answer orders)")
-    p.add_argument("--n-calibration", type=int, default=d.n_calibration,
-                   help="held-out harmful prompts that calibrate the compensation")
-    p.add_argument("--learned-steps", type=int, default=d.learned_steps,
-                   help="optimisation steps of the learned safety component")
-    p.add_argument("--attacks", nargs="+", default=[],
-                   help="only these of the run's attacks (default: all of them)")
-    p.add_argument("--vectors", nargs="+", default=[],
-                   help="only these of the run's vectors, e.g. those that lower refusal (default: all)")
-    a = p.parse_args(argv)
-    mcfg = MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps,
-                          attacks=tuple(a.attacks), vectors=tuple(a.vectors))
-    return cli_main(lambda: run_mitigate(Path(a.run), mcfg), format_mitigations)
+    add_flags(p, MitigateConfig)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    return cli_main(lambda: run_mitigate(a.run, config_of(MitigateConfig, vars(a))),
+                    format_mitigations)
 
 
 if __name__ == "__main__":
