@@ -57,6 +57,15 @@ from steerlens.results.units import (
     vector_file,
 )
 from steerlens.rundir import read_json
+from steerlens.schema import (
+    LAYER_SCAN_FILE,
+    LIBRARY_FILE,
+    LIBRARY_PAGE,
+    LIBRARY_TEXT,
+    OVERLAP_FILE,
+    REFUSAL_FILE,
+    SUMMARY_FILE,
+)
 
 OUTCOMES = {"nonrefusal": "Δ non-refusal", "harm": "Δ harmful compliance (ASR)"}
 SAME_KIND = ("shuffled", "covariance", "pair_diff")
@@ -282,7 +291,7 @@ def _steering_vectors(runs: dict[str, Path], units: list[dict]) -> dict[tuple[st
     """Each real vector's row at its run's steering layer, from the run's vectors/ files."""
     out = {}
     for name, run in runs.items():
-        ref = Path(run) / "refusal.json"
+        ref = Path(run) / REFUSAL_FILE
         layer = read_json(ref).get("steering_layer") if ref.exists() else None
         for u in (u for u in units if u["run"] == name and layer is not None):
             v = layer_vector(vector_file(run, u["vector"]), layer)
@@ -294,7 +303,7 @@ def _steering_vectors(runs: dict[str, Path], units: list[dict]) -> dict[tuple[st
 def _recorded_polarity(runs: dict[str, Path], units: list[dict]) -> None:
     """Fill `polarity_cos` from each run's overlap.json where the summary has none."""
     for name, run in runs.items():
-        path = Path(run) / "overlap.json"
+        path = Path(run) / OVERLAP_FILE
         rec = read_json(path) if path.exists() else {}
         for u in units:
             if u["run"] == name and u.get("polarity_cos") is None:
@@ -377,7 +386,7 @@ def _load(runs: dict[str, Path]) -> tuple[list[dict], list[dict], list[dict], di
     cells in every run: each is kept once."""
     units, nulls, screened, design = [], {}, {}, {}
     for name, run in runs.items():
-        s = read_json(run / "summary.json")
+        s = read_json(run / SUMMARY_FILE)
         design = design or s.get("design", {})
         units += vector_units(s, name)
         for n in null_units(s, name, screened=True):
@@ -408,7 +417,7 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dic
     vecs = _steering_vectors(named, units)
     _recorded_polarity(named, units)
     for name, run in (named.items() if polarity is not None else ()):  # runs may share vector names
-        d = polarity_direction(polarity, read_json(run / "refusal.json")["steering_layer"])
+        d = polarity_direction(polarity, read_json(run / REFUSAL_FILE)["steering_layer"])
         fill_polarity([u for u in units if u["run"] == name],
                       {k[1]: v for k, v in vecs.items() if k[0] == name}, d)
     out = {"n_vectors": len(units), "n_steering": sum(u["steers"] for u in units),
@@ -690,9 +699,9 @@ def write_analysis(out: Path, a: dict) -> None:
     """library.json, library.md and library.html (regenerable from the runs' files)."""
     from steerlens.rundir import atomic_write_text, write_json
 
-    write_json(Path(out) / "library.json", a)
-    atomic_write_text(Path(out) / "library.md", format_analysis(a) + "\n")
-    atomic_write_text(Path(out) / "library.html", library_page(a))
+    write_json(Path(out) / LIBRARY_FILE, a)
+    atomic_write_text(Path(out) / LIBRARY_TEXT, format_analysis(a) + "\n")
+    atomic_write_text(Path(out) / LIBRARY_PAGE, library_page(a))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -707,8 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     study = Path(args.study)
     runs = {r.partition("=")[0]: Path(r.partition("=")[2] or study / r) for r in args.runs}
-    a = analyse({k: v for k, v in runs.items() if (v / "summary.json").exists()},
-                study / "layer_scan.json", Path(args.polarity) if args.polarity else None)
+    a = analyse({k: v for k, v in runs.items() if (v / SUMMARY_FILE).exists()},
+                study / LAYER_SCAN_FILE, Path(args.polarity) if args.polarity else None)
     write_analysis(study, a)
     print(format_analysis(a))
     return 0

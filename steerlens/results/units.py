@@ -22,9 +22,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
+
+from steerlens.errors import SteerlensError
+from steerlens.schema import vector_file as run_vector_file
 
 DUPLICATE_COS = 0.99
 CLUSTER_DISTANCE = 0.5  # average linkage: members' mean |cos| (axes) or cos (poles) above 0.5
@@ -34,12 +39,10 @@ LINKAGE = "average"
 def vector_file(run: Path, name: str) -> Path:
     """Where an audit saves a vector: `behaviour` (CAA) or `behaviour:method`."""
     beh, _, method = name.partition(":")
-    return Path(run) / "vectors" / (f"{beh}.{method}.safetensors" if method else f"{beh}.safetensors")
+    return Path(run) / run_vector_file(beh, method or "mean_difference")
 
 
 def _metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(path), "np") as f:
         meta = f.metadata() or {}
     return json.loads(meta.get("steerlens", "{}"))
@@ -47,8 +50,6 @@ def _metadata(path: Path) -> dict:
 
 def layer_vector(path: Path, layer: int) -> np.ndarray | None:
     """A saved steering vector's row at `layer` (None if the file or the layer is missing)."""
-    from safetensors.numpy import load_file
-
     if not Path(path).exists():
         return None
     layers = _metadata(path).get("layers", [])
@@ -124,10 +125,6 @@ def geometry(names: list[str], vectors: np.ndarray) -> dict:
 def polarity_direction(path: Path, layer: int) -> np.ndarray:
     """An answer-polarity direction from a safetensors file: a 1-D `direction` (taken as the
     steering layer's), or a 2-D `directions`/`vectors` with a `layers` list in its metadata."""
-    from safetensors.numpy import load_file
-
-    from steerlens.errors import SteerlensError
-
     t = load_file(str(path))
     if "direction" in t and t["direction"].ndim == 1:
         return np.asarray(t["direction"], float)
