@@ -30,17 +30,23 @@ class AuditResult:
 
 def audit(preset: str = "quick", out: str | Path = "runs/audit", **overrides: Any) -> AuditResult:
     """Run (or, with `resume=True`, continue) an audit; overrides are the CLI's options by their
-    dest names (`behaviours=["refusal"]`, `n_goals=30`, `vectors=["v.safetensors"]`, ...)."""
+    dest names (`behaviours=["refusal"]`, `n_goals=30`, `vectors=["v.safetensors"]`, ...), checked
+    by the rule of `audit.options` (one string where a list is allowed) before any model loads."""
     from steerlens.audit.config import build_parser, config_from_args
+    from steerlens.audit.options import check_values, normalise_value, specs_from_parser
     from steerlens.audit.run import run_audit
     from steerlens.rundir import RunStore
 
-    args = build_parser().parse_args(["--preset", preset, "--out", str(out)])
+    parser = build_parser()
+    specs = specs_from_parser(parser)
+    preset = normalise_value(specs["preset"], preset)
+    out = normalise_value(specs["out"], out)
+    args = parser.parse_args(["--preset", preset, "--out", out])
     unknown = sorted(set(overrides) - set(vars(args)))
     if unknown:
         raise SteerlensError(f"unknown audit option(s) {', '.join(unknown)}",
                              fix=f"use the CLI's option names with _ for -: {', '.join(sorted(vars(args)))}")
-    for key, value in overrides.items():
+    for key, value in check_values(specs, overrides).items():
         setattr(args, key, value)
     cfg, opts = config_from_args(args)
     summary = run_audit(cfg, opts)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from steerlens.audit.options import EPILOG, OnceAction, Spec, list_option, normalise_fields, normalise_value
 from steerlens.errors import SteerlensError
 from steerlens.rundir import RunStore
 
@@ -49,6 +50,9 @@ class MitigateConfig:
     attacks: tuple[str, ...] = ()  # a subset of the run's attacks (empty: all of them)
     vectors: tuple[str, ...] = ()  # a subset of the run's vectors (empty: all of them)
 
+    def __post_init__(self) -> None:
+        normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -57,14 +61,30 @@ def _log(msg: str) -> None:
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
+def check_config(mcfg: MitigateConfig) -> None:
+    """Known mitigations and sane sizes (no run needed); each message names its flag."""
+    bad = [m for m in mcfg.mitigations if m not in MITIGATIONS]
+    if bad or not mcfg.mitigations:
+        raise SteerlensError(f"--mitigations: {f'unknown mitigation(s) {bad}' if bad else 'none given'}",
+                             fix=f"use some of: {', '.join(MITIGATIONS)}")
+    sizes = {"--n-capability": mcfg.n_capability, "--n-calibration": mcfg.n_calibration,
+             "--learned-steps": mcfg.learned_steps, "learned_harmful": mcfg.learned_harmful,
+             "learned_items": mcfg.learned_items}
+    for flag, n in sizes.items():
+        if n < 1:
+            raise SteerlensError(f"{flag} {n}: mitigate sizes must be at least 1",
+                                 fix="e.g. --n-capability 100")
+
+
 def check(run: Path, mcfg: MitigateConfig) -> None:
     """Fail before loading anything: a finished run, known mitigations, sane sizes."""
+    if not isinstance(mcfg, MitigateConfig):
+        raise SteerlensError(f"mitigate takes a MitigateConfig; got {type(mcfg).__name__}",
+                             fix="pass MitigateConfig(mitigations=(...), ...)")
     if not (run / "summary.json").exists() or not (run / "config.json").exists():
         raise SteerlensError(f"{run} is not a finished audit run (no summary.json)",
                              fix="run python -m steerlens.audit first, or finish it with --resume")
-    bad = [m for m in mcfg.mitigations if m not in MITIGATIONS]
-    if bad or not mcfg.mitigations:
-        raise SteerlensError(f"unknown mitigation(s) {bad}", fix=f"use some of: {', '.join(MITIGATIONS)}")
+    check_config(mcfg)
     ran = RunStore(run).read_json("config.json")["config"]["attacks"]
     if set(mcfg.attacks) - set(ran):
         raise SteerlensError(f"--attacks {list(mcfg.attacks)}: the run audited {ran}",
@@ -73,8 +93,6 @@ def check(run: Path, mcfg: MitigateConfig) -> None:
     if set(mcfg.vectors) - names:
         raise SteerlensError(f"--vectors {list(mcfg.vectors)}: the run audited {sorted(names)}",
                              fix="name vectors the run has, or none for all of them")
-    if min(mcfg.n_capability, mcfg.n_calibration, mcfg.learned_harmful, mcfg.learned_items) < 1:
-        raise SteerlensError("mitigate sizes must be at least 1", fix="e.g. --n-capability 100")
     store = RunStore(run / "mitigations")
     import json
 
@@ -322,7 +340,7 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
     from steerlens.core.models import load_model
     from steerlens.results.mitigations import summarize_mitigations, write_mitigations
 
-    run = Path(run)
+    run = Path(normalise_value(Spec("run"), run))
     check(run, mcfg)
     saved = AuditConfig.from_json(RunStore(run).read_json("config.json")["config"])
     model = load_model(saved.model, device=saved.device, dtype=saved.dtype)
@@ -353,30 +371,38 @@ def run_mitigate(run: Path, mcfg: MitigateConfig) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m steerlens.audit.mitigate",
+def build_parser() -> argparse.ArgumentParser:
+    """mitigate's command line, under the rule of `audit.options` (lists accumulate, each value once)."""
+    p = argparse.ArgumentParser(prog="python -m steerlens.audit.mitigate", epilog=EPILOG,
                                 description="What fixes a finished audit's vectors, at what cost.")
     p.add_argument("run", help="a finished audit run directory")
     d = MitigateConfig()
-    p.add_argument("--mitigations", nargs="+", default=list(d.mitigations),
-                   help=f"some of {', '.join(MITIGATIONS)} (default: all)")
-    p.add_argument("--n-capability", type=int, default=d.n_capability,
+    p.add_argument("--mitigations", default=list(d.mitigations),
+                   **list_option(f"some of {', '.join(MITIGATIONS)} (default: all)"))
+    p.add_argument("--n-capability", type=int, default=d.n_capability, action=OnceAction,
                    help="MMLU and TruthfulQA items each (both answer orders)")
-    p.add_argument("--n-calibration", type=int, default=d.n_calibration,
+    p.add_argument("--n-calibration", type=int, default=d.n_calibration, action=OnceAction,
                    help="held-out harmful prompts that calibrate the compensation")
-    p.add_argument("--learned-steps", type=int, default=d.learned_steps,
+    p.add_argument("--learned-steps", type=int, default=d.learned_steps, action=OnceAction,
                    help="optimisation steps of the learned safety component")
-    p.add_argument("--attacks", nargs="+", default=[],
-                   help="only these of the run's attacks (default: all of them)")
-    p.add_argument("--vectors", nargs="+", default=[],
-                   help="only these of the run's vectors, e.g. those that lower refusal (default: all)")
-    a = p.parse_args(argv)
-    mcfg = MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps,
+    p.add_argument("--attacks", default=[],
+                   **list_option("only these of the run's attacks (default: all of them)"))
+    p.add_argument("--vectors", default=[], **list_option(
+        "only these of the run's vectors, e.g. those that lower refusal (default: all)"))
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> MitigateConfig:
+    return MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps,
                           attacks=tuple(a.attacks), vectors=tuple(a.vectors))
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     from steerlens.errors import cli_main
     from steerlens.results.mitigations import format_mitigations
 
-    return cli_main(lambda: run_mitigate(Path(a.run), mcfg), format_mitigations)
+    return cli_main(lambda: run_mitigate(Path(a.run), config_from_args(a)), format_mitigations)
 
 
 if __name__ == "__main__":

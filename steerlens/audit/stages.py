@@ -7,11 +7,10 @@ screen and the refusal projections from the grid's first decode step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from steerlens.audit.config import AuditConfig
+from steerlens.audit.config import AuditConfig, file_vector_name
 from steerlens.audit.evaluate import behaviour_effect
 from steerlens.core.activations import collect_resid
 from steerlens.core.geometry import cosine, fraction_in_subspace, rescale, unit
@@ -333,7 +332,7 @@ def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
         if cfg.layer is None or cfg.layer not in sv.layers:
             raise SteerlensError(f"vector {path} needs a steering layer it has (resid_pre layers "
                                  f"{sv.layers})", fix="pass --layer with one of them")
-        out[f"file:{Path(path).stem}"] = sv
+        out[file_vector_name(path)] = sv  # unique: config.validate
     return out
 
 

@@ -107,9 +107,13 @@ def _scan(out: Path, model_name: str) -> None:
 
 def run_study(out: Path, model: str, resume: bool = False, scan: bool = True) -> dict:
     """Both audits, the scan and the analysis; seconds per step in `DIR/study_timings.json`."""
+    from steerlens.audit.options import Spec, check_values
     from steerlens.results.library import analyse, write_analysis
     from steerlens.rundir import write_json
 
+    specs = {"out": Spec("out"), "model": Spec("model"), "resume": Spec("resume", bool),
+             "scan": Spec("scan", bool)}
+    out = Path(check_values(specs, {"out": out, "model": model, "resume": resume, "scan": scan})["out"])
     if out.exists() and not resume:
         raise SteerlensError(f"{out} exists", fix="pass --resume to continue it, or another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -127,9 +131,12 @@ def run_study(out: Path, model: str, resume: bool = False, scan: bool = True) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m steerlens.audit.study", description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/library", help="study directory")
-    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    from steerlens.audit.options import EPILOG, OnceAction
+
+    p = argparse.ArgumentParser(prog="python -m steerlens.audit.study", epilog=EPILOG,
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/library", action=OnceAction, help="study directory")
+    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", action=OnceAction)
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
     p.add_argument("--no-scan", action="store_true", help="skip the layer-fragility scan")
     args = p.parse_args(argv)
