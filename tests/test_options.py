@@ -123,7 +123,8 @@ def test_every_vector_file_is_audited_and_answered(tiny_model_dir, tmp_path, cap
                       str(tmp_path / "b.safetensors"), "--layer", "1", "--behaviours", "refusal",
                       "--attacks", "none", "--n-goals", "2", "--n-benign", "0", "--n-null-generate",
                       "0", "--n-null-screen", "2", "--n-shuffled", "0", "--n-caa-items", "2",
-                      "--n-behaviour-test", "2", "--dose-sweep", "2", "--vector-settings", "plus", "--no-report")
+                      "--n-behaviour-test", "2", "--dose-sweep", "2", "--vector-settings", "plus",
+                      "--no-report")
     assert main(args) == 0
     answer = capsys.readouterr().out
     files = json.loads((run / "vectors" / "files.json").read_text())
