@@ -254,7 +254,7 @@ AUDIT_OPTS = [
     Opt("--behaviours", "behaviours", str, ("sycophancy", "refusal", "hallucination"), ("flattery",)),
     Opt("--attacks", "attacks", str, ("none", "aim", "refusal_suppression"), ("dan-9000",)),
     Opt("--doses", "doses", float, ("0.1", "0.15", ".15", "2"), ("0", "-0.15", "abc", "inf", "nan")),
-    Opt("--dose-sweep", "dose_sweep", float, ("-0.3", "0.15", "0.3"), ("0", "x", "inf")),
+    Opt("--dose-sweep", "dose_sweep", float, ("-0.3", "-1e-1", "0.15", "0.3"), ("0", "x", "-inf")),
     Opt("--screen-doses", "screen_doses", float, ("0.05", "0.3"), ("-0.1", "0", "1e")),
     Opt("--methods", "methods", str, ("mean_difference", "pca_diff", "linear_probe"), ("pca",)),
     Opt("--vector-settings", "vector_settings", str, ("plus", "minus", "perpk"), ("orth",)),

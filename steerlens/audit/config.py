@@ -16,7 +16,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from steerlens import __version__
-from steerlens.audit.options import EPILOG, OnceAction, flag_kwargs, normalise_fields
+from steerlens.audit.options import (
+    EPILOG,
+    OnceAction,
+    flag_kwargs,
+    normalise_fields,
+    read_negative_numbers,
+)
 from steerlens.errors import SteerlensError
 
 DOSE_UNITS = ("resid", "paper")
@@ -250,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, action=OnceAction, help="float32 | bfloat16 | float16 "
                    "(default: float32 on CPU, bfloat16 on CUDA); geometry is always float32/float64")
     _add_run_options(p)
-    return p
+    return read_negative_numbers(p)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ import argparse
 import functools
 import numbers
 import os
+import re
 import typing
 import weakref
 from dataclasses import dataclass, fields
@@ -73,6 +74,17 @@ class OnceAction(_Counted):
             raise argparse.ArgumentError(self, f"given more than once ({getattr(namespace, self.dest)} "
                                                f"and {values}): give it once")
         setattr(namespace, self.dest, values)
+
+
+# argparse reads `-1e-1` and `-inf` as flags (its negative numbers are `-1` and `-.5` only), so
+# `--dose-sweep -1e-1 0.1` failed; a parser without flags like `-1` can read every number.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d|\.\d|inf$|infinity$|nan$)", re.IGNORECASE)
+
+
+def read_negative_numbers(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Let `parser` take any negative number (`-1e-1`, `-inf`) as a value."""
+    parser._negative_number_matcher = _NEGATIVE_NUMBER
+    return parser
 
 
 def list_option(help: str, **kw) -> dict:
