@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(a: argparse.Namespace) -> MitigateConfig:
+    """The parsed command line as the config the mitigation run records."""
     return MitigateConfig(tuple(a.mitigations), a.n_capability, a.n_calibration, a.learned_steps,
                           attacks=tuple(a.attacks), vectors=tuple(a.vectors))
 
