@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from steerlens.audit import mitigate
 from steerlens.audit.config import AuditConfig, build_parser, config_from_args, validate
+from steerlens.audit.fixes import MITIGATIONS, MitigateConfig
+from steerlens.audit.flags import config_of
 from steerlens.audit.options import LIST_RULE, ListAction, specs_from_dataclass
 from steerlens.errors import SteerlensError
 
@@ -207,22 +209,25 @@ def test_python_wrong_types_are_named_before_any_work(captured, tmp_path, kw, op
 
 
 def test_mitigate_and_study_python_entry_points(tmp_path):
-    from steerlens.audit.mitigate import MitigateConfig, run_mitigate
-    from steerlens.audit.study import run_study
+    import steerlens
+    from steerlens.audit.mitigate import run_mitigate
 
     assert MitigateConfig(attacks="none", vectors="file:v").vectors == ("file:v",)
     for kw, option in ((dict(mitigations=3), "mitigations"), (dict(n_capability="100"), "n_capability"),
                        (dict(attacks=["aim", "aim"]), "attacks"), (dict(learned_lr="0.1"), "learned_lr")):
         with pytest.raises(SteerlensError, match=rf"option {option}\b"):
             MitigateConfig(**kw)
-    with pytest.raises(SteerlensError, match="option run "):
-        run_mitigate(3, MitigateConfig())
+        with pytest.raises(SteerlensError, match=rf"option {option}\b"):
+            steerlens.mitigate(tmp_path, **kw)
+    with pytest.raises(SteerlensError, match=r"option run\b"):
+        steerlens.mitigate(3)
     with pytest.raises(SteerlensError, match="takes a MitigateConfig"):
         run_mitigate(tmp_path, {"mitigations": ["gate"]})
-    for kw, option in ((dict(out=3, model="m"), "out"), (dict(out=tmp_path, model=5), "model"),
-                       (dict(out=tmp_path, model="m", resume="yes"), "resume")):
+    for kw, option in ((dict(out=3), "out"), (dict(out=tmp_path / "s", model=5), "model"),
+                       (dict(out=tmp_path / "s", resume="yes"), "resume"),
+                       (dict(out=tmp_path / "s", scan="no"), "scan")):
         with pytest.raises(SteerlensError, match=rf"option {option}\b"):
-            run_study(**kw)
+            steerlens.study(**kw)
     assert not list(tmp_path.iterdir())
 
 
@@ -230,10 +235,10 @@ def test_mitigate_repeated_flags_reach_its_config():
     p = mitigate.build_parser()
     a = p.parse_args(["run", "--mitigations", "gate", "--attacks", "none", "--mitigations",
                       "perp1", "learned", "--vectors", "x", "--vectors", "y"])
-    m = json.loads(json.dumps(mitigate.config_from_args(a).to_json()))  # mitigations/config.json
+    m = json.loads(json.dumps(config_of(MitigateConfig, vars(a)).to_json()))  # mitigations/config.json
     assert (m["mitigations"], m["attacks"], m["vectors"]) == (
         ["gate", "perp1", "learned"], ["none"], ["x", "y"])
-    assert mitigate.config_from_args(p.parse_args(["run"])).mitigations == mitigate.MITIGATIONS
+    assert config_of(MitigateConfig, vars(p.parse_args(["run"]))).mitigations == MITIGATIONS
 
 
 # -- the property: every value kept, or exit 2 naming the option -------------------------------
@@ -387,7 +392,7 @@ def test_audit_flags_keep_every_value_or_exit_2_naming_the_option(seq, files, mo
 
 
 MITIGATE_OPTS = [
-    Opt("--mitigations", "mitigations", str, mitigate.MITIGATIONS, ("flip",)),
+    Opt("--mitigations", "mitigations", str, MITIGATIONS, ("flip",)),
     Opt("--attacks", "attacks", str, ("none", "aim"), ()),
     Opt("--vectors", "vectors", str, ("sycophancy", "file:v"), ()),
     Opt("--n-capability", "n_capability", int, ("1", "100"), ("0", "x"), many=False),
@@ -400,7 +405,7 @@ def _mitigate(argv: list[str]):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            mcfg = mitigate.config_from_args(mitigate.build_parser().parse_args(argv))
+            mcfg = config_of(MitigateConfig, vars(mitigate.build_parser().parse_args(argv)))
         mitigate.check_config(mcfg)
         return mcfg, None
     except SystemExit as e:
