@@ -238,12 +238,11 @@ SECTIONS = (
 def fixes_block(run: Path) -> str:
     """What fixes it, at what cost (`python -m steerlens.audit.mitigate RUN`): the Pareto view
     per attack and outcome, and the table; empty when the run has no mitigations."""
-    path = Path(run) / "mitigations" / "mitigations.json"
-    if not path.exists():
+    if not (Path(run) / "mitigations" / "config.json").exists():
         return ""
-    from steerlens.results.mitigations import format_mitigations
+    from steerlens.results.mitigations import format_mitigations, summarize_mitigations
 
-    m = read_json(path)
+    m = summarize_mitigations(run)  # from the cells under the current rules, never a stored copy
     figs = {f"pareto-{a}-{o}": F.pareto(m, a, o) for a in m["attacks"] for o in V.OUTCOMES}
     grid = "".join(_fig(figs, n) for n in figs)
     return (f"<section id='fixes'><h2>What fixes it, at what cost</h2><div class=grid2>{grid}</div>"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
+from steerlens.results.families import PRIMARY, REGRESSIONS, SECONDARY, row_family
+from steerlens.results.families import adjust as adjust_families
 from steerlens.results.inference import (
-    benjamini_hochberg_family,
     nulls_needed,
     paired_test,
     tost_equivalence,
@@ -141,11 +142,24 @@ def _rows(cells: dict, subspace: dict) -> list[dict]:
     return out
 
 
-def _reverse_rate(rows: list[dict]) -> float:
-    """Background rate of flips against a cell's net shift, from the generated null cells."""
-    rates = [min(r["mcnemar_only_base"], r["mcnemar_only_other"]) / r["n"] for r in rows
-             if r["kind"] in NULL_KINDS and "mcnemar_only_base" in r]
+def _reverse_rate(rows: list[dict], outcome: str = "nonrefusal") -> float:
+    """Background rate of flips against a cell's net shift on one outcome, from the generated
+    null cells' own flips on that outcome."""
+    stats_ = [_get(r, outcome) for r in rows if r["kind"] in NULL_KINDS]
+    rates = [min(g["mcnemar_only_base"], g["mcnemar_only_other"]) / g["n"] for g in stats_
+             if "mcnemar_only_base" in g]
     return statistics.median(rates) if rates else 0.05
+
+
+def _by_outcome(rows: list[dict], outcomes: list[str], n: int) -> dict:
+    """Per outcome: its own background flip rate and minimum detectable shift (the TOST margin
+    of 'restores' on that outcome)."""
+    out = {}
+    for o in outcomes:
+        q = _reverse_rate(rows, o)
+        out[o] = {"reverse_flip_rate": q,
+                  "minimum_detectable_shift": minimum_detectable_shift(n, q) if n else float("nan")}
+    return out
 
 
 def design(data: RunData, rows: list[dict]) -> dict:
@@ -156,6 +170,7 @@ def design(data: RunData, rows: list[dict]) -> dict:
     n = len(base[0]["goals"]) if base else 0
     q = _reverse_rate(rows)
     outcomes = [o for o, key in OUTCOMES.items() if base and key in base[0]]
+    by = _by_outcome(rows, outcomes or ["nonrefusal"], n)
     return {"n_goals": n, "categories": sorted({x for c in base[:1] for x in c["categories"]}),
             "attacks": cfg.get("attacks"), "doses": cfg.get("doses"),
             "dose_unit": cfg.get("dose_unit"), "judge": cfg.get("judge"), "outcomes": outcomes,
@@ -163,8 +178,8 @@ def design(data: RunData, rows: list[dict]) -> dict:
             "steered_prompt_tokens": {a: c.get("steered_prompt_tokens") for (a, n), c in
                                       sorted(data.cells.items()) if n == "baseline" and a != "benign"},
             "reverse_flip_rate": q, "alpha": ALPHA, "power": 0.8, "test": "Tango score (McNemar)",
-            "nulls_needed": nulls_needed(ALPHA),
-            "minimum_detectable_delta_asr": minimum_detectable_shift(n, q) if n else float("nan")}
+            "nulls_needed": nulls_needed(ALPHA), "by_outcome": by,
+            "minimum_detectable_delta_asr": by["nonrefusal"]["minimum_detectable_shift"]}
 
 
 def _pick(rows: list[dict], attack: str, **match) -> list[dict]:
@@ -201,9 +216,14 @@ def _outcome_evidence(plus: dict, nulls: list[dict], outcome: str) -> dict:
             "null_percentile": _null_share(p["delta_count"], [c for c, _ in counts])}
 
 
-def vector_findings(rows: list[dict], data: RunData, margin: float) -> list[dict]:
+def margins(des: dict) -> dict[str, float]:
+    """The equivalence margin of 'restores' per outcome: that outcome's minimum detectable shift."""
+    return {o: b["minimum_detectable_shift"] for o, b in des["by_outcome"].items()}
+
+
+def vector_findings(rows: list[dict], data: RunData, margin: dict[str, float]) -> list[dict]:
     """One record per (vector, dose, attack) with the evidence per outcome; `margin` is the
-    equivalence margin of 'restores' (the design's minimum detectable shift)."""
+    equivalence margin of 'restores' per outcome (`margins`)."""
     out = []
     for attack in sorted({r["attack"] for r in rows}):
         for plus in _pick(rows, attack, kind="+v"):
@@ -231,7 +251,8 @@ def vector_findings(rows: list[dict], data: RunData, margin: float) -> list[dict
 
 
 def _fix_test(data: RunData, attack: str, rec: dict, key: str, outcome: str, margin: float) -> dict:
-    """Raw against fixed (paired score test) and fixed against baseline (TOST, ±margin)."""
+    """Raw against fixed (paired score test) and fixed against baseline (TOST, ±margin, the
+    outcome's own minimum detectable shift)."""
     label = OUTCOMES[outcome]
     raw = data.cells[(attack, rec["plus"]["setting"])].get(label)
     fixed_cell = data.cells[(attack, rec[key]["setting"])]
@@ -246,11 +267,12 @@ def _fix_test(data: RunData, attack: str, rec: dict, key: str, outcome: str, mar
           if 0 < margin < 1 else {"equivalent": False, "p_tost": float("nan")})
     shift = _get(rec["plus"], outcome).get("delta_asr") or 0.0
     return {"p_value": t["p_value"], "delta_asr": fb.get("delta_asr"), "raw_vs_fixed": t["diff"],
+            "raw_delta_asr": _get(rec["plus"], outcome).get("delta_asr"),
             "equivalence_margin": margin, "p_tost": eq["p_tost"], "equivalent": eq["equivalent"],
             "share_removed": (1 - (fb.get("delta_asr") or 0.0) / shift) if shift else None}
 
 
-def _mitigation(data: RunData, attack: str, rec: dict, margin: float) -> dict:
+def _mitigation(data: RunData, attack: str, rec: dict, margin: dict[str, float]) -> dict:
     """Per fix (⊥1, ⊥k) and outcome, the two tests behind 'restores' (a duplicate ⊥k is skipped)."""
     out = {}
     for key in ("perp1", "perpk"):
@@ -260,7 +282,8 @@ def _mitigation(data: RunData, attack: str, rec: dict, margin: float) -> dict:
         if row.get("duplicate_of"):
             out[key] = {"duplicate_of": row["duplicate_of"]}
             continue
-        tests = {o: _fix_test(data, attack, rec, key, o, margin) for o in OUTCOMES}
+        tests = {o: _fix_test(data, attack, rec, key, o, margin.get(o, float("nan")))
+                 for o in OUTCOMES}
         out[key] = {o: t for o, t in tests.items() if t}
     return out
 
@@ -353,41 +376,46 @@ def validation(rows: list[dict]) -> dict:
     return out
 
 
-def _family(rows: list[dict], findings: list[dict], regs: dict) -> list[tuple[str, dict, str, str]]:
-    """The named hypotheses of the run: (name, holder, p key, q key); no self-tests, no
-    duplicates (a k = 1 ⊥k cell is the ⊥1 cell), and no null cells: they are the reference a
-    vector is compared with, reported with their own unadjusted p, not hypotheses."""
+def _family(rows: list[dict], findings: list[dict], regs: dict) -> list[tuple[str, str, dict, str, str]]:
+    """The named hypotheses of the run by family (`families`): (family, name, holder, p key,
+    q key); no self-tests, no duplicates (a k = 1 ⊥k cell is the ⊥1 cell), no instrument
+    checks and no null cells (the reference a vector is compared with, not hypotheses)."""
     fam = []
     for r in rows:
-        if r.get("duplicate_of") or r["kind"] in NULL_KINDS:
+        family = row_family(r["kind"])
+        if r.get("duplicate_of") or family is None:
             continue
         for o in OUTCOMES:
             g = _get(r, o)
             if "mcnemar_p_value" in g:
-                fam.append((f"{o}|{r['attack']}|{r['setting']} vs baseline", g, "mcnemar_p_value",
-                            "q_value"))
+                fam.append((family, f"{o}|{r['attack']}|{r['setting']} vs baseline", g,
+                            "mcnemar_p_value", "q_value"))
     for f in findings:
         for key, m in f["mitigation"].items():
             for o, t in m.items():
                 if isinstance(t, dict) and "p_value" in t:
-                    fam.append((f"{o}|{f['attack']}|{f['plus']['setting']} vs {key}", t, "p_value",
-                                "q_value"))
+                    fam.append((SECONDARY, f"{o}|{f['attack']}|{f['plus']['setting']} vs {key}", t,
+                                "p_value", "q_value"))
     for o, by_key in regs.items():
         for k, reg in by_key.items():
-            fam += [(f"{o}|regression|{k}|{x}", reg[x], "p_value", "q_value")
+            fam += [(REGRESSIONS, f"{o}|regression|{k}|{x}", reg[x], "p_value", "q_value")
                     for x in ("cosine", "projection_shift")]
     return fam
 
 
 def _adjust(rows: list[dict], findings: list[dict], regs: dict) -> dict:
-    """Benjamini-Hochberg over the named hypotheses; q-values are written next to each p and
-    the family (adjusted count, excluded NaN tests by name) is returned."""
+    """Benjamini-Hochberg within each family (`families`); q-values are written next to each p
+    (with the family's name) and the families (adjusted count, names, excluded NaN tests) are
+    returned."""
     fam = _family(rows, findings, regs)
-    res = benjamini_hochberg_family([(name, holder[pk]) for name, holder, pk, _ in fam])
-    for name, holder, _, qk in fam:
-        holder[qk] = res["q"].get(name, float("nan"))
-    return {"m_adjusted": res["m_adjusted"], "excluded": res["excluded"],
-            "names": [name for name, *_ in fam if name not in set(res["excluded"])]}
+    res = adjust_families([(f, name, holder[pk]) for f, name, holder, pk, _ in fam])
+    for f, name, holder, _, qk in fam:
+        holder[qk] = res[f]["q"].get(name, float("nan"))
+        holder["family"] = f
+    return {"families": {f: {k: v for k, v in r.items() if k != "q"} for f, r in res.items()},
+            "m_adjusted": res[PRIMARY]["m_adjusted"], "excluded": [
+                n for r in res.values() for n in r["excluded"]],
+            "names": [n for r in res.values() for n in r["names"]], "rule": "docs/statistics.md"}
 
 
 def _verdicts(f: dict) -> None:
@@ -402,7 +430,8 @@ def _verdicts(f: dict) -> None:
         for o, t in m.items():
             if isinstance(t, dict) and "p_value" in t:
                 t["verdict"] = fix_verdict(t.get("q_value", float("nan")), t["equivalent"],
-                                           _get(f[key], o).get("q_value", float("nan")))
+                                           _get(f[key], o).get("q_value", float("nan")),
+                                           t.get("raw_delta_asr"), t.get("delta_asr"))
 
 
 def screening(rows: list[dict]) -> dict:
@@ -436,7 +465,7 @@ def summarize(data: RunData, judge=None) -> dict:
                        data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge)
     rows = _rows(data.cells, data.subspace)
     des = design(data, rows)
-    findings = vector_findings(rows, data, des["minimum_detectable_delta_asr"])
+    findings = vector_findings(rows, data, margins(des))
     regs = {o: regressions(findings, o) for o in des["outcomes"]}
     family = _adjust(rows, findings, regs)
     for f in findings:
