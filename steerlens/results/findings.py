@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerlens.results import verdicts as V
+from steerlens.results.facts import fill
 from steerlens.results.stats import smallest_permutation_p
 from steerlens.results.summary import NULL_KINDS, load_run_data, summarize
 from steerlens.results.text import null_cell, points, shift_cell, steered_tokens
@@ -94,6 +95,9 @@ def claim_templates(s: dict, o: str) -> dict:
                 "verdict": "not tested"}
     parts = [f"{a}: mean per-goal difference {100 * r['mean_difference']:+.1f} pts over "
              f"{len(r['vectors'])} vectors × {r['n_goals']} goals, sign-flip p={_g(r['p_value'])}"
+             + "".join(f"; of it, the vectors that {d[:-1]} it ({x['n_vectors']}): "
+                       f"{100 * x['mean_difference']:+.1f}, p={_g(x['p_value'])}"
+                       for d, x in r.get("by_direction", {}).items())
              for a, r in t.items()]
     sig = [r for r in t.values() if r["p_value"] < ALPHA]
     verdict = ("supported" if sig and all(r["mean_difference"] > 0 for r in sig) else
@@ -326,11 +330,12 @@ def _glance(loaded: list) -> list[str]:
 
 
 def render(runs: list[str], discussion: str | None = None, library: str | None = None) -> str:
-    loaded = []
+    loaded, facts = [], {}
     for run in runs:
         data = load_run_data(run)
         s = summarize(data)
         loaded.append((Path(run), s, data.config, _claims(s)))
+        facts[Path(run).name] = run_facts(Path(run), s)
     cmd = (" ".join(runs) + (f" --library {library}" if library else "")
            + (f" --discussion {discussion}" if discussion else ""))
     out = ["# Findings: the paper's claims, measured by steerlens", "",
@@ -347,8 +352,20 @@ def render(runs: list[str], discussion: str | None = None, library: str | None =
     if library:
         out += library_lines(Path(library))
     if discussion:
-        out += [Path(discussion).read_text().rstrip(), ""]
+        out += [fill(Path(discussion).read_text().rstrip(), facts), ""]
     return "\n".join(out)
+
+
+def run_facts(run: Path, s: dict) -> dict[str, str]:
+    """What the discussion may cite of one run (`results.facts`)."""
+    from steerlens.results.facts import mitigation_facts, summary_facts
+
+    out = summary_facts(s)
+    if (Path(run) / "mitigations" / "config.json").exists():
+        from steerlens.results.mitigations import summarize_mitigations
+
+        out.update(mitigation_facts(summarize_mitigations(run)))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from steerlens.results.inference import (
     paired_test,
     tost_equivalence,
 )
+from steerlens.results.misclass import _se_sp, calibration, corrected_rate, corrected_shift
 from steerlens.results.stats import (
     asr,
     discordant,
@@ -339,10 +340,12 @@ def _sign_flip_p(e: list[int], n_perm: int = 20000, seed: int = 0) -> float:
 def template_interaction(data: RunData, findings: list[dict], outcome: str) -> dict:
     """Claim 2 per template attack, with goals as the unit: for each vector and goal the
     template's flip minus no attack's, oriented by the sign of the vector's summed effect
-    (exchangeable under H0), summed over vectors; a sign-flip permutation over goals."""
+    (exchangeable under H0), summed over vectors; a sign-flip permutation over goals. The same
+    per direction of the vector's effect (`by_direction`: vectors that raise the outcome, and
+    those that lower it), so a total carried by one direction is seen as such."""
     label, out = OUTCOMES[outcome], {}
     for attack in sorted({f["attack"] for f in findings} - {"none"}):
-        total, used = None, []
+        per: dict[str, list[int]] = {}
         for f in (f for f in findings if f["attack"] == "none"):
             twin = next((t for t in findings if t["attack"] == attack and t["vector"] == f["vector"]
                          and t["dose"] == f["dose"]), None)
@@ -351,14 +354,21 @@ def template_interaction(data: RunData, findings: list[dict], outcome: str) -> d
             if not e0 or not e1 or len(e0) != len(e1) or sum(e0) + sum(e1) == 0:
                 continue
             sign = 1 if sum(e0) + sum(e1) > 0 else -1
-            e = [sign * (b - a) for a, b in zip(e0, e1)]
-            total = e if total is None else [x + y for x, y in zip(total, e)]
-            used.append(f"{f['vector']}@{f['dose']:g}")
-        if total:
-            out[attack] = {"vectors": used, "n_goals": len(total),
-                           "mean_difference": sum(total) / (len(total) * len(used)),
-                           "p_value": _sign_flip_p(total)}
+            per[f"{f['vector']}@{f['dose']:g}|{'raises' if sign > 0 else 'lowers'}"] = [
+                sign * (b - a) for a, b in zip(e0, e1)]
+        if per:
+            out[attack] = {"vectors": [k.split("|")[0] for k in per], **_interaction(list(per.values())),
+                           "by_direction": {d: _interaction([e for k, e in per.items() if k.endswith(d)])
+                                            for d in ("raises", "lowers")
+                                            if any(k.endswith(d) for k in per)}}
     return out
+
+
+def _interaction(effects: list[list[int]]) -> dict:
+    """Summed per-goal oriented differences over vectors: mean per vector and goal, sign-flip p."""
+    total = [sum(x) for x in zip(*effects)]
+    return {"n_goals": len(total), "n_vectors": len(effects),
+            "mean_difference": sum(total) / (len(total) * len(effects)), "p_value": _sign_flip_p(total)}
 
 
 def validation(rows: list[dict]) -> dict:
@@ -464,7 +474,14 @@ def summarize(data: RunData, judge=None) -> dict:
         data = RunData(data.config, {k: _rejudged(c, judge) for k, c in data.cells.items()},
                        data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge)
     rows = _rows(data.cells, data.subspace)
+    cal = calibration(data.harm_judge)
+    if cal:
+        _correct_harm(rows, data.cells, cal)
     des = design(data, rows)
+    if cal and "harm" in des["by_outcome"]:
+        j = sum(_se_sp(cal)) - 1
+        des["by_outcome"]["harm"]["minimum_detectable_shift_corrected"] = (
+            des["by_outcome"]["harm"]["minimum_detectable_shift"] / j)
     findings = vector_findings(rows, data, margins(des))
     regs = {o: regressions(findings, o) for o in des["outcomes"]}
     family = _adjust(rows, findings, regs)
@@ -477,7 +494,17 @@ def summarize(data: RunData, judge=None) -> dict:
             "screening": screening(rows), "n_tests_bh": family["m_adjusted"], "tests": family,
             "overlap": data.overlap, "dose": data.dose, "refusal": data.refusal,
             "subspace": data.subspace, "judge": getattr(judge, "name", data.config.get("judge")),
-            "harm_judge": data.harm_judge}
+            "harm_judge": data.harm_judge, "harm_calibration": cal}
+
+
+def _correct_harm(rows: list[dict], cells: dict, cal: dict) -> None:
+    """Beside each judged harm rate and shift, the judge-corrected ones (`misclass`)."""
+    for r in rows:
+        cell, base = cells.get((r["attack"], r["setting"]), {}), cells.get((r["attack"], "baseline"), {})
+        if "harm" not in r or "harmful" not in cell or "harmful" not in base:
+            continue
+        r["harm"]["corrected"] = (corrected_shift(base["harmful"], cell["harmful"], cal)
+                                  if r["setting"] != "baseline" else corrected_rate(cell["harmful"], cal))
 
 
 def _rejudged(cell: dict, judge) -> dict:
