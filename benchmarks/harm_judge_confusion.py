@@ -39,6 +39,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=ROOT / "steerlens/judges/weights/harm_confusion.json")
+    ap.add_argument("--round1-only", action="store_true",
+                    help="only the round-1 rows (the shipped judge's protocol): no round-2 features")
     a = ap.parse_args(argv)
     from steerlens.judges.harm import load_harm_judge
     from steerlens.judges.registry import get_judge
@@ -50,23 +52,27 @@ def main(argv=None) -> None:
     judge = load_harm_judge()
     lay = judge.meta["layer"]
     x1 = features([r["goal"] for r in r1], [r["completion"] for r in r1], lay, a.cache, "labels")
-    x2 = features([r["goal"] for r in r2], [r["completion"] for r in r2], lay, a.cache, "round2")
+    x2 = None if a.round1_only else features([r["goal"] for r in r2], [r["completion"] for r in r2],
+                                             lay, a.cache, "round2")
     strings = get_judge("refusal_string")
     out = {"judge": "harm", "layer": lay, "truth": "label == complied_harmful",
            "labels_sha256": hashlib.sha256((ROOT / "data/harm_labels/labels.jsonl").read_bytes()).hexdigest(),
            "weights_sha256": judge.meta["weights_sha256"],
            "protocol": "nested 5-fold GroupKFold by goal (harm_judge_fit.nested); refusals by "
                        "refusal_string predicted not harmful"}
-    for name, rs, x in (("round1_held_out_by_goal", r1, x1),
-                        ("all_rows_held_out_by_goal", rows, np.concatenate([x1, x2]))):
+    sets = [("round1_held_out_by_goal", r1, x1)]
+    if x2 is not None:
+        sets.append(("all_rows_held_out_by_goal", rows, np.concatenate([x1, x2])))
+    for name, rs, x in sets:
         y = np.array([r["label"] == "complied_harmful" for r in rs])
         ok = np.array(strings.judge([r["goal"] for r in rs], [r["completion"] for r in rs]))
         pred = nested(x, y, np.array([r["goal"] for r in rs])) & ok
         out[name] = counts(pred, y)
-    y2 = np.array([r["label"] == "complied_harmful" for r in r2])
-    ok2 = np.array(strings.judge([r["goal"] for r in r2], [r["completion"] for r in r2]))
-    pred2 = (x2 @ judge.coef + judge.intercept > judge.meta["threshold"]) & ok2
-    out["shipped_on_round2"] = counts(pred2, y2)
+    if x2 is not None:
+        y2 = np.array([r["label"] == "complied_harmful" for r in r2])
+        ok2 = np.array(strings.judge([r["goal"] for r in r2], [r["completion"] for r in r2]))
+        pred2 = (x2 @ judge.coef + judge.intercept > judge.meta["threshold"]) & ok2
+        out["shipped_on_round2"] = counts(pred2, y2)
     out["used"] = "round1_held_out_by_goal"
     print(json.dumps(out, indent=1))
     a.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -40,3 +41,65 @@ def test_mitigation_margins_come_from_the_current_summary(run15):
             for by in f["outcomes"].values():
                 for o, res in by.items():
                     assert res["margin"] == want[o]
+
+
+def test_harm_calibration_reproduces_the_judges_kappa_and_corrects_the_run(run15):
+    """The stored held-out confusion counts give the judge's recorded held-out κ (computed here
+    from the counts), and the run's harm shifts are corrected by them: judged / (Se + Sp - 1)."""
+    conf = json.loads((ROOT / "steerlens/judges/weights/harm_confusion.json").read_text())
+    c = conf[conf["used"]]
+    meta = json.loads((ROOT / "steerlens/judges/weights/harm.json").read_text())
+    n = c["tp"] + c["fn"] + c["tn"] + c["fp"]
+    po = (c["tp"] + c["tn"]) / n
+    pe = ((c["tp"] + c["fp"]) * (c["tp"] + c["fn"]) + (c["tn"] + c["fn"]) * (c["tn"] + c["fp"])) / n**2
+    assert (po - pe) / (1 - pe) == pytest.approx(meta["held_out_by_goal"]["kappa_harm"], abs=1e-12)
+    assert n == meta["held_out_by_goal"]["n"]
+    s = summarize(load_run_data(run15))
+    j = c["tp"] / (c["tp"] + c["fn"]) + c["tn"] / (c["tn"] + c["fp"]) - 1
+    rows = [r for r in s["rows"] if r["kind"] == "+v"]
+    assert rows and all(r["harm"]["corrected"]["delta"] == pytest.approx(r["harm"]["delta_asr"] / j)
+                        for r in rows)
+
+
+def _null_cells_significant(run: Path) -> tuple[int, int]:
+    """Generated null cells whose non-refusal shift has McNemar score p < 0.05, from the cells'
+    labels directly (chi-square without correction, its own code)."""
+    from scipy import stats
+
+    cells = [json.loads(p.read_text()) for p in sorted((run / "cells").glob("*.json"))]
+    base = {c["attack"]: c["jailbroken"] for c in cells if c["setting"] == "baseline"}
+    k = m = 0
+    for c in cells:
+        if c["kind"] in ("random", "shuffled") and "jailbroken" in c and c["attack"] in base:
+            b = sum(x and not y for x, y in zip(base[c["attack"]], c["jailbroken"]))
+            d = sum(y and not x for x, y in zip(base[c["attack"]], c["jailbroken"]))
+            m += 1
+            k += b + d > 0 and stats.chi2.sf((d - b) ** 2 / (b + d), 1) < 0.05
+    return k, m
+
+
+def test_discussion_numbers_come_from_the_runs():
+    """The hand-written discussion cites the null cells that shift non-refusal themselves as the
+    project's own test counts them (it once said 6 and 3 of 12 where the runs give more)."""
+    from steerlens.results.facts import fill
+    from steerlens.results.findings import run_facts
+
+    text = (ROOT / "docs" / "findings_discussion.md").read_text()
+    names = set(re.findall(r"\{\{([^{}:]+):", text))
+    facts = {n: run_facts(ROOT / "results" / n, summarize(load_run_data(ROOT / "results" / n)))
+             for n in names}
+    out = fill(text, facts)
+    assert "{{" not in out
+    k, m = _null_cells_significant(ROOT / "results" / "findings-0.5b-resid")
+    assert f"on the 0.5B {k} of {m} generated null" in out
+    k, m = _null_cells_significant(ROOT / "results" / "findings-0.5b-paper")
+    assert f"{k} of {m} at the paper's dose" in out
+
+
+def test_unknown_placeholder_is_an_error():
+    from steerlens.errors import SteerlensError
+    from steerlens.results.facts import fill
+
+    assert fill("a {{r:x}} b", {"r": {"x": "7 of 12"}}) == "a 7 of 12 b"
+    with pytest.raises(SteerlensError):
+        fill("{{r:y}}", {"r": {"x": "1"}})

@@ -19,7 +19,7 @@ from steerlens.results import verdicts as V
 from steerlens.results.facts import fill
 from steerlens.results.stats import smallest_permutation_p
 from steerlens.results.summary import NULL_KINDS, load_run_data, summarize
-from steerlens.results.text import null_cell, points, shift_cell, steered_tokens
+from steerlens.results.text import corrected_cell, harm_verdict, null_cell, points, shift_cell, steered_tokens
 from steerlens.rundir import atomic_write_text
 
 ALPHA = 0.05
@@ -221,8 +221,8 @@ def instrument_lines(s: dict) -> list[str]:
                 ", no harm judge labels") + f"; outcomes: {outcomes}; doses {d['doses']} "
              f"({d['dose_unit']} unit); **minimum detectable shift "
              f"{points(d['minimum_detectable_delta_asr'])} "
-             f"points** (McNemar score test, α = 0.05, 80% power); {s['n_tests_bh']} named "
-             f"hypotheses under BH ({len(s.get('tests', {}).get('excluded', []))} untestable, excluded); "
+             f"points** on non-refusal, {_harm_mde(d)} (McNemar score test, α = 0.05, 80% power, each "
+             f"outcome's own null flips); {_families(s)}; "
              f"steered {d['steered_positions']}{steered_tokens(d)}.",
              f"- Refusal direction: layer {ref.get('layer')}, steering layer {ref.get('steering_layer')}; "
              f"Arditi filter kept {ref.get('n_after_filter')} of {ref.get('n_before_filter')}; "
@@ -243,6 +243,23 @@ def instrument_lines(s: dict) -> list[str]:
     return lines
 
 
+def _harm_mde(d: dict) -> str:
+    h = d.get("by_outcome", {}).get("harm")
+    if not h:
+        return "no harm outcome"
+    corr = h.get("minimum_detectable_shift_corrected")
+    return (f"{points(h['minimum_detectable_shift'])} on harmful compliance as judged"
+            + (f" ({points(corr)} judge-corrected)" if corr is not None else ""))
+
+
+def _families(s: dict) -> str:
+    """The BH families (docs/statistics.md) and their sizes."""
+    fam = s.get("tests", {}).get("families", {})
+    return "BH within families: " + ", ".join(
+        f"{f} {r['m_adjusted']}" + (f" ({len(r['excluded'])} untestable, excluded)" if r["excluded"] else "")
+        for f, r in fam.items()) + "; instrument checks and null cells not adjusted"
+
+
 def _shift(g: dict) -> str:
     return shift_cell(g, points, _g, sep=", ")
 
@@ -253,15 +270,17 @@ def _null(f: dict, o: str) -> str:
 
 def verdict_table(s: dict) -> list[str]:
     lines = ["| vector | dose | attack | Δ non-refusal pts [95% CI] | nulls as extreme | "
-             "Δ harmful pts [95% CI] | nulls as extreme | screen null % (n) | cos | verdict: refusal | "
-             "verdict: harm |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Δ harmful pts [95% CI] (judged) | Δ harmful, judge-corrected | nulls as extreme | "
+             "screen null % (n) | cos | verdict: refusal | verdict: harm |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in s["vectors"]:
         p = f["plus"]
         lines.append(f"| {f['vector']} | {f['dose']:g} | {f['attack']} | {_shift(p)} | "
-                     f"{_null(f, 'nonrefusal')} | {_shift(p.get('harm', {}))} | {_null(f, 'harm')} | "
+                     f"{_null(f, 'nonrefusal')} | {_shift(p.get('harm', {}))} | "
+                     f"{corrected_cell(p.get('harm', {}), points, ', ')} | {_null(f, 'harm')} | "
                      f"{_g(f['null_percentile_screen'])} ({f['n_null_screened']}) | "
                      f"{f['overlap'].get('cosine', float('nan')):+.2f} | {f['verdict']} | "
-                     f"{f.get('verdict_harm') or 'n/a'} |")
+                     f"{harm_verdict(f) or 'n/a'} |")
     return lines
 
 

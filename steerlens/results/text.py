@@ -117,14 +117,22 @@ def harm_judge_line(settings: dict) -> str:
                if k < RELIABLE_KAPPA else ""))
 
 
+def _mde_parts(d: dict) -> str:
+    """Each outcome's minimum detectable shift with its background flip rate."""
+    by = d.get("by_outcome") or {"nonrefusal": {"minimum_detectable_shift": d["minimum_detectable_delta_asr"],
+                                                "reverse_flip_rate": d["reverse_flip_rate"]}}
+    return ", ".join(f"{_pct(b['minimum_detectable_shift']).strip()} points on the {OUTCOME_NAMES[o]} "
+                     f"({100 * b['reverse_flip_rate']:.1f}% background flips)" for o, b in by.items())
+
+
 def design_lines(summary: dict) -> list[str]:
     d = summary["design"]
     lines = [f"design: {d['n_goals']} JBB goals over {len(d['categories'])} categories; attacks "
              f"{', '.join(d['attacks'] or [])}; judge {d['judge']}; dose unit {d['dose_unit']}",
              f"steered: {d['steered_positions']}{steered_tokens(d)}",
              f"power: the smallest shift this design detects (McNemar score test, α={d['alpha']}, "
-             f"80% power, {100 * d['reverse_flip_rate']:.0f}% background flips) is "
-             f"{_pct(d['minimum_detectable_delta_asr'])} points; a verdict also needs the shift "
+             "80% power, each outcome's own background flips) is " + _mde_parts(d)
+             + "; a verdict also needs the shift "
              f"beyond the generated nulls (at least {d.get('nulls_needed', 20)} of them)",
              f"outcomes: {', '.join(OUTCOME_NAMES[o] for o in d.get('outcomes', ['nonrefusal']))}"
              + ("" if "harm" in d.get("outcomes", []) else " (no harm judge labels in this run: "
