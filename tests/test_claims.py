@@ -103,3 +103,72 @@ def test_unknown_placeholder_is_an_error():
     assert fill("a {{r:x}} b", {"r": {"x": "7 of 12"}}) == "a 7 of 12 b"
     with pytest.raises(SteerlensError):
         fill("{{r:y}}", {"r": {"x": "1"}})
+
+
+COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("**/summary.json"))
+ROW_NUMBERS = ("asr", "k", "n", "ci_low", "ci_high", "delta_asr", "delta_count", "delta_ci_low",
+               "delta_ci_high", "mcnemar_only_base", "mcnemar_only_other", "mcnemar_p_value", "p_exact")
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True)
+    return a == b
+
+
+@pytest.mark.parametrize("run", COMMITTED, ids=lambda p: str(p.relative_to(ROOT / "results")))
+def test_stored_summary_numbers_recompute_from_the_cells(run):
+    """Each committed run's stored summary.json against the summary computed from its raw cells
+    now. Compared: every number both hold per cell (rates, counts, intervals, paired tests; per
+    outcome), the design's size and the vectors' null counts. Not compared, because the rules
+    changed after the file was written and the stored file is a record of its time (readers use
+    `current_summary`, never the file): q-values (BH families, docs/statistics.md), the minimum
+    detectable shift (per outcome), verdicts, and harm numbers absent from files written before
+    the harm labels."""
+    stored = json.loads((run / "summary.json").read_text())
+    now = summarize(load_run_data(run))
+    # Files written before the score test (no design "test") held the exact McNemar p under
+    # "mcnemar_p_value" (now "p_exact") and an Agresti-Min interval (now Tango's score interval,
+    # which agrees with the test): the p is compared under its new name, the old interval not.
+    score_era = "test" in stored["design"]
+    rename = {} if score_era else {"mcnemar_p_value": "p_exact"}
+    skip = set() if score_era else {"delta_ci_low", "delta_ci_high"}
+    assert stored["design"]["n_goals"] == now["design"]["n_goals"]
+    cur = {(r["attack"], r["setting"]): r for r in now["rows"]}
+    assert {(r["attack"], r["setting"]) for r in stored["rows"]} == set(cur)
+    compared = 0
+    for r in stored["rows"]:
+        c = cur[(r["attack"], r["setting"])]
+        for old, new in ((r, c), (r.get("harm", {}), c.get("harm", {}))):
+            for k in (k for k in ROW_NUMBERS if k not in skip):
+                k_new = rename.get(k, k)
+                if k in old and k_new in new:
+                    assert _close(old[k], new[k_new]), (run.name, r["setting"], k, old[k], new[k_new])
+                    compared += 1
+    assert compared > 0
+    vecs = {(f["vector"], f["dose"], f["attack"]): f for f in now["vectors"]}
+    for f in stored["vectors"]:
+        g = vecs[(f["vector"], f["dose"], f["attack"])]
+        for o, ev in f.get("evidence", {}).items():
+            if o in g["evidence"]:
+                assert ev["null"]["count"] == g["evidence"][o]["null"]["count"]
+
+
+def test_stored_mitigations_recompute_from_the_cells(run15):
+    """The committed mitigations.json against `summarize_mitigations` now: every shift, interval
+    and unadjusted p both hold (margins, q-values and verdicts follow the current rules)."""
+    from steerlens.results.mitigations import summarize_mitigations
+
+    for run in (ROOT / "results" / "findings-0.5b-resid", run15):
+        stored = json.loads((run / "mitigations" / "mitigations.json").read_text())
+        now = summarize_mitigations(run)
+        for v_old, v_new in zip(stored["vectors"], now["vectors"], strict=True):
+            for f_old, f_new in zip(v_old["fixes"], v_new["fixes"], strict=True):
+                for a, by in f_old["outcomes"].items():
+                    for o, res in by.items():
+                        for part in ("vs_baseline", "vs_raw", "raw"):
+                            for k in ("delta", "ci_low", "ci_high", "p_value", "b", "c", "n"):
+                                assert _close(res[part][k], f_new["outcomes"][a][o][part][k])
+                kept_old, kept_new = f_old.get("behaviour_kept"), f_new.get("behaviour_kept")
+                if kept_old:
+                    assert _close(kept_old["share"], kept_new["share"])

@@ -514,12 +514,6 @@ def _rejudged(cell: dict, judge) -> dict:
 
 
 def current_summary(run: str | Path) -> dict:
-    """RUN/summary.json, or the summary recomputed in memory (nothing written) when harm labels
-    were added after it was written (`steerlens rejudge RUN --judge harm`) or it predates the
-    two-outcome format."""
-    run = Path(run)
-    stored = read_json(run / "summary.json")
-    has_harm = "harm" in stored.get("design", {}).get("outcomes", [])
-    if has_harm or not (run / "judgements" / "harm.json").is_file():
-        return stored
-    return summarize(load_run_data(run))
+    """The run's summary under the current rules, computed in memory from its saved cells and
+    labels (nothing written): one source of truth, whatever rules wrote RUN/summary.json."""
+    return summarize(load_run_data(Path(run)))
