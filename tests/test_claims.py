@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from steerlens.results.summary import load_run_data, summarize
+from steerlens.results.summary import load_run_data, read_summary, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_15 = ROOT / "results" / "findings-1.5b-resid-100"
@@ -106,7 +106,7 @@ def test_unknown_placeholder_is_an_error():
 
 
 COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("**/summary.json"))
-ROW_NUMBERS = ("asr", "k", "n", "ci_low", "ci_high", "delta_asr", "delta_count", "delta_ci_low",
+ROW_NUMBERS = ("k", "n", "ci_low", "ci_high", "delta_asr", "delta_count", "delta_ci_low",
                "delta_ci_high", "mcnemar_only_base", "mcnemar_only_other", "mcnemar_p_value", "p_exact")
 
 
@@ -125,7 +125,7 @@ def test_stored_summary_numbers_recompute_from_the_cells(run):
     `current_summary`, never the file): q-values (BH families, docs/statistics.md), the minimum
     detectable shift (per outcome), verdicts, and harm numbers absent from files written before
     the harm labels."""
-    stored = json.loads((run / "summary.json").read_text())
+    stored = read_summary(run / "summary.json")  # outcome keys as written now
     now = summarize(load_run_data(run))
     # Files written before the score test (no design "test") held the exact McNemar p under
     # "mcnemar_p_value" (now "p_exact") and an Agresti-Min interval (now Tango's score interval,
@@ -139,8 +139,8 @@ def test_stored_summary_numbers_recompute_from_the_cells(run):
     compared = 0
     for r in stored["rows"]:
         c = cur[(r["attack"], r["setting"])]
-        for old, new in ((r, c), (r.get("harm", {}), c.get("harm", {}))):
-            for k in (k for k in ROW_NUMBERS if k not in skip):
+        for old, new, rate in ((r, c, "non_refusal"), (r.get("harm", {}), c.get("harm", {}), "harmful")):
+            for k in (k for k in (rate, *ROW_NUMBERS) if k not in skip):
                 k_new = rename.get(k, k)
                 if k in old and k_new in new:
                     assert _close(old[k], new[k_new]), (run.name, r["setting"], k, old[k], new[k_new])
@@ -172,3 +172,16 @@ def test_stored_mitigations_recompute_from_the_cells(run15):
                 kept_old, kept_new = f_old.get("behaviour_kept"), f_new.get("behaviour_kept")
                 if kept_old:
                     assert _close(kept_old["share"], kept_new["share"])
+
+
+def test_outcome_keys_are_named_for_the_outcome_and_old_files_read():
+    """A summary written now names each rate for its outcome ("non_refusal", "harmful"), never
+    "asr"; a stored summary written before is read with the same keys."""
+    run = ROOT / "results" / "findings-1.5b-resid"
+    now = summarize(load_run_data(run))
+    plus = next(r for r in now["rows"] if r["kind"] == "+v")
+    assert "asr" not in plus and "non_refusal" in plus and "harmful" in plus["harm"]
+    assert '"asr"' not in json.dumps(now)
+    old = read_summary(run / "summary.json")
+    assert "asr" in json.loads((run / "summary.json").read_text())["rows"][0]
+    assert all("non_refusal" in r and "asr" not in r for r in old["rows"] if "k" in r)

@@ -78,7 +78,7 @@ def test_rejudging_changes_labels_without_touching_the_run(finished_run, tmp_pat
             return [False] * len(responses)
 
     s = summarize(load_run_data(run), judge=RefuseAll())
-    assert all(r["asr"] == 0 for r in s["rows"] if "asr" in r)
+    assert all(r["non_refusal"] == 0 for r in s["rows"] if "non_refusal" in r)
     assert all(b["false_refusal_rate"] == 1 for b in s["benign"])
     assert (run / "summary.json").read_bytes() == before
 

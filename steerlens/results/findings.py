@@ -171,7 +171,7 @@ def claim_subspace(s: dict, o: str) -> dict:
     plus 1-D vs k-D ablation on JBB."""
     lines, outcomes = _mitigation(s, "perpk", o)
     val = s.get("validation", {})
-    abl = [f"{k}: rate {_o(val[k], o).get('asr', val[k].get('harm_asr') if o == 'harm' else val[k]['asr'])}"
+    abl = [f"{k}: non-refusal rate {val[k]['non_refusal']}"
            for k in ("refusal_ablated", "subspace_ablated") if k in val] if o == "nonrefusal" else []
     k = s["subspace"].get("k")
     return {"claim": f"5. k-D (k = {k}) subspace orthogonalisation restores safety",
@@ -228,10 +228,11 @@ def instrument_lines(s: dict) -> list[str]:
              f"Arditi filter kept {ref.get('n_after_filter')} of {ref.get('n_before_filter')}; "
              f"fallback: {ref.get('fallback') or 'none (passes Arditi)'}."]
     for kind, v in s["validation"].items():
-        lines.append(f"- On JBB, {kind}: non-refusal {v['asr']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}], "
+        lines.append(f"- On JBB, {kind}: non-refusal {v['non_refusal']:.2f} "
+                     f"[{v['ci_low']:.2f}, {v['ci_high']:.2f}], "
                      f"Δ {points(v['delta_asr'])} pts, p={_g(v['p_value'])}: "
                      f"{'passes' if v['passes'] else '**fails**'}"
-                     + (f"; harmful {v['harm_asr']:.2f}" if v.get("harm_asr") is not None else "") + ".")
+                     + (f"; harmful {v['harmful']:.2f}" if v.get("harmful") is not None else "") + ".")
     lines.append(f"- Subspace: {sub.get('method')}, k = {sub.get('k')} by {sub.get('k_by')}; harmful "
                  "refusal score with k directions ablated: " + ", ".join(
                      f"{k}: {v:.2f}" for k, v in sorted(sub.get("ablation_refusal_score", {}).items())))

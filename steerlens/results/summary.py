@@ -32,7 +32,16 @@ from steerlens.results.stats import (
     per_category,
     permutation_correlation,
 )
-from steerlens.results.verdicts import ALPHA, NO_SHIFT, OUTCOMES, fix_verdict, null_test, shift_verdict
+from steerlens.results.verdicts import (
+    ALPHA,
+    NO_SHIFT,
+    OLD_RATE_KEY,
+    OUTCOMES,
+    RATE_KEYS,
+    fix_verdict,
+    null_test,
+    shift_verdict,
+)
 from steerlens.rundir import read_json
 
 NULL_KINDS = ("random", "shuffled", "covariance", "pair_diff")  # generated nulls, by kind
@@ -92,11 +101,13 @@ def _projection_shift(cell: dict, base: dict) -> list[float]:
     return [_mean(r[j][0] for r in rows) - _mean(r[j][0] for r in brows) for j in range(n_layers)]
 
 
-def outcome_stats(labels: list[bool], base: list[bool] | None) -> dict:
-    """A cell's rate (Wilson interval) and, against its baseline, the paired shift: Tango's
-    score test (the McNemar statistic) with the score interval inverted from it, so the two
-    always agree; exact McNemar p beside it for reference; the integer count difference."""
+def outcome_stats(labels: list[bool], base: list[bool] | None, outcome: str = "nonrefusal") -> dict:
+    """A cell's rate (Wilson interval; key named for the outcome, `RATE_KEYS`) and, against its
+    baseline, the paired shift: Tango's score test (the McNemar statistic) with the score
+    interval inverted from it, so the two always agree; exact McNemar p beside it for
+    reference; the integer count difference."""
     out = asr(labels)
+    out[RATE_KEYS[outcome]] = out.pop("asr")
     if base is None:
         return out
     b, c = discordant(base, labels)
@@ -118,9 +129,10 @@ def _row(attack: str, name: str, c: dict, base: dict | None) -> dict:
     ref = None if base is None or name == "baseline" else base
     if "jailbroken" in c:
         r.update(outcome_stats(c["jailbroken"], ref and ref.get("jailbroken")))
-        r["per_category"] = per_category(c["jailbroken"], c["categories"])
+        r["per_category"] = {k: {RATE_KEYS["nonrefusal"] if x == "asr" else x: y for x, y in v.items()}
+                             for k, v in per_category(c["jailbroken"], c["categories"]).items()}
     if "harmful" in c:
-        r["harm"] = outcome_stats(c["harmful"], ref and ref.get("harmful"))
+        r["harm"] = outcome_stats(c["harmful"], ref and ref.get("harmful"), "harm")
     return r
 
 
@@ -379,10 +391,11 @@ def validation(rows: list[dict]) -> dict:
         if r["kind"] in ("refusal_ablated", "subspace_ablated", "refusal_added") and "delta_asr" in r:
             want = -1 if r["kind"] == "refusal_added" else 1
             ok = r["delta_asr"] * want > 0 and r["mcnemar_p_value"] < ALPHA
-            out[r["kind"]] = {"attack": r["attack"], "asr": r["asr"], "delta_asr": r["delta_asr"],
+            out[r["kind"]] = {"attack": r["attack"], "non_refusal": r["non_refusal"],
+                              "delta_asr": r["delta_asr"],
                               "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                               "p_value": r["mcnemar_p_value"], "passes": ok,
-                              "harm_asr": r.get("harm", {}).get("asr")}
+                              "harmful": r.get("harm", {}).get("harmful")}
     return out
 
 
@@ -448,9 +461,9 @@ def screening(rows: list[dict]) -> dict:
     """Spearman of the first-token refusal score against generated ASR, per attack."""
     out = {}
     for attack in sorted({r["attack"] for r in rows}):
-        sel = [r for r in rows if r["attack"] == attack and "asr" in r]
-        if len(sel) >= 3 and len({r["asr"] for r in sel}) > 1:
-            rho = spearmanr([-r["refusal_score"] for r in sel], [r["asr"] for r in sel])
+        sel = [r for r in rows if r["attack"] == attack and "non_refusal" in r]
+        if len(sel) >= 3 and len({r["non_refusal"] for r in sel}) > 1:
+            rho = spearmanr([-r["refusal_score"] for r in sel], [r["non_refusal"] for r in sel])
             out[attack] = {"spearman": float(rho.statistic), "p_value": float(rho.pvalue),
                            "n_settings": len(sel)}
     return out
@@ -511,6 +524,28 @@ def _rejudged(cell: dict, judge) -> dict:
     if "completions" not in cell:
         return cell
     return {**cell, "jailbroken": judge.judge(cell["goals"], cell["completions"])}
+
+
+def _renamed(d: dict, new: str) -> None:
+    if isinstance(d, dict) and OLD_RATE_KEY in d and new not in d:
+        d[new] = d.pop(OLD_RATE_KEY)
+
+
+def read_summary(path: str | Path) -> dict:
+    """A stored summary.json with its outcome keys as written now: the "asr" of files written
+    before (non-refusal at a row's top level, harmful compliance under "harm", "harm_asr" in
+    validation) becomes "non_refusal" / "harmful"."""
+    s = read_json(Path(path))
+    rows = [*s.get("rows", []), *(f.get(k) for f in s.get("vectors", [])
+                                  for k in ("plus", "minus", "perp1", "perpk"))]
+    for r in (r for r in rows if r):
+        _renamed(r, RATE_KEYS["nonrefusal"])
+        _renamed(r.get("harm"), RATE_KEYS["harm"])
+    for v in s.get("validation", {}).values():
+        _renamed(v, RATE_KEYS["nonrefusal"])
+        if "harm_asr" in v:
+            v["harmful"] = v.pop("harm_asr")
+    return s
 
 
 def current_summary(run: str | Path) -> dict:

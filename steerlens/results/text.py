@@ -142,7 +142,7 @@ def design_lines(summary: dict) -> list[str]:
         lines.append(calibration_line(summary))
     val = summary.get("validation", {})
     for kind, v in val.items():
-        lines.append(f"refusal check on JBB: {kind}: non-refusal {v['asr']:.2f} "
+        lines.append(f"refusal check on JBB: {kind}: non-refusal {v['non_refusal']:.2f} "
                      f"(Δ {_pct(v['delta_asr'])} pts, p={v['p_value']:.3g}) "
                      f"{'ok' if v['passes'] else 'FAILS'}")
     fb = summary.get("refusal", {}).get("fallback")
