@@ -20,6 +20,9 @@ import numpy as np
 
 N_BOOT = 2000
 CONFUSION_FILE = "harm_confusion.json"
+# beside the harm judge's weights (steerlens.judges.harm.WEIGHTS_DIR; read as a path, since
+# results stays torch-free)
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "judges" / "weights"
 
 
 def rogan_gladen(rate: float, sens: float, spec: float) -> float:
@@ -34,9 +37,7 @@ def calibration(settings: dict | None, weights_dir: Path | None = None) -> dict 
     labelled the run (matched by the weights' sha256); else None."""
     if not settings or not settings.get("weights_sha256"):
         return None
-    if weights_dir is None:
-        from steerlens.judges.harm import WEIGHTS_DIR as weights_dir
-    path = Path(weights_dir) / CONFUSION_FILE
+    path = Path(weights_dir or WEIGHTS_DIR) / CONFUSION_FILE
     if not path.is_file():
         return None
     conf = json.loads(path.read_text())

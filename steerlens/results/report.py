@@ -18,7 +18,7 @@ from pathlib import Path
 from steerlens.results import figures as F
 from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, current_summary, load_run_data
-from steerlens.results.text import points, steered_tokens
+from steerlens.results.text import mde_parts, points, steered_tokens
 from steerlens.rundir import atomic_write_text, read_json
 
 CSS = """
@@ -129,10 +129,12 @@ def design_block(summary: dict) -> str:
            f"{len(d['categories'])} categories; attacks {_e(', '.join(d['attacks'] or []))}; "
            f"judge <b>{_e(summary.get('judge'))}</b>; dose unit {_e(d['dose_unit'])}; "
            f"steering {_e(d['steered_positions'])}{_e(steered_tokens(d))}. <b>Smallest shift this design detects</b> "
-           f"(McNemar score test, α = {d['alpha']}, 80% power): {points(d['minimum_detectable_delta_asr'])} "
-           f"points; a verdict also needs the shift beyond ≥ {d.get('nulls_needed', 20)} generated nulls. "
-           f"Outcomes: {_e(', '.join(V.OUTCOME_NAMES[o] for o in d.get('outcomes', [])))}. "
-           f"{summary.get('n_tests_bh', 0)} named hypotheses, Benjamini–Hochberg q-values.</p>"]
+           f"(McNemar score test, α = {d['alpha']}, 80% power, each outcome's own background flips): "
+           f"{_e(mde_parts(d))}; a verdict also needs the shift beyond ≥ {d.get('nulls_needed', 20)} "
+           f"generated nulls. Outcomes: {_e(', '.join(V.OUTCOME_NAMES[o] for o in d.get('outcomes', [])))}. "
+           f"Benjamini–Hochberg q-values within families: {summary.get('n_tests_bh', 0)} primary "
+           "hypotheses (+v on each outcome); −v, ⊥ and fixes in their own family; instrument checks "
+           "not adjusted (docs/statistics.md).</p>"]
     fb = (summary.get("refusal") or {}).get("fallback")
     if fb:
         out.append(f"<div class=warn>No refusal-direction candidate passed Arditi's filters; "

@@ -117,7 +117,7 @@ def harm_judge_line(settings: dict) -> str:
                if k < RELIABLE_KAPPA else ""))
 
 
-def _mde_parts(d: dict) -> str:
+def mde_parts(d: dict) -> str:
     """Each outcome's minimum detectable shift with its background flip rate."""
     by = d.get("by_outcome") or {"nonrefusal": {"minimum_detectable_shift": d["minimum_detectable_delta_asr"],
                                                 "reverse_flip_rate": d["reverse_flip_rate"]}}
@@ -131,7 +131,7 @@ def design_lines(summary: dict) -> list[str]:
              f"{', '.join(d['attacks'] or [])}; judge {d['judge']}; dose unit {d['dose_unit']}",
              f"steered: {d['steered_positions']}{steered_tokens(d)}",
              f"power: the smallest shift this design detects (McNemar score test, α={d['alpha']}, "
-             "80% power, each outcome's own background flips) is " + _mde_parts(d)
+             "80% power, each outcome's own background flips) is " + mde_parts(d)
              + "; a verdict also needs the shift "
              f"beyond the generated nulls (at least {d.get('nulls_needed', 20)} of them)",
              f"outcomes: {', '.join(OUTCOME_NAMES[o] for o in d.get('outcomes', ['nonrefusal']))}"
