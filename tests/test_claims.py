@@ -185,3 +185,27 @@ def test_outcome_keys_are_named_for_the_outcome_and_old_files_read():
     old = read_summary(run / "summary.json")
     assert "asr" in json.loads((run / "summary.json").read_text())["rows"][0]
     assert all("non_refusal" in r and "asr" not in r for r in old["rows"] if "k" in r)
+
+
+def test_template_interaction_is_split_by_the_direction_of_each_vectors_effect():
+    """Claim 2 on the 0.5B, recomputed from the cells: the template's extra flips per goal
+    (oriented by each vector's effect) are the refusal vector refusing more; the vectors that
+    lower refusal add little (so "templates make steered models drop their refusals more" does
+    not hold there)."""
+    run = ROOT / "results" / "findings-0.5b-resid"
+    cells = {(c["attack"], c["setting"]): c for c in
+             (json.loads(p.read_text()) for p in (run / "cells").glob("*.json"))}
+    split: dict[str, list[float]] = {"raises": [], "lowers": []}
+    for (attack, name), c in cells.items():
+        if attack != "none" or c["kind"] != "+v":
+            continue
+        e = [[int(x) - int(y) for x, y in zip(cells[(a, name)]["jailbroken"],
+                                              cells[(a, "baseline")]["jailbroken"])]
+             for a in ("none", "refusal_suppression")]
+        sign = 1 if sum(e[0]) + sum(e[1]) > 0 else -1
+        split["raises" if sign > 0 else "lowers"].append(sign * (sum(e[1]) - sum(e[0])) / len(e[0]))
+    t = summarize(load_run_data(run))["templates"]["nonrefusal"]["refusal_suppression"]["by_direction"]
+    for d, xs in split.items():
+        assert t[d]["n_vectors"] == len(xs)
+        assert t[d]["mean_difference"] == pytest.approx(sum(xs) / len(xs))
+    assert t["lowers"]["p_value"] < 0.05 < t["raises"]["p_value"]
