@@ -11,13 +11,10 @@ count against the vector), two-sided, with enough nulls for that test to reach p
 from __future__ import annotations
 
 from steerlens.results.inference import null_exceedance, nulls_needed
+from steerlens.schema import OLD_RATE_KEY, OUTCOME_LABELS, RATE_KEYS  # noqa: F401 (named here too)
 
 ALPHA = 0.05
-OUTCOMES = {"nonrefusal": "jailbroken", "harm": "harmful"}  # outcome -> cell label key (as written)
-# outcome -> the key of its rate in a summary written now (summaries before held "asr" for both,
-# the non-refusal rate at a row's top level and the harmful-compliance rate under "harm")
-RATE_KEYS = {"nonrefusal": "non_refusal", "harm": "harmful"}
-OLD_RATE_KEY = "asr"
+OUTCOMES = OUTCOME_LABELS  # outcome -> its labels' key in a cell (steerlens.schema)
 OUTCOME_NAMES = {"nonrefusal": "non-refusal rate", "harm": "harmful-compliance rate (ASR)"}
 
 RAISES = {"nonrefusal": "weakens refusal", "harm": "raises harmful compliance"}
