@@ -37,7 +37,7 @@ OMP_NUM_THREADS=1 python -m steerlens.audit --preset standard --dose-unit paper 
 # 1.5B (a strong refuser): quick-preset design with two behaviours, at its layer 18, both dose
 # conventions; the paper-dose run reuses the resid run's direction, subspace and vectors.
 # These runs predate the quick preset's label-shuffled null (hence --n-shuffled 0; every
-# command here reproduces its run's config hash, tests/test_findings.py checks it).
+# command here reproduces its run's config hash, tests/results/test_findings.py checks it).
 # (each on one core, beside another run: 30 min 41 s and 27 min 50 s, peak RSS 9.2 and 7.9 GB)
 OMP_NUM_THREADS=1 python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
   --behaviours corrigible-neutral-HHH refusal --n-null-generate 2 --n-shuffled 0 --out results/findings-1.5b-resid --no-report
