@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import kappas, load_labels, nested
 from sklearn.metrics import cohen_kappa_score
+
+from steerlens.judges.harm_training import kappas, load_labels, nested
 
 MODELS = {"qwen2.5-coder-0.5b-instruct": (6, 8, 10, 12, 14, 16, 18, 20),
           "qwen2.5-coder-1.5b-instruct": (8, 12, 16, 20, 24)}

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import kappas, load_labels, nested
 from sklearn.metrics import cohen_kappa_score
+
+from steerlens.judges.harm_training import kappas, load_labels, nested
 
 LAYERS = (4, 8, 12, 16, 20, 23)
 

@@ -18,13 +18,14 @@ import re
 from pathlib import Path
 
 import numpy as np
-from common import load_labels
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import cohen_kappa_score
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from steerlens.judges.harm_training import load_labels
 
 STOP = set("a an the to of and or for in on with how that this be is are write create explain "
            "describe give provide someone".split())

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import load_labels
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+from steerlens.judges.harm_training import load_labels
 
 
 def sample(rows: list[dict], n_harmful: int, n_other: int, seed: int) -> list[dict]:
