@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from steerlens.audit import grid, reuse, stages
+from steerlens.audit.artefacts import Vectors
 from steerlens.audit.config import AuditConfig, RunOptions
 from steerlens.core.vectors import SteeringVector
 from steerlens.rundir import RunStore
@@ -109,20 +110,20 @@ def upstream(tiny_model, tmp_path_factory):
     ref = stages.refusal_stage(store, tiny_model, rec)
     sub_reads: set[str] = set()
     for n_category in (4, 0):  # the category method (StrongREJECT), then the cluster method
-        for f in stages.SUBSPACE_FILES:
+        for f in reuse.SUBSPACE_FILES:
             store.path(f).unlink(missing_ok=True)
         rec, reads = recording(replace(CFG, n_category=n_category))
         sub = stages.subspace_stage(store, tiny_model, rec, ref)
         sub_reads |= reads
     v = torch.randn(1, tiny_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
-    vectors = stages.Vectors({"v": SteeringVector(v, [ref.layer], meta={"kind": "caa"})},
-                             {"v": v.clone()})
+    vectors = Vectors({"v": SteeringVector(v, [ref.layer], meta={"kind": "caa"})},
+                      {"v": v.clone()})
     return {"store": store, "ref": ref, "sub": sub, "vectors": vectors,
             "reads": {"refusal": ref_reads, "subspace": sub_reads}}
 
 
 def _refusal_key(cfg):
-    return _key("refusal", stages.refusal_inputs(cfg))
+    return _key("refusal", reuse.refusal_inputs(cfg))
 
 
 def test_refusal_key_has_every_field_the_direction_reads(upstream):
@@ -134,12 +135,12 @@ def test_refusal_key_has_every_field_the_direction_reads(upstream):
 def test_subspace_key_has_every_field_the_subspace_reads(upstream):
     reads, store = upstream["reads"]["subspace"], upstream["store"]
     assert {"n_category", "k", "system"} <= reads
-    assert omitted(reads, lambda c: _key("subspace", stages.subspace_inputs(c, store))) == []
+    assert omitted(reads, lambda c: _key("subspace", reuse.subspace_inputs(c, store))) == []
 
 
 def test_a_refusal_key_without_a_field_it_reads_fails(upstream, monkeypatch):
-    monkeypatch.setattr(stages, "_REFUSAL_FIELDS",
-                        tuple(f for f in stages._REFUSAL_FIELDS if f != "seed"))
+    monkeypatch.setattr(reuse, "_REFUSAL_FIELDS",
+                        tuple(f for f in reuse._REFUSAL_FIELDS if f != "seed"))
     assert omitted(upstream["reads"]["refusal"], _refusal_key) == ["seed"]
 
 
@@ -151,19 +152,19 @@ def run_grid(cfg: AuditConfig, up: dict, model, root: Path, generate: bool) -> d
     for f in UPSTREAM:
         shutil.copyfile(up["store"].path(f), root / f)
     store, got = RunStore(root), {"blocks": [], "jobs": []}
-    run_jobs, blocks = grid._run_jobs, grid.blocks
+    run_jobs, blocks = grid.run_jobs, grid.blocks
 
-    def record_jobs(store, model, cfg, opts, jobs):
+    def record_jobs(store, model, cfg, jobs, *args):
         got["jobs"] += jobs
         if generate:
-            run_jobs(store, model, cfg, opts, jobs)
+            run_jobs(store, model, cfg, jobs, *args)
 
     def record_blocks(cfg, settings):
         got["blocks"] += blocks(cfg, settings)
         return got["blocks"]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(grid, "_run_jobs", record_jobs)
+        mp.setattr(grid, "run_jobs", record_jobs)
         mp.setattr(grid, "blocks", record_blocks)
         scale = stages.dose_scale(cfg, up["ref"], up["vectors"])
         settings = stages.settings_stage(store, model, cfg, up["ref"], up["sub"], up["vectors"], scale)
