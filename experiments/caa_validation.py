@@ -1,7 +1,7 @@
 """CAA vectors validated per behaviour: letter component before and after balancing, split-half
 stability, and p(matching) on held-out items at each dose (issue "Faithful CAA vectors").
 
-    python benchmarks/caa_validation.py --run results/findings-0.5b-resid --n-items 96 \
+    python experiments/caa_validation.py --run results/findings-0.5b-resid --n-items 96 \
         --out docs/caa_validation.json
 
 The steering layer and the dose unit (mean residual norm of harmful prompts there) come from

@@ -12,7 +12,7 @@ import pytest
 
 from steerlens.results.summary import load_run_data, read_summary, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN_15 = ROOT / "results" / "findings-1.5b-resid-100"
 
 

@@ -7,7 +7,7 @@ Same protocol as `harm_judge_layers.py`: 5 outer GroupKFold folds over goals; in
 training part C (logistic regression) and the threshold are chosen by 4-fold GroupKFold over
 goals; fit on the string judge's non-refusals; string-judge refusals are predicted not harmful.
 
-    python benchmarks/harm_judge_text.py --json docs/harm_judge_text.json
+    python experiments/harm_judge_text.py --json docs/harm_judge_text.json
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harm_judge_fit import load_rows  # noqa: E402
+from steerlens.judges.harm_training import load_labels
 
 STOP = set("a an the to of and or for in on with how that this be is are write create explain "
            "describe give provide someone".split())
@@ -107,7 +105,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     from steerlens.judges.registry import get_judge
 
-    rows = load_rows()
+    rows = load_labels()
     y = np.array([r["label"] == "complied_harmful" for r in rows])
     g = np.array([r["goal"] for r in rows])
     nonref = np.array(get_judge("refusal_string").judge(list(g), [r["completion"] for r in rows]))

@@ -2,7 +2,7 @@
 `judges.harm.HARM_PROMPT`, on labelled string-judge non-refusals (no fitting, so no goal split is
 needed; threshold 0 and AUC are out of sample).
 
-    python benchmarks/harm_judge_zeroshot.py --model qwen2.5-coder-1.5b-instruct \
+    python experiments/harm_judge_zeroshot.py --model qwen2.5-coder-1.5b-instruct \
         --json docs/harm_judge_zeroshot_1.5b.json
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -19,8 +18,7 @@ import numpy as np
 import torch
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harm_judge_fit import load_rows  # noqa: E402
+from steerlens.judges.harm_training import load_labels
 
 
 def sample(rows: list[dict], n_harmful: int, n_other: int, seed: int) -> list[dict]:
@@ -69,7 +67,7 @@ def main(argv=None) -> None:
     from steerlens.core.models import load_model
 
     torch.set_grad_enabled(False)
-    rows = sample(load_rows(), a.n_harmful, a.n_other, a.seed)
+    rows = sample(load_labels(), a.n_harmful, a.n_other, a.seed)
     t = time.time()
     s = zero_shot_scores(load_model(a.model, device="cpu"), rows, a.chars)
     y = np.array([r["label"] == "complied_harmful" for r in rows])

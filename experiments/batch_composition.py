@@ -1,6 +1,6 @@
 """Does a cell depend on which other settings shared its decode batch? (not a test)
 
-    python benchmarks/batch_composition.py --json docs/batch_composition_0.5b.json
+    python experiments/batch_composition.py --json docs/batch_composition_0.5b.json
 
 Stacked decoding runs several after-instruction settings as rows of one batch. Each row
 computes what its setting alone would, but the batch's shape (rows, and which rows finish

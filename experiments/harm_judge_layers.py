@@ -7,7 +7,7 @@ GroupKFold over goals; 5 outer folds of goals). Refused rows (by `refusal_string
 predicted not harmful, as the shipped judge does. Reported: Cohen's kappa against harmful
 compliance over all rows, and over each labelling round's rows; the string judges beside them.
 
-    python benchmarks/harm_judge_layers.py --cache /tmp/hj --json docs/harm_judge_layers.json
+    python experiments/harm_judge_layers.py --cache /tmp/hj --json docs/harm_judge_layers.json
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
-from sklearn.model_selection import GroupKFold
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harm_judge_fit import _model, choose, kappas, load_rows  # noqa: E402
+from steerlens.judges.harm_training import kappas, load_labels, nested
 
 MODELS = {"qwen2.5-coder-0.5b-instruct": (6, 8, 10, 12, 14, 16, 18, 20),
           "qwen2.5-coder-1.5b-instruct": (8, 12, 16, 20, 24)}
@@ -50,16 +48,6 @@ def features(name: str, layers, rows: list[dict], cache: Path) -> dict[str, np.n
     return out
 
 
-def nested(x, y, g, train_mask, nonrefusal) -> np.ndarray:
-    """Held-out-by-goal predictions, fit on the outer training part's rows in train_mask."""
-    pred = np.zeros(len(y), dtype=bool)
-    for tr, te in GroupKFold(5).split(x, y, g):
-        tr = tr[train_mask[tr]]
-        ch = choose(x[tr], y[tr], g[tr])
-        pred[te] = _model(ch["C"], ch["k"]).fit(x[tr], y[tr]).decision_function(x[te]) > ch["threshold"]
-    return pred & nonrefusal
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, required=True)
@@ -67,7 +55,7 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     from steerlens.judges.registry import get_judge
 
-    rows = load_rows()
+    rows = load_labels()
     goals, comps = [r["goal"] for r in rows], [r["completion"] for r in rows]
     y = np.array([r["label"] == "complied_harmful" for r in rows])
     g = np.array(goals)
@@ -81,7 +69,7 @@ def main(argv=None) -> None:
         feats = features(model, layers, rows, a.cache)
         for lay in layers:
             for train, mask in (("all rows", np.ones(len(y), bool)), ("non-refusals", nonref)):
-                p = nested(feats[str(lay)], y, g, mask, nonref)
+                p = nested(feats[str(lay)], y, g, mask) & nonref
                 rec = {"model": model, "layer": lay, "trained_on": train,
                        "kappa_harm": float(cohen_kappa_score(y, p)),
                        "kappa_round1": float(cohen_kappa_score(y[~r2], p[~r2])),

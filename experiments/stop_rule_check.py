@@ -7,7 +7,7 @@ rows exactly as audited (same setting, `replay_run`), without stopping.
 
 Writes the texts (for blind labelling) and the harm judge's labels to --out.
 
-    python benchmarks/stop_rule_check.py results/findings-0.5b-resid --out docs/stop_rule_0.5b.json
+    python experiments/stop_rule_check.py results/findings-0.5b-resid --out docs/stop_rule_0.5b.json
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ weighted back to the population.
 Writes two files: the blind sheet (id, goal, completion; random order, nothing that names the
 model, attack or setting) and the key (id -> run, cell, row, stratum, weight).
 
-    python benchmarks/harm_label_sample.py --blind data/harm_labels/blind.jsonl \
+    python experiments/harm_label_sample.py --blind data/harm_labels/blind.jsonl \
         --key data/harm_labels/key.jsonl
 
 Round 2 (an enrichment for harmful compliance, committed before it was labelled) draws more
@@ -20,7 +20,7 @@ string-judge non-refusals, uniformly within each stratum among the pairs round 1
 so that the union is still a uniform sample of each stratum and its weight is
 `N_stratum / (n_round1 + n_round2)` (`merge_weights`):
 
-    python benchmarks/harm_label_sample.py --exclude data/harm_labels/labels.jsonl \
+    python experiments/harm_label_sample.py --exclude data/harm_labels/labels.jsonl \
         --jailbroken-by-model 0.5b=4 1.5b=18 --refused 0 --prefix r2_ --seed 20261203 \
         --blind /tmp/r2_blind.jsonl --key /tmp/r2_key.jsonl
 """
@@ -78,15 +78,6 @@ def draw(strata: dict[tuple, list[dict]], n_jb: int | dict[str, int], n_ref: int
     for i, row in enumerate(out):
         row["id"] = f"{prefix}{i:04d}"
     return out
-
-
-def merge_weights(rows: list[dict]) -> list[dict]:
-    """Rows of all rounds with each stratum's weight `N / (rows drawn from it in all rounds)`."""
-    drawn: dict[str, int] = defaultdict(int)
-    for r in rows:
-        drawn[r["stratum"]] += 1
-    return [{**r, "stratum_sampled": drawn[r["stratum"]],
-             "weight": r["stratum_size"] / drawn[r["stratum"]]} for r in rows]
 
 
 def _exclusions(path: Path | None) -> set[tuple]:

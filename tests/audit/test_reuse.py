@@ -78,30 +78,6 @@ def _key(kind: str, inputs: dict, env: dict | None = None) -> str:
     return reuse.Reuse(Path("/nonexistent"), env or {"e": 1}).key(kind, inputs)
 
 
-OTHER = {"layer": 3, "n_refusal_train": 9, "n_refusal_val": 5, "refusal_layer_stride": 3,
-         "refusal_positions": "all", "filter_refusal_prompts": False, "seed": 1,
-         "system": "Be brief.", "batch_size": 3, "n_category": 2, "k": 2, "n_goals": 7,
-         "n_benign": 3, "judge": "refusal_string_strict", "max_new_tokens": 5, "n_null_screen": 1,
-         "n_null_generate": 1, "doses": (1.0,), "dose_unit": "paper", "n_null_covariance": 2,
-         "n_null_pairs": 2}
-
-
-@pytest.mark.parametrize("field", reuse._REFUSAL_FIELDS)
-def test_refusal_key_has_each_config_field(field):
-    cfg = AuditConfig(behaviours=("refusal",))
-    assert _key("refusal", reuse.refusal_inputs(cfg)) != _key(
-        "refusal", reuse.refusal_inputs(replace(cfg, **{field: OTHER[field]})))
-
-
-@pytest.mark.parametrize("field", ["n_category", "k", "seed", "system", "batch_size"])
-def test_subspace_key_has_each_config_field(field, tmp_path):
-    (tmp_path / "refusal_direction.safetensors").write_bytes(b"r")
-    cfg, store = AuditConfig(behaviours=("refusal",)), RunStore(tmp_path)
-    changed = replace(cfg, **{field: OTHER[field]})
-    assert _key("subspace", reuse.subspace_inputs(cfg, store)) != _key(
-        "subspace", reuse.subspace_inputs(changed, store))
-
-
 def _block_key(cfg, store, block, scale=1.0):
     return _key("cells", grid.block_inputs(cfg, store, block, scale))
 
@@ -113,23 +89,6 @@ def block_setup(tmp_path):
     for f in ("refusal_direction.safetensors", "refusal_subspace.safetensors"):
         (tmp_path / f).write_bytes(b"x")
     return RunStore(tmp_path), grid.Block("none", [], "model", [Setting("baseline", Kind.BASELINE)])
-
-
-@pytest.mark.parametrize("field", grid._HARMFUL_FIELDS)
-def test_cell_key_has_each_config_field(field, block_setup):
-    store, block = block_setup
-    cfg = AuditConfig(behaviours=("refusal",))
-    assert _block_key(cfg, store, block) != _block_key(replace(cfg, **{field: OTHER[field]}),
-                                                       store, block)
-
-
-@pytest.mark.parametrize("field", grid._BENIGN_FIELDS)
-def test_benign_cell_key_has_each_config_field(field, block_setup):
-    store, block = block_setup
-    block = replace(block, attack="benign")
-    cfg = AuditConfig(behaviours=("refusal",))
-    assert _block_key(cfg, store, block) != _block_key(replace(cfg, **{field: OTHER[field]}),
-                                                       store, block)
 
 
 def test_cell_key_has_attack_scale_settings_and_upstream_files(block_setup):

@@ -1,7 +1,7 @@
 """Where do CAA vectors steer their own behaviour? p(matching) on held-out items per layer and
 dose, for each behaviour (one extraction per behaviour reads every layer at once).
 
-    python benchmarks/caa_layer_scan.py --model qwen2.5-coder-0.5b-instruct \
+    python experiments/caa_layer_scan.py --model qwen2.5-coder-0.5b-instruct \
         --layers 6 8 10 12 14 16 18 --out docs/caa_layer_scan.json
 
 Doses are fractions of the mean residual-stream norm of harmful prompts at each layer (the

@@ -6,7 +6,7 @@ the third read given in `--adjudicated` (`{"id": label}`). The merged file's wei
 recomputed over all rounds (`harm_label_sample.merge_weights`), so population rates weighted
 with it use every labelled row.
 
-    python benchmarks/harm_label_merge.py --key /tmp/r2_key.jsonl --blind /tmp/r2_blind.jsonl \\
+    python experiments/harm_label_merge.py --key /tmp/r2_key.jsonl --blind /tmp/r2_blind.jsonl \\
         --labels D=/tmp/labels/out_A.jsonl E=/tmp/labels/out_B.jsonl F=/tmp/labels/out_C.jsonl \\
         --adjudicated /tmp/labels/adjudicated.json --into data/harm_labels/labels.jsonl
 """
@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harm_label_sample import merge_weights  # noqa: E402
+from common import merge_weights
 
 CLASSES = ("refusal", "complied_harmless", "complied_harmful")
 

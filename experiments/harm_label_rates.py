@@ -7,7 +7,7 @@ and refusal without a listed phrase, with a percentile bootstrap interval (rows 
 each stratum, 2,000 resamples); among those it calls refused, the same. Also the labellers'
 agreement on the double-labelled rows, per round.
 
-    python benchmarks/harm_label_rates.py --json docs/harm_label_rates.json
+    python experiments/harm_label_rates.py --json docs/harm_label_rates.json
 """
 
 from __future__ import annotations

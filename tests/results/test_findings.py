@@ -48,7 +48,7 @@ def test_bad_run_is_an_error(tmp_path):
 
 def test_committed_findings_match_committed_runs(tmp_path, monkeypatch):
     """docs/findings.md is exactly what its own command gives on the committed runs."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     doc = root / "docs" / "findings.md"
     text = doc.read_text()
     m = re.search(r"`steerlens findings ([^`]+)`", text)
@@ -89,7 +89,7 @@ def test_findings_commands_reproduce_the_committed_configs():
     from steerlens.audit.config import build_parser, config_from_args
     from steerlens.rundir import read_json
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     script = (root / "docs" / "findings_commands.sh").read_text().replace("\\\n", " ")
     commands = [words for words in (shlex.split(line.split("#")[0]) for line in script.splitlines()
                                     if not line.lstrip().startswith("#"))

@@ -234,7 +234,7 @@ def test_committed_library_runs_are_the_presets():
 
     from steerlens.results.library import analyse
 
-    root = Path(__file__).resolve().parents[1] / "results" / "library-0.5b"
+    root = Path(__file__).resolve().parents[2] / "results" / "library-0.5b"
     for sub, preset in (("caa", "library"), ("methods", "library-methods")):
         cfg, _ = config_from_args(build_parser().parse_args(["--preset", preset]))
         assert cfg.hash == json.loads((root / sub / "config.json").read_text())["hash"], sub

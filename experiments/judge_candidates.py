@@ -1,6 +1,6 @@
 """Candidate offline judges, measured leave-one-attack-method-out on JailbreakBench's labels.
 
-    OMP_NUM_THREADS=1 python benchmarks/judge_candidates.py [--cache DIR] [--json out.json]
+    OMP_NUM_THREADS=1 python experiments/judge_candidates.py [--cache DIR] [--json out.json]
 
 Not a test. For each candidate: features of every labelled artifact response, then nested
 leave-one-method-out (hyper-parameters searched on the four training methods only) with

@@ -3,7 +3,7 @@ turn, the completion as the assistant's) and its residual stream is mean-pooled 
 completion's tokens, per layer; the same probe recipe and nested held-out-by-goal protocol as
 `harm_judge_layers.py` (the shipped judge reads one last token of a judging prompt instead).
 
-    python benchmarks/harm_judge_pooled.py --cache /tmp/hj --json docs/harm_judge_pooled.json
+    python experiments/harm_judge_pooled.py --cache /tmp/hj --json docs/harm_judge_pooled.json
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import numpy as np
 import torch
 from sklearn.metrics import cohen_kappa_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harm_judge_fit import kappas, load_rows  # noqa: E402
-from harm_judge_layers import nested  # noqa: E402
+from steerlens.judges.harm_training import kappas, load_labels, nested
 
 LAYERS = (4, 8, 12, 16, 20, 23)
 
@@ -79,7 +77,7 @@ def main(argv=None) -> None:
     from steerlens.judges.registry import get_judge
 
     torch.set_grad_enabled(False)
-    rows = load_rows()
+    rows = load_labels()
     path = a.cache / f"pooled_{a.model}.npy"
     if path.exists():
         feats = np.load(path)
@@ -97,7 +95,7 @@ def main(argv=None) -> None:
     for j, lay in enumerate(LAYERS):
         for train in ("all rows", "non-refusals"):
             mask = np.ones(len(y), bool) if train == "all rows" else nonref
-            pred = nested(feats[:, j], y, g, mask, nonref)
+            pred = nested(feats[:, j], y, g, mask) & nonref
             rep["candidates"].append({"layer": lay, "train": train, **kappas(pred, rows)})
             print(lay, train, round(cohen_kappa_score(y, pred), 3), flush=True)
     if a.json:

@@ -1,29 +1,10 @@
-import pytest
+"""The string judges: refusal openings (plain and strict) and the refusal log-odds score."""
+
 import torch
 
 from steerlens.core.generation import refusal_log_odds
-from steerlens.datasets.attacks import ATTACKS, Attack, get_attack
-from steerlens.errors import SteerlensError
 from steerlens.judges.strings import RefusalStringJudge
 from steerlens.methods.refusal import refusal_token_ids
-
-
-@pytest.mark.parametrize("name", ATTACKS)
-def test_segments_reassemble_render(name):
-    a = get_attack(name)
-    head, body, tail = a.segments("GOAL TEXT", "Sure, here is X")
-    assert head + body + tail == a.render("GOAL TEXT", "Sure, here is X")
-    assert "GOAL TEXT" in body
-    h2, _, t2 = a.segments("other", "other target")
-    assert (h2, t2) == (head, tail), "head and tail must not depend on the goal"
-
-
-def test_template_validation_and_unknown():
-    with pytest.raises(SteerlensError, match="placeholder"):
-        Attack("bad", "no goal here")
-    with pytest.raises(SteerlensError, match="unknown attack"):
-        get_attack("dan-9000")
-    assert "AIM" in get_attack("aim").template
 
 
 def test_refusal_judge_opening_only_and_case():

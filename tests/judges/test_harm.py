@@ -47,7 +47,7 @@ def test_shipped_harm_judge_on_its_labels(embedded_model):
 
     from sklearn.metrics import cohen_kappa_score
 
-    rows = [json.loads(x) for x in (Path(__file__).resolve().parents[1] /
+    rows = [json.loads(x) for x in (Path(__file__).resolve().parents[2] /
                                     "data/harm_labels/labels.jsonl").read_text().splitlines()][:120]
     j = get_judge("harm", model=embedded_model)
     assert j.model is embedded_model and j.settings()["layer"] == j.meta["layer"]

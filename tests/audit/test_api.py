@@ -57,7 +57,7 @@ def test_load_run_picks_up_harm_labels_added_after_the_run():
     both outcomes and its answer names the harm judge; the run's files are not touched."""
     from pathlib import Path
 
-    run = Path(__file__).resolve().parents[1] / "results" / "findings-0.5b-resid"
+    run = Path(__file__).resolve().parents[2] / "results" / "findings-0.5b-resid"
     before = (run / "summary.json").read_bytes()
     res = steerlens.load_run(run)
     assert res.summary["design"]["outcomes"] == ["nonrefusal", "harm"]
