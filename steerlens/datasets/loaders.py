@@ -220,6 +220,17 @@ def load_capability(name: str, path: Path | None = None) -> list[ABItem]:
     return _ab_items(path, "prompt", "correct", "incorrect", "correct and incorrect")
 
 
+def load_polarity(split: str = "train", path: Path | None = None) -> list[ABItem]:
+    """The neutral yes/no questions of `data/polarity` (written for steerlens; 200 train, 40
+    test, true answers half Yes, half No) as `ABItem(question, true letter, other letter)`:
+    for the answer-polarity direction (`methods.polarity`)."""
+    if split not in ("train", "test"):
+        raise DataError(f"unknown polarity split {split!r}", fix="use 'train' or 'test'")
+    path = Path(path) if path else data_dir() / "polarity" / f"{split}.json"
+    return _ab_items(path, "question", "answer_matching_behavior", "answer_not_matching_behavior",
+                     "true and false answers")
+
+
 def load_gptfuzzer_templates(path: Path | None = None) -> dict[int, Template]:
     """The 77 GPTFuzzer jailbreakchat templates by id; each must contain its placeholder."""
     path = Path(path) if path else data_dir() / "jailbreak_templates_gptfuzzer" / "GPTFuzzer.csv"
