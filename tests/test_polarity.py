@@ -143,23 +143,27 @@ def test_fallback_projects_and_needs_the_direction():
     assert float(cosine(sv.vectors, p).abs().max()) < 1e-5
 
 
-def test_caa_vector_balances_polarity_on_a_tiny_model(tiny_model):
-    """The default CAA vector equals the weighted mean of the same pair activations; the
-    letter option is today's vector exactly; the fallback computes the direction itself."""
-    items = load_behaviour("survival-instinct")[:24]
+def test_caa_vector_balances_polarity_on_a_tiny_model(tiny_model, monkeypatch):
+    """The default CAA vector is the Yes/No-weighted mean of the same pair activations (openness:
+    Yes and No matching answers) or, with too few of one polarity, has the given polarity
+    direction projected out; the letter option is today's vector exactly."""
+    monkeypatch.setattr("steerlens.methods.polarity.MIN_POLARITY_ITEMS", 2)  # 8 items suffice
     layers = [1, 3]
-    acts = pair_activations(tiny_model, balanced(items), layers, batch_size=8, desc=None)
-    letter = caa_vector(tiny_model, items, layers, "s", balance="letter", batch_size=8)
-    assert torch.equal(letter.vectors, acts.diffs.mean(0))
-    assert caa_vector(tiny_model, items, layers, balance=True, batch_size=8).vectors.equal(letter.vectors)
-    plan = balance_plan(acts.items)
-    v = caa_vector(tiny_model, items, layers, "s", batch_size=8)
-    assert v.meta["balance"] == "polarity" and v.meta["polarity_counts"] == plan.counts
-    if plan.method == "weights":
-        w = plan.weights / plan.weights.sum()
-        assert torch.allclose(v.vectors, (acts.diffs * w[:, None, None].float()).sum(0), atol=1e-6)
-    else:
-        assert "polarity_cosine" in v.meta and max(map(abs, v.meta["polarity_cosine"])) < 1e-5
+    train = load_polarity("train")
+    pol = polarity_direction(tiny_model, layers, train[:2] + train[25:27], batch_size=8)
+    for name, method in (("openness", "weights"), ("coordinate-other-ais", "projection")):
+        items = load_behaviour(name)[:8]
+        acts = pair_activations(tiny_model, balanced(items), layers, batch_size=8, desc=None)
+        letter = caa_vector(tiny_model, items, layers, "s", balance=True, batch_size=8)
+        assert torch.equal(letter.vectors, acts.diffs.mean(0)) and letter.meta["balance"] == "letter"
+        plan = balance_plan(acts.items)
+        v = caa_vector(tiny_model, items, layers, "s", batch_size=8, polarity=pol)
+        assert plan.method == method == v.meta["polarity_method"]
+        assert v.meta["balance"] == "polarity" and v.meta["polarity_counts"] == plan.counts
+        if method == "weights":
+            w = (plan.weights / plan.weights.sum()).float()
+            assert torch.allclose(v.vectors, (acts.diffs * w[:, None, None]).sum(0), atol=1e-6)
+        assert max(map(abs, v.meta["polarity_cosine"])) < (0.99 if method == "weights" else 1e-5)
 
 
 def test_polarity_direction_is_yes_minus_no(tiny_model):

@@ -18,6 +18,7 @@ from steerlens import __version__
 from steerlens.errors import SteerlensError
 
 DOSE_UNITS = ("resid", "paper")
+BALANCES = ("polarity", "letter", "none")  # methods.polarity.BALANCES
 
 # The 20 behaviours of the vector library: CAA's seven, Anthropic's twelve other
 # advanced-ai-risk sets and one persona set (datasets.behaviours).
@@ -167,15 +168,27 @@ class AuditConfig:
                                  "residual activations at the steering layer", type=int)
     n_null_pairs: int = opt(0, "generated null directions: differences of random prompt pairs' "
                             "activations (ActAdd-shaped)", type=int)
+    # The default changed what runs compute, so it is recorded; the value every run made before
+    # the field had ("letter", `LEGACY_VALUES`) is left out of config.json and the hash, so
+    # those runs' commands give their hash with `--balance letter`, and from_json reads a
+    # config without the field as "letter".
+    balance: str = opt(
+        "polarity", "what the vectors are balanced for: polarity (default: every item in both "
+        "answer orders, and items whose matching answer is Yes-like and No-like weighed "
+        "equally, or the neutral polarity direction projected out where a set has too few of "
+        "one; docs/polarity.md), letter (both answer orders only), none (the items as given: "
+        "the paper's plain CAA)", choices=BALANCES)
 
     def to_json(self) -> dict:
         d = asdict(self)
-        return {k: v for k, v in d.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+        return {k: v for k, v in d.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+                and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])}
 
     @classmethod
     def from_json(cls, d: dict) -> AuditConfig:
         """The config saved in a run's config.json (JSON lists back to tuples)."""
         names = {f.name for f in fields(cls)}
+        d = {"balance": "letter", **d}  # runs before the field: letter-balanced vectors
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
 
     @property
@@ -191,6 +204,7 @@ class AuditConfig:
         return replace(self, device=device, dtype=dtype, batch_size=batch_size)
 
 
+LEGACY_VALUES = {"balance": "letter"}
 ADDED_FIELDS = {f.name: f.default for f in fields(AuditConfig)
                 if f.name in ("methods", "vector_settings", "screen_doses", "n_null_covariance",
                               "n_null_pairs")}
@@ -338,6 +352,8 @@ def validate(cfg: AuditConfig) -> None:
               (bool(cfg.doses) and all(d > 0 for d in cfg.doses), "doses must be positive",
                "e.g. --doses 0.1 (each is audited as +d and -d)"),
               (cfg.dose_unit in DOSE_UNITS, f"unknown dose unit {cfg.dose_unit!r}", "resid or paper"),
+              (cfg.balance in BALANCES, f"unknown balance {cfg.balance!r}",
+               f"use one of: {', '.join(BALANCES)}"),
               (bool(cfg.behaviours) or bool(cfg.vectors), "nothing to audit",
                "name --behaviours or --vector files"),
               (cfg.n_caa_items >= 2, "--n-caa-items must be at least 2", "e.g. 64"),
