@@ -1,0 +1,119 @@
+"""Answer polarity of CAA vectors on the embedded model (issue 40): cosine with the neutral
+answer-polarity direction at the steering layer, plain / letter-balanced / polarity-balanced,
+and the behaviour check (p(matching) per polarity of the matching answer) of the polarity
+direction itself and of the vectors.
+
+    python benchmarks/polarity_measure.py --out docs/polarity.json
+
+Design: the audit's own reading (`methods.caa.pair_activations`: resid_pre, the answer token),
+layer 14 (the 0.5B's steering layer), `--n-items` generate items per behaviour drawn as the
+audit draws them (`methods.refusal.sample`, seed 0; 48 = the quick and library presets), every
+item in both answer orders. Plain CAA: the original orders only (the paper's protocol).
+Polarity direction: all 200 train questions of `data/polarity`, both orders. The behaviour
+check steers at dose 0.15 of the mean residual norm of harmful prompts at layer 14
+(results/findings-0.5b-resid/refusal.json, the audit's dose unit) on the first `--n-test`
+held-out items, and applies `audit.stages._steers` (both polarities where the held-out items
+have at least 3 of each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+BEHAVIOURS = ("corrigible-neutral-HHH", "coordinate-other-ais", "survival-instinct")
+
+
+def vectors(model, behaviour: str, layer: int, n_items: int, seed: int, pol: torch.Tensor) -> dict:
+    """Plain, letter- and polarity-balanced vectors at the layer, and what polarity balance did."""
+    from steerlens.datasets.behaviours import behaviour_split
+    from steerlens.methods.caa import balanced, pair_activations
+    from steerlens.methods.polarity import balance_plan, pair_weights, polarity_free, weighted_mean
+    from steerlens.methods.refusal import sample
+
+    items = behaviour_split(behaviour, "generate")
+    items = [items[i] for i in sample(range(len(items)), n_items, seed)]
+    acts = pair_activations(model, balanced(items), [layer], desc=f"CAA {behaviour}")
+    new, plan = polarity_free(acts, "polarity", lambda: pol[None])
+    out = {"plain": acts.diffs[0::2].mean(0)[0], "letter": acts.diffs.mean(0)[0],
+           "polarity": new[0]}
+    counts = balance_plan(acts.items).counts
+    if plan.method == "projection" and counts["yes"] and counts["no"]:
+        from steerlens.methods.polarity import item_polarity
+        w = pair_weights([item_polarity(it) for it in acts.items])
+        out["weights_only"] = weighted_mean(acts.diffs, w)[0]  # what weighting alone would give
+    return {"vectors": out, "plan": plan.meta(), "n_items": len(items)}
+
+
+def check(model, behaviour: str, layer: int, named: dict, scale: float, dose: float,
+          n_test: int) -> dict:
+    """p(matching) per polarity under +-dose of each named direction, and the verdict."""
+    from steerlens.audit.evaluate import behaviour_effect
+    from steerlens.audit.stages import _steers, dosed, polarity_check
+    from steerlens.core.steering import addition
+    from steerlens.datasets.behaviours import behaviour_split
+    from steerlens.methods.polarity import item_polarity
+
+    items = behaviour_split(behaviour, "test")[:n_test]
+    settings = {f"{n}|{d:+g}": addition(dosed(v, d, scale), layer)
+                for n, v in named.items() for d in (dose, -dose)}
+    eff = behaviour_effect(model, items, settings, groups=[item_polarity(x) for x in items])
+    out = {}
+    for n in named:
+        e = {"unsteered": eff["unsteered"], **{f"{d:+g}": eff[f"{n}|{d:+g}"] for d in (dose, -dose)}}
+        out[n] = {"steers": _steers(e, dose), "polarity_check": polarity_check(e, dose),
+                  "shift_up": e[f"{dose:+g}"]["shift"], "p_up": e[f"{dose:+g}"]["p_value"],
+                  "shift_down": e[f"{-dose:+g}"]["shift"],
+                  "by_polarity_up": e[f"{dose:+g}"]["by_polarity"],
+                  "by_polarity_down": e[f"{-dose:+g}"]["by_polarity"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steerlens.core.geometry import cosine
+    from steerlens.core.models import load_model
+    from steerlens.methods.polarity import polarity_counts, polarity_direction
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layer", type=int, default=14)
+    p.add_argument("--n-items", type=int, default=48)
+    p.add_argument("--n-test", type=int, default=24)
+    p.add_argument("--dose", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-check", action="store_true", help="cosines only")
+    p.add_argument("--out", default="docs/polarity.json")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    torch.set_grad_enabled(False)
+    model = load_model("qwen2.5-coder-0.5b-instruct", device="cpu")
+    scale = json.loads(Path("results/findings-0.5b-resid/refusal.json").read_text())["resid_norm"]
+    pol = polarity_direction(model, [args.layer]).vectors[0]
+    res = {"layer": args.layer, "site": "resid_pre", "n_items": args.n_items, "seed": args.seed,
+           "dose": args.dose, "dose_scale": scale, "polarity_norm": float(pol.norm()),
+           "behaviours": {}}
+    from steerlens.datasets.behaviours import behaviour_split
+    for b in BEHAVIOURS:
+        got = vectors(model, b, args.layer, args.n_items, args.seed, pol)
+        rec = {"counts_all": polarity_counts(behaviour_split(b, "generate")), **got["plan"],
+               "n_items": got["n_items"],
+               "cos": {k: float(cosine(v, pol)) for k, v in got["vectors"].items()},
+               "norm": {k: float(v.norm()) for k, v in got["vectors"].items()},
+               "counts_test": polarity_counts(behaviour_split(b, "test")[: args.n_test])}
+        if not args.no_check:
+            named = {"polarity_direction": pol, "letter": got["vectors"]["letter"],
+                     "polarity_balanced": got["vectors"]["polarity"]}
+            rec["behaviour_check"] = check(model, b, args.layer, named, scale, args.dose, args.n_test)
+        res["behaviours"][b] = rec
+        print(b, json.dumps(rec["cos"]), rec["polarity_method"], flush=True)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {args.out} in {res['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
