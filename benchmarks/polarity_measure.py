@@ -76,7 +76,8 @@ def check(model, behaviour: str, layer: int, named: dict, scale: float, dose: fl
 def main(argv: list[str] | None = None) -> int:
     from steerlens.core.geometry import cosine
     from steerlens.core.models import load_model
-    from steerlens.methods.polarity import polarity_counts, polarity_direction
+    from steerlens.methods.caa import polarity_direction
+    from steerlens.methods.polarity import polarity_counts
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layer", type=int, default=14)

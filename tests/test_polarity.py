@@ -10,7 +10,13 @@ from steerlens.core.geometry import cosine
 from steerlens.datasets.behaviours import load_behaviour
 from steerlens.datasets.loaders import ABItem, data_dir, load_polarity
 from steerlens.errors import SteerlensError
-from steerlens.methods.caa import PairActivations, balanced, caa_vector, pair_activations
+from steerlens.methods.caa import (
+    PairActivations,
+    balanced,
+    caa_vector,
+    pair_activations,
+    polarity_direction,
+)
 from steerlens.methods.extraction import METHODS, extract
 from steerlens.methods.polarity import (
     answer_polarity,
@@ -18,7 +24,6 @@ from steerlens.methods.polarity import (
     item_polarity,
     pair_weights,
     polarity_counts,
-    polarity_direction,
     too_few,
 )
 

@@ -38,7 +38,7 @@ def polarity_inputs(cfg: AuditConfig) -> dict:
 
 
 def _compute(model, cfg: AuditConfig) -> SteeringVector:
-    from steerlens.methods.polarity import polarity_direction
+    from steerlens.methods.caa import polarity_direction
 
     return polarity_direction(model, list(range(model.cfg.n_layers)), system=cfg.system,
                               batch_size=cfg.batch_size)
@@ -46,11 +46,17 @@ def _compute(model, cfg: AuditConfig) -> SteeringVector:
 
 def polarity_stage(store: RunStore, model, cfg: AuditConfig, reuse=None) -> SteeringVector:
     """The direction at every layer (from the reuse store when it holds it)."""
-    from steerlens.audit.stages import _reused
-
     _log("answer-polarity direction: neutral yes/no questions, both answer orders")
-    return _reused(store, reuse, "polarity", lambda: polarity_inputs(cfg), [POLARITY_FILE],
-                   lambda: store.artefact(POLARITY_FILE, SteeringVector, lambda: _compute(model, cfg)))
+    compute = lambda: store.artefact(POLARITY_FILE, SteeringVector,  # noqa: E731
+                                     lambda: _compute(model, cfg))
+    if reuse is None:
+        return compute()
+    inputs = polarity_inputs(cfg)
+    key = reuse.key("polarity", inputs)
+    reuse.provide(store, "polarity", key, [POLARITY_FILE])
+    value = compute()
+    reuse.publish(store, key, [POLARITY_FILE], inputs)
+    return value
 
 
 def stored_polarity(store) -> SteeringVector | None:

@@ -86,6 +86,21 @@ class Template:
     placeholder: str = "[INSERT PROMPT HERE]"
 
 
+_OPTION = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]?", re.M)
+
+
+def option_spans(question: str) -> dict[str, tuple[int, int]]:
+    """Character span of each option's text in an A/B question, by letter (from its `(X)`
+    marker to the next one)."""
+    marks = list(_OPTION.finditer(question))
+    spans = {}
+    for k, m in enumerate(marks):
+        end = marks[k + 1].start() if k + 1 < len(marks) else len(question)
+        text_end = end - 1 if question[end - 1: end] == "\n" and k + 1 < len(marks) else end
+        spans[m.group(1)] = (m.end(), text_end)
+    return spans
+
+
 def _need_str(path: Path, row: int, field: str, value) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DataError(

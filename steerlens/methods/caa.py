@@ -17,7 +17,6 @@ vector; balanced ones do not (tests/test_caa.py). Answer-polarity balance (the d
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,21 +30,10 @@ from steerlens.core.geometry import cosine, orthogonalize
 from steerlens.core.hooks import check_layers
 from steerlens.core.prompts import PromptSet, chat_prompts
 from steerlens.core.vectors import SteeringVector
-from steerlens.datasets.loaders import ABItem
+from steerlens.datasets.loaders import ABItem, option_spans
 from steerlens.errors import SteerlensError
 
-_OPTION = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]?", re.M)
-
-
-def _options(question: str) -> dict[str, tuple[int, int]]:
-    """Character span of each option's text, by letter (from its marker to the next one)."""
-    marks = list(_OPTION.finditer(question))
-    spans = {}
-    for k, m in enumerate(marks):
-        end = marks[k + 1].start() if k + 1 < len(marks) else len(question)
-        text_end = end - 1 if question[end - 1: end] == "\n" and k + 1 < len(marks) else end
-        spans[m.group(1)] = (m.end(), text_end)
-    return spans
+_options = option_spans
 
 
 def swap_options(item: ABItem) -> ABItem:
@@ -173,7 +161,7 @@ def caa_vector(
     CAA, the paper's protocol). The metadata records the split-half cosine per layer, the
     cosine with the letter direction and, when the polarity direction is known, with it.
     """
-    from steerlens.methods.polarity import polarity_direction, polarity_free
+    from steerlens.methods.polarity import polarity_free
 
     if not items:
         raise SteerlensError(f"no A/B items for behaviour {behaviour!r}", fix="pass at least one")
@@ -200,3 +188,28 @@ def caa_vector(
     if polarity is not None or pol:
         meta["polarity_cosine"] = [round(float(x), 6) for x in cosine(vec, direction()).float()]
     return SteeringVector(vec, layers, site, meta)
+
+
+@torch.no_grad()
+def polarity_direction(model, layers: Sequence[int], items: Sequence[ABItem] | None = None,
+                       site: str = "resid_pre", system: str | None = None,
+                       batch_size: int = 16) -> SteeringVector:
+    """The answer-polarity direction per layer: mean act("Yes") - act("No") over the neutral
+    questions (default: `load_polarity("train")`), each in both answer orders, read as CAA
+    reads (`pair_activations`); the design is in `methods.polarity`'s docstring."""
+    from collections import Counter
+
+    from steerlens.datasets.loaders import load_polarity
+    from steerlens.methods.polarity import item_polarity, yes_no_difference
+
+    items = list(items) if items is not None else load_polarity("train")
+    used = balanced(items)
+    acts = pair_activations(model, used, layers, site, system, batch_size, desc="polarity")
+    vec = yes_no_difference(acts.matching, acts.not_matching, used)
+    truth = Counter(item_polarity(it) for it in items)
+    meta = {"kind": "polarity", "model": getattr(model, "steerlens_name", ""),
+            "position": "last token of the assistant's answer '(A' / '(B'",
+            "n_items": len(items), "n_prompts": 2 * len(used),
+            "true_yes": truth.get("yes", 0), "true_no": truth.get("no", 0),
+            "letter_cosine": [round(float(x), 6) for x in cosine(vec, acts.letter_direction()).float()]}
+    return SteeringVector(vec, list(layers), site, meta)

@@ -9,7 +9,7 @@ behaviour, as an unbalanced set carries the letter (A)/(B) (`methods.caa`).
 `answer_polarity(text)`: the first word of the option's text, case-insensitive, letters only:
 "yes" -> "yes", "no" -> "no" ("Yes", "Yes, ...", "No.", "no"), anything else "other".
 
-`polarity_direction`: the difference in means of act(answer "Yes") - act(answer "No") over the
+`caa.polarity_direction`: the difference in means of act(answer "Yes") - act(answer "No") over the
 neutral factual questions of `data/polarity` (true answers half Yes, half No), every question
 in both answer orders, read exactly as CAA reads (`methods.caa.pair_activations`: the answer
 `(A`/`(B` at the last token). Both orders cancel the letter (each of "Yes" and "No" is A once
@@ -36,10 +36,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.core.vectors import SteeringVector
-from steerlens.datasets.loaders import ABItem
+from steerlens.datasets.loaders import ABItem, option_spans
 from steerlens.errors import SteerlensError
-from steerlens.methods.caa import _options, balanced, pair_activations
 
 POLARITIES = ("yes", "no", "other")
 BALANCES = ("polarity", "letter", "none")
@@ -60,7 +58,7 @@ def answer_polarity(text: str) -> str:
 
 def matching_text(item: ABItem) -> str:
     """The text of the item's matching option (from its `(X)` marker to the next)."""
-    spans = _options(item.question)
+    spans = option_spans(item.question)
     if item.matching not in spans:
         raise SteerlensError(f"cannot find option ({item.matching}) in question "
                              f"{item.question[:60]!r}...",
@@ -188,7 +186,7 @@ def yes_no_difference(matching: Float[Tensor, "item layer d"],
     """Mean act(answer Yes) - act(answer No) over items whose two options are Yes and No."""
     rows = []
     for m, n, it in zip(matching, not_matching, items):
-        spans = _options(it.question)
+        spans = option_spans(it.question)
         texts = {k: answer_polarity(it.question[a:b]) for k, (a, b) in spans.items()}
         pair = (texts.get(it.matching), texts.get(it.not_matching))
         if pair == ("yes", "no"):
@@ -199,30 +197,3 @@ def yes_no_difference(matching: Float[Tensor, "item layer d"],
         raise SteerlensError("no item offers the answers Yes and No",
                              fix="use the neutral questions of data/polarity (load_polarity)")
     return torch.stack(rows).mean(0)
-
-
-@torch.no_grad()
-def polarity_direction(model, layers: Sequence[int], items: Sequence[ABItem] | None = None,
-                       site: str = "resid_pre", system: str | None = None,
-                       batch_size: int = 16) -> SteeringVector:
-    """The answer-polarity direction per layer: mean act("Yes") - act("No") over the neutral
-    questions (default: `load_polarity("train")`), each in both answer orders."""
-    from steerlens.datasets.loaders import load_polarity
-
-    items = list(items) if items is not None else load_polarity("train")
-    used = balanced(items)
-    acts = pair_activations(model, used, layers, site, system, batch_size, desc="polarity")
-    vec = yes_no_difference(acts.matching, acts.not_matching, used)
-    truth = Counter(item_polarity(it) for it in items)
-    meta = {"kind": "polarity", "model": getattr(model, "steerlens_name", ""),
-            "position": "last token of the assistant's answer '(A' / '(B'",
-            "n_items": len(items), "n_prompts": 2 * len(used),
-            "true_yes": truth.get("yes", 0), "true_no": truth.get("no", 0),
-            "letter_cosine": _cos_list(vec, acts.letter_direction())}
-    return SteeringVector(vec, list(layers), site, meta)
-
-
-def _cos_list(a: Tensor, b: Tensor) -> list[float]:
-    from steerlens.core.geometry import cosine
-
-    return [round(float(x), 6) for x in cosine(a, b).float()]
