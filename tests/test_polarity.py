@@ -253,3 +253,67 @@ def test_balance_option_in_the_config():
         build_parser().parse_args(["--balance", "both"])
     with pytest.raises(SteerlensError, match="unknown balance"):
         validate(AuditConfig(behaviours=("refusal",), balance="both"))
+
+
+def test_the_audit_records_polarity(finished_run):
+    """Every vector of a run records its polarity cosine (metadata per layer, overlap.json at
+    the steering layer), the direction is a run file, and the behaviour check is by polarity."""
+    from steerlens.core.vectors import SteeringVector
+
+    config = json.loads((finished_run / "config.json").read_text())["config"]
+    assert config["balance"] == "polarity"
+    pol = SteeringVector.load(finished_run / "polarity_direction.safetensors")
+    assert pol.meta["kind"] == "polarity" and pol.meta["n_items"] == 200
+    overlap = json.loads((finished_run / "overlap.json").read_text())
+    dose = json.loads((finished_run / "dose.json").read_text())
+    for name in ("sycophancy", "refusal"):
+        sv = SteeringVector.load(finished_run / "vectors" / f"{name}.safetensors")
+        assert sv.meta["polarity_method"] == "none" and len(sv.meta["polarity_cosine"]) == len(sv.layers)
+        layer = dose["layer"]
+        assert overlap[name]["polarity_cos"] == pytest.approx(
+            float(cosine(sv.at(layer), pol.at(layer))), abs=1e-6)
+        assert "letter_cos" in overlap[name]
+        checks = dose["vectors"][name]["polarity_check"]["2"]
+        assert checks["yes"] == {"n_items": 0, "checked": False}  # all "other" answers
+    reuse = json.loads((finished_run / "reuse.json").read_text())["artefacts"]
+    assert "polarity" in reuse
+
+
+def test_a_vector_file_along_the_polarity_direction_is_warned_about(capsys):
+    from steerlens.audit.polarity import WARN_COSINE, warn_files
+    from steerlens.core.vectors import SteeringVector
+
+    g = torch.Generator().manual_seed(0)
+    pol = SteeringVector(torch.randn(3, 16, generator=g), [0, 1, 2], "resid_pre", {})
+    along = SteeringVector(pol.vectors + 0.1 * torch.randn(3, 16, generator=g), [0, 1, 2],
+                           "resid_pre", {})
+    other = SteeringVector(torch.randn(3, 16, generator=g), [0, 1, 2], "resid_pre", {})
+    warn_files({"file:along": along, "file:other": other}, pol, 1)
+    err = capsys.readouterr().err
+    assert WARN_COSINE == 0.5 and "file:along" in err and "file:other" not in err
+
+
+@pytest.mark.embedded
+def test_embedded_polarity_direction_equals_plain_hf(embedded_model):
+    """The direction on the embedded model equals plain HF forwards on the whole strings:
+    per question and order, act(answer Yes) - act(answer No) at resid_pre, averaged."""
+    hf, tok = embedded_model.original_model, embedded_model.tokenizer
+
+    def act(question, letter):  # plain HF: the whole chat text, block inputs at the last token
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": question}, {"role": "assistant", "content": f"({letter}"}],
+            tokenize=False, continue_final_message=True)
+        ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        hs = hf(ids, output_hidden_states=True).hidden_states
+        return torch.stack([hs[lay][0, -1] for lay in (8, 14)])
+
+    train = load_polarity("train")
+    items = train[:3] + train[25:28]  # arithmetic: 3 true Yes, 3 true No
+    sv = polarity_direction(embedded_model, [8, 14], items, batch_size=8)
+    rows = []
+    for it in balanced(items):
+        yes = "A" if "(A) Yes" in it.question else "B"
+        rows.append(act(it.question, yes) - act(it.question, "B" if yes == "A" else "A"))
+    ref = torch.stack(rows).mean(0)
+    rel = (sv.vectors - ref).norm(dim=-1) / ref.norm(dim=-1)
+    assert float(rel.max()) < 1e-4, rel
