@@ -50,7 +50,7 @@ def test_reuse_record_says_what_was_reused(three_runs):
     other = json.loads((three_runs["other"] / "reuse.json").read_text())["artefacts"]
     fresh = json.loads((three_runs["fresh"] / "reuse.json").read_text())
     assert fresh["store"] is None
-    shared = {"refusal", "subspace", "cells:none:model", "cells:none:validation",
+    shared = {"refusal", "subspace", "polarity", "cells:none:model", "cells:none:validation",
               "cells:benign:model"}
     assert shared <= set(warm) and all(warm[k]["reused"] for k in shared)
     assert not any(other[k]["reused"] for k in shared)  # the first run computed them
@@ -100,6 +100,18 @@ def test_subspace_key_has_each_config_field(field, tmp_path):
     changed = replace(cfg, **{field: OTHER[field]})
     assert _key("subspace", stages.subspace_inputs(cfg, store)) != _key(
         "subspace", stages.subspace_inputs(changed, store))
+
+
+@pytest.mark.parametrize("field", ["system", "batch_size"])
+def test_polarity_key_has_each_config_field_and_its_data(field, monkeypatch):
+    from steerlens.audit import polarity
+
+    cfg = AuditConfig(behaviours=("refusal",))
+    base = _key("polarity", polarity.polarity_inputs(cfg))
+    assert base != _key("polarity", polarity.polarity_inputs(replace(cfg, **{field: OTHER[field]})))
+    assert base == _key("polarity", polarity.polarity_inputs(replace(cfg, balance="letter")))
+    monkeypatch.setattr(polarity, "POLARITY_DATA", "polarity/test.json")
+    assert base != _key("polarity", polarity.polarity_inputs(cfg))
 
 
 def _block_key(cfg, store, block, scale=1.0):
