@@ -49,6 +49,44 @@ def vectors(model, behaviour: str, layer: int, n_items: int, seed: int, pol: tor
     return {"vectors": out, "plan": plan.meta(), "n_items": len(items)}
 
 
+def _cached(path: Path, compute) -> dict:
+    """Tensors saved once (safetensors) and read back."""
+    from safetensors.torch import load_file, save_file
+
+    if not path.is_file():
+        save_file({k: v.contiguous() for k, v in compute().items()}, str(path))
+    return load_file(str(path))
+
+
+def _polarity(cache: Path, model, layer: int, chunks: int = 5) -> torch.Tensor:
+    """The polarity direction over all 200 train questions, computed in `chunks` equal parts
+    (question i in part i mod chunks: each part holds 5 of every (topic, answer) group of 25)
+    that are saved as they finish; the mean of the parts' means is the mean over all."""
+    from steerlens.datasets.loaders import load_polarity
+    from steerlens.methods.caa import polarity_direction
+
+    train = load_polarity("train")
+    parts = [_cached(cache / f"polarity{k}.safetensors", lambda k=k: {
+        "v": polarity_direction(model, [layer], train[k::chunks]).vectors[0]})["v"]
+        for k in range(chunks)]
+    return torch.stack(parts).mean(0)
+
+
+def _cached_vectors(cache: Path, model, behaviour: str, args, pol: torch.Tensor) -> dict:
+    """`vectors(...)`, with its tensors and plan kept in the cache."""
+    meta = cache / f"{behaviour}.json"
+    box = {}
+
+    def compute():
+        box.update(vectors(model, behaviour, args.layer, args.n_items, args.seed, pol))
+        return box["vectors"]
+
+    vecs = _cached(cache / f"{behaviour}.safetensors", compute)
+    if box:
+        meta.write_text(json.dumps({"plan": box["plan"], "n_items": box["n_items"]}))
+    return {"vectors": vecs, **json.loads(meta.read_text())}
+
+
 def check(model, behaviour: str, layer: int, named: dict, scale: float, dose: float,
           n_test: int) -> dict:
     """p(matching) per polarity under +-dose of each named direction, and the verdict."""
@@ -76,7 +114,6 @@ def check(model, behaviour: str, layer: int, named: dict, scale: float, dose: fl
 def main(argv: list[str] | None = None) -> int:
     from steerlens.core.geometry import cosine
     from steerlens.core.models import load_model
-    from steerlens.methods.caa import polarity_direction
     from steerlens.methods.polarity import polarity_counts
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,32 +124,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-check", action="store_true", help="cosines only")
     p.add_argument("--out", default="docs/polarity.json")
+    p.add_argument("--cache", default="/tmp/polarity_measure", help="intermediate vectors "
+                   "(safetensors): a killed run continues from them")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     torch.set_grad_enabled(False)
     model = load_model("qwen2.5-coder-0.5b-instruct", device="cpu")
     scale = json.loads(Path("results/findings-0.5b-resid/refusal.json").read_text())["resid_norm"]
-    pol = polarity_direction(model, [args.layer]).vectors[0]
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    pol = _polarity(cache, model, args.layer)
     res = {"layer": args.layer, "site": "resid_pre", "n_items": args.n_items, "seed": args.seed,
            "dose": args.dose, "dose_scale": scale, "polarity_norm": float(pol.norm()),
            "behaviours": {}}
     from steerlens.datasets.behaviours import behaviour_split
-    for b in BEHAVIOURS:
-        got = vectors(model, b, args.layer, args.n_items, args.seed, pol)
-        rec = {"counts_all": polarity_counts(behaviour_split(b, "generate")), **got["plan"],
-               "n_items": got["n_items"],
-               "cos": {k: float(cosine(v, pol)) for k, v in got["vectors"].items()},
-               "norm": {k: float(v.norm()) for k, v in got["vectors"].items()},
+    got = {}
+    for b in BEHAVIOURS:  # every vector first (the cosines), then the behaviour checks
+        got[b] = _cached_vectors(cache, model, b, args, pol)
+        rec = {"counts_all": polarity_counts(behaviour_split(b, "generate")), **got[b]["plan"],
+               "n_items": got[b]["n_items"],
+               "cos": {k: float(cosine(v, pol)) for k, v in got[b]["vectors"].items()},
+               "norm": {k: float(v.norm()) for k, v in got[b]["vectors"].items()},
                "counts_test": polarity_counts(behaviour_split(b, "test")[: args.n_test])}
-        if not args.no_check:
-            named = {"polarity_direction": pol, "letter": got["vectors"]["letter"],
-                     "polarity_balanced": got["vectors"]["polarity"]}
-            rec["behaviour_check"] = check(model, b, args.layer, named, scale, args.dose, args.n_test)
         res["behaviours"][b] = rec
         print(b, json.dumps(rec["cos"]), rec["polarity_method"], flush=True)
-    res["seconds"] = round(time.perf_counter() - t0, 1)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    for b in BEHAVIOURS if not args.no_check else ():
+        named = {"polarity_direction": pol, "letter": got[b]["vectors"]["letter"],
+                 "polarity_balanced": got[b]["vectors"]["polarity"]}
+        path = cache / f"{b}.check.json"
+        if not path.is_file():
+            path.write_text(json.dumps(check(model, b, args.layer, named, scale, args.dose,
+                                             args.n_test)))
+        res["behaviours"][b]["behaviour_check"] = json.loads(path.read_text())
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    res["seconds_this_session"] = round(time.perf_counter() - t0, 1)  # cached parts excluded
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(f"wrote {args.out} in {res['seconds']} s")
+    print(f"wrote {args.out} in {res['seconds_this_session']} s")
     return 0
 
 
