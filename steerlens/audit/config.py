@@ -11,89 +11,26 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+import math
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from steerlens import __version__
+from steerlens._version import __version__
+from steerlens.audit.flags import add_flags, check_known, flag_fields, given, opt
+from steerlens.audit.options import (
+    EPILOG,
+    OnceAction,
+    check_values,
+    normalise_fields,
+    normalise_value,
+    read_negative_numbers,
+    specs_from_parser,
+)
+from steerlens.audit.presets import MEASURED_LAYERS, PRESETS
 from steerlens.errors import SteerlensError
 
 DOSE_UNITS = ("resid", "paper")
 BALANCES = ("polarity", "letter", "none")  # methods.polarity.BALANCES
-
-# The 20 behaviours of the vector library: CAA's seven, Anthropic's twelve other
-# advanced-ai-risk sets and one persona set (datasets.behaviours).
-LIBRARY_BEHAVIOURS = (
-    "coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward",
-    "survival-instinct", "sycophancy", "refusal", "coordinate-itself", "coordinate-other-versions",
-    "corrigible-less-HHH", "corrigible-more-HHH", "one-box-tendency", "power-seeking-inclination",
-    "self-awareness-general-ai", "self-awareness-good-text-model", "self-awareness-text-model",
-    "self-awareness-training-architecture", "self-awareness-web-gpt", "wealth-seeking-inclination",
-    "openness")
-LIBRARY_METHOD_BEHAVIOURS = ("corrigible-neutral-HHH", "survival-instinct", "power-seeking-inclination")
-
-PRESETS: dict[str, dict] = {
-    # A verdict in about 10 minutes on a 2-core CPU. Every preset generates 20 null cells per
-    # attack and dose (random + label-shuffled): the fewest with which a vector can be beyond
-    # its null at p < 0.05 (1/21), so that a verdict can rest on the outcome itself.
-    "quick": dict(behaviours=("corrigible-neutral-HHH",), attacks=("none",), n_goals=30,
-                  n_benign=10, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
-                  n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
-                  doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
-                  n_null_screen=32, n_null_generate=14, n_shuffled=6, n_category=0),
-    # All 100 JBB goals on the 0.5B in under an hour on 2 cores.
-    "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"),
-                     attacks=("none", "refusal_suppression"), n_goals=100, n_benign=30,
-                     n_caa_items=96, n_behaviour_test=48, n_refusal_train=128,
-                     n_refusal_val=64, refusal_layer_stride=2, refusal_positions="last",
-                     doses=(0.15,), dose_sweep=(-0.3, -0.15, 0.15, 0.3), max_new_tokens=64,
-                     n_null_screen=64, n_null_generate=14, n_shuffled=2, n_category=8),
-    # The vector library (issue: "why", claim 3 with the vector as the unit): every behaviour's
-    # CAA vector, +v only, at one dose on 50 goals (5 per category; 100 would take ~2.5 h on
-    # 2 cores: docs/library.md), with label-shuffled, covariance and
-    # prompt-pair nulls generated beside the random ones, and +v screened at three more doses.
-    # `python -m steerlens.audit.study` runs it, then "library-methods" on the same model.
-    "library": dict(behaviours=LIBRARY_BEHAVIOURS, attacks=("none",), n_goals=50, n_benign=0,
-                    n_caa_items=48, n_behaviour_test=16, n_refusal_train=96, n_refusal_val=48,
-                    refusal_layer_stride=3, refusal_positions="last", doses=(0.15,),
-                    dose_sweep=(-0.15, 0.15), max_new_tokens=64, n_null_screen=32,
-                    n_null_generate=8, n_shuffled=1, n_category=0, methods=("mean_difference",),
-                    vector_settings=("plus",), screen_doses=(0.05, 0.1, 0.3),
-                    n_null_covariance=8, n_null_pairs=8),
-    # The other extraction methods on three behaviours (mean_centred is left out: with the
-    # pairs' own mean as reference it is CAA / 2, the same vector once dosed).
-    "library-methods": dict(behaviours=LIBRARY_METHOD_BEHAVIOURS, attacks=("none",), n_goals=50,
-                            n_benign=0, n_caa_items=48, n_behaviour_test=16, n_refusal_train=96,
-                            n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
-                            doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
-                            n_null_screen=32, n_null_generate=8, n_shuffled=0, n_category=0,
-                            methods=("pca_diff", "pca_center", "linear_probe", "actadd"),
-                            vector_settings=("plus",), screen_doses=(0.05, 0.1, 0.3),
-                            n_null_covariance=8, n_null_pairs=8),
-    # The paper's grid, for GPUs.
-    "paper": dict(behaviours=("coordinate-other-ais", "corrigible-neutral-HHH", "hallucination",
-                              "myopic-reward", "survival-instinct", "sycophancy", "refusal"),
-                  attacks=("none", "prefix_injection", "refusal_suppression", "aim",
-                           "gptfuzzer-34"),
-                  n_goals=100, n_benign=100, n_caa_items=1000, n_behaviour_test=50,
-                  n_refusal_train=128, n_refusal_val=32, refusal_layer_stride=1,
-                  refusal_positions="all", doses=(0.1, 0.2), dose_sweep=(-0.4, -0.2, -0.1, 0.1,
-                                                                         0.2, 0.4),
-                  max_new_tokens=128, n_null_screen=256, n_null_generate=16, n_shuffled=2,
-                  n_category=16),
-}
-
-
-# Steering layers measured for the embedded models: where their CAA vectors move their own
-# behaviour (benchmarks/caa_layer_scan.py; docs/caa_layer_scan*.json). Used when --layer is not
-# given; any other model steers at its refusal direction's layer unless --layer says otherwise.
-MEASURED_LAYERS = {"qwen2.5-coder-0.5b-instruct": 14, "qwen2.5-coder-1.5b-instruct": 18}
-
-
-def opt(default, help: str, **argparse_kw):
-    """A config field and its command-line flag in one place: `help` and argparse keywords
-    (`flag=` when the flag is not `--field-name`) live in the field's metadata."""
-    return field(default=default, metadata={"help": help, **argparse_kw})
-
 
 @dataclass(frozen=True)
 class AuditConfig:
@@ -179,6 +116,9 @@ class AuditConfig:
         "one; docs/polarity.md), letter (both answer orders only), none (the items as given: "
         "the paper's plain CAA)", choices=BALANCES)
 
+    def __post_init__(self) -> None:
+        normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
+
     def to_json(self) -> dict:
         d = asdict(self)
         return {k: v for k, v in d.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
@@ -225,7 +165,6 @@ class RunOptions:
     device: str | None = None  # requested (None: cuda if available)
     dtype: str | None = None  # requested (None: fp32 on CPU, bf16 on CUDA)
     batch_size: int = 0  # requested (0: from free memory)
-    extra: dict = field(default_factory=dict)
 
 
 def _judge_names() -> list[str]:
@@ -242,30 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Does this steering vector weaken the model's refusals, why, and does "
                     "orthogonalisation fix it? CAA vectors (or your own) against the refusal "
                     "direction and subspace, JailbreakBench ASR under template attacks, a null "
-                    "of random directions, and the mitigations.")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                    "of random directions, and the mitigations.", epilog=EPILOG)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", action=OnceAction,
                    help="sizes: quick (a verdict in ~10 min on 2 CPU cores), standard (all 100 "
                         "goals, 3 behaviours, 2 attacks), paper (the paper's grid, for GPUs), "
                         "library and library-methods (the vector library: python -m "
                         "steerlens.audit.study)")
-    for f in fields(AuditConfig):
-        if "help" in f.metadata:
-            kw = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
-            text = f.metadata["help"].replace("{judges}", ", ".join(_judge_names()))
-            p.add_argument(f.metadata.get("flag", "--" + f.name.replace("_", "-")), dest=f.name,
-                           default=None, help=text, **kw)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 "
-                   "on CPU, bfloat16 on CUDA); geometry is always float32/float64")
+    add_flags(p, AuditConfig, lambda text: text.replace("{judges}", ", ".join(_judge_names())))
+    p.add_argument("--device", default=None, action=OnceAction,
+                   help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default=None, action=OnceAction, help="float32 | bfloat16 | float16 "
+                   "(default: float32 on CPU, bfloat16 on CUDA); geometry is always float32/float64")
     _add_run_options(p)
-    return p
+    return read_negative_numbers(p)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options of how and where the audit runs, not of what it measures."""
-    p.add_argument("--batch-size", type=int, default=0,
+    p.add_argument("--batch-size", type=int, default=0, action=OnceAction,
                    help="prompts per batch (default 0: from free memory, at most 16 on CPU, 64 on CUDA)")
-    p.add_argument("--out", default="runs/audit", help="run directory")
+    p.add_argument("--out", default="runs/audit", action=OnceAction, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--no-harm-judge", action="store_true",
@@ -276,90 +211,151 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "baseline, null and validation cells, harm labels) instead of taking "
                         "them from the reuse store under the cache directory "
                         "($STEERLENS_REUSE_DIR)")
-    p.add_argument("--backend", choices=["local", "ray"], default="local",
+    p.add_argument("--backend", choices=["local", "ray"], default="local", action=OnceAction,
                    help="run evaluation cells here (default) or as Ray actors")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
-    p.add_argument("--ray-workers", type=int, default=None, help="Ray actors (default: one per GPU/CPU)")
-
-
-def _check_judge(name: str) -> None:
-    from steerlens.judges.registry import JUDGES
-
-    if name not in JUDGES:
-        raise SteerlensError(f"unknown judge {name!r}", fix=f"use one of: {', '.join(JUDGES)}")
+    p.add_argument("--address", default=None, action=OnceAction,
+                   help="Ray cluster address (default: a local Ray)")
+    p.add_argument("--ray-workers", type=int, default=None, action=OnceAction,
+                   help="Ray actors (default: one per GPU/CPU)")
 
 
 _TUPLES = ("behaviours", "attacks", "doses", "dose_sweep", "methods", "vector_settings",
            "screen_doses")
 VECTOR_SETTINGS = ("plus", "minus", "perp1", "perpk")
+# Bounds of the integer options (None: no upper bound); --layer's upper bound needs the model.
+RANGES = {"n_goals": (1, 100), "n_benign": (0, 100), "n_caa_items": (2, None),
+          "n_behaviour_test": (1, None), "n_refusal_train": (1, None), "n_refusal_val": (1, None),
+          "refusal_layer_stride": (1, None), "max_new_tokens": (1, None), "n_null_screen": (0, None),
+          "n_null_generate": (0, None), "n_shuffled": (0, None), "n_category": (0, None),
+          "k": (1, None), "seed": (0, None), "layer": (0, None), "n_null_covariance": (0, None),
+          "n_null_pairs": (0, None)}
 
 
-def _check_study_fields(cfg: AuditConfig) -> None:
-    from steerlens.methods.extraction import METHODS
+def flag_of(name: str) -> str:
+    """The command-line flag of an `AuditConfig` field (what error messages name)."""
+    f = next(f for f in fields(AuditConfig) if f.name == name)
+    return f.metadata.get("flag", "--" + name.replace("_", "-"))
 
-    for m in cfg.methods:
-        if m not in METHODS:
-            raise SteerlensError(f"unknown extraction method {m!r}",
-                                 fix=f"use one of: {', '.join(METHODS)}")
-    for s in cfg.vector_settings:
-        if s not in VECTOR_SETTINGS:
-            raise SteerlensError(f"unknown vector setting {s!r}",
-                                 fix=f"use some of: {', '.join(VECTOR_SETTINGS)}")
-    if "plus" not in cfg.vector_settings:
-        raise SteerlensError("--vector-settings must include plus (every verdict rests on +v)",
-                             fix="e.g. --vector-settings plus")
-    if min(cfg.n_null_covariance, cfg.n_null_pairs) < 0 or any(d <= 0 for d in cfg.screen_doses):
-        raise SteerlensError("null counts must be 0 or more and screen doses positive",
-                             fix="e.g. --n-null-covariance 10 --screen-doses 0.05 0.3")
+
+def file_vector_name(path: str) -> str:
+    """The name under which a --vector file is audited (its file name without the suffix)."""
+    return f"file:{Path(path).stem}"
+
+
+# the run options by their CLI dest names: (RunOptions field, value from the given one)
+RUN_OPTIONS = {"resume": ("resume", bool), "no_report": ("report", lambda v: not v),
+               "no_harm_judge": ("harm_judge", lambda v: not v), "no_reuse": ("reuse", lambda v: not v),
+               "backend": ("backend", str), "address": ("address", str), "ray_workers": ("workers", int),
+               "device": ("device", str), "dtype": ("dtype", str), "batch_size": ("batch_size", int)}
+
+
+def audit_config(preset: str = "quick", **values) -> AuditConfig:
+    """The preset, overridden by the `AuditConfig` fields given (None: not given)."""
+    if preset not in PRESETS:
+        raise SteerlensError(f"unknown preset {preset!r}", fix=f"use one of: {', '.join(PRESETS)}")
+    merged = {**PRESETS[preset], **given(AuditConfig, values)}
+    merged["vectors"] = tuple(str(Path(v)) for v in merged.get("vectors", ()))
+    if merged.get("layer") is None:
+        merged["layer"] = MEASURED_LAYERS.get(merged.get("model", AuditConfig.model))
+    merged = {k: tuple(v) if k in _TUPLES else v for k, v in merged.items()}
+    return AuditConfig(preset=preset, **merged)
+
+
+def run_options(out: str | Path = "runs/audit", **values) -> RunOptions:
+    """The run options given by their CLI dest names (None: the default)."""
+    return RunOptions(out=Path(out), **{RUN_OPTIONS[k][0]: RUN_OPTIONS[k][1](v)
+                                        for k, v in values.items() if k in RUN_OPTIONS and v is not None})
+
+
+def audit_options(preset: str = "quick", out: str | Path = "runs/audit",
+                  **values) -> tuple[AuditConfig, RunOptions]:
+    """An audit's config and run options from the CLI's options by their dest names (the
+    Python API's keywords); a name that is no option is an error naming it."""
+    check_known(values, {f.name for f in flag_fields(AuditConfig)} | set(RUN_OPTIONS), "audit")
+    specs = specs_from_parser(build_parser())  # the rule of audit.options, before any model
+    values = check_values(specs, values)
+    preset, out = normalise_value(specs["preset"], preset), normalise_value(specs["out"], out)
+    return audit_config(preset, **values), run_options(out, **values)
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]:
     """The preset, overridden by whatever the command line sets."""
-    values = dict(PRESETS[args.preset])
-    for f in fields(AuditConfig):
-        given = getattr(args, f.name, None)
-        if given is not None and f.name not in ("device", "dtype", "batch_size", "version"):
-            values[f.name] = given
-    values["vectors"] = tuple(str(Path(v)) for v in (args.vectors or ()))
-    if values.get("layer") is None:
-        values["layer"] = MEASURED_LAYERS.get(values.get("model", AuditConfig.model))
-    values = {k: tuple(v) if k in _TUPLES else v for k, v in values.items()}
-    cfg = AuditConfig(preset=args.preset, **{k: v for k, v in values.items() if k != "preset"})
-    opts = RunOptions(Path(args.out), args.resume, not args.no_report, not args.no_harm_judge,
-                      not args.no_reuse, args.backend, args.address, args.ray_workers,
-                      args.device, args.dtype, args.batch_size)
-    return cfg, opts
+    return audit_options(**vars(args))
 
 
-def validate(cfg: AuditConfig) -> None:
-    """Fail before any model work on inputs that cannot be right."""
+def _named(flag: str, check) -> None:
+    """Run `check`, its error prefixed with the flag whose value failed it."""
+    try:
+        check()
+    except SteerlensError as e:
+        raise SteerlensError(f"{flag}: {e.problem}", fix=e.fix) from None
+
+
+def _check_in(flag: str, values, known, what: str, fix: str) -> None:
+    for v in values:
+        if v not in known:
+            raise SteerlensError(f"{flag}: unknown {what} {v!r}", fix=f"{fix}: {', '.join(known)}")
+
+
+def _check_names(cfg: AuditConfig) -> None:
+    """Behaviours, attacks, judge, methods and vector settings that exist."""
     from steerlens.datasets.attacks import get_attack
     from steerlens.datasets.behaviours import BEHAVIOURS
+    from steerlens.judges.registry import JUDGES
+    from steerlens.methods.extraction import METHODS
 
-    for b in cfg.behaviours:
-        if b not in BEHAVIOURS:
-            raise SteerlensError(f"unknown behaviour {b!r}", fix=f"choose from: {', '.join(BEHAVIOURS)}")
+    _check_in("--behaviours", cfg.behaviours, list(BEHAVIOURS), "behaviour", "choose from")
     for a in cfg.attacks:
-        get_attack(a)
-    _check_judge(cfg.judge)
-    _check_study_fields(cfg)
+        _named("--attacks", lambda a=a: get_attack(a))
+    _check_in("--judge", [cfg.judge], list(JUDGES), "judge", "use one of")
+    _check_in("--methods", cfg.methods, list(METHODS), "extraction method", "use one of")
+    _check_in("--vector-settings", cfg.vector_settings, VECTOR_SETTINGS, "vector setting",
+              "use some of")
+    if "plus" not in cfg.vector_settings:
+        raise SteerlensError("--vector-settings must include plus (every verdict rests on +v)",
+                             fix="e.g. --vector-settings plus")
+
+
+def _check_numbers(cfg: AuditConfig) -> None:
+    """Integer options within their bounds; doses finite, audited and screened ones positive."""
+    for name, (lo, hi) in RANGES.items():
+        v = getattr(cfg, name)
+        if v is not None and not (lo <= v and (hi is None or v <= hi)):
+            raise SteerlensError(f"{flag_of(name)} {v} out of range",
+                                 fix=f"use {lo}..{hi}" if hi is not None else f"use {lo} or more")
+    doses = [("--doses", cfg.doses, "positive", "e.g. --doses 0.1 (each is audited as +d and -d)"),
+             ("--dose-sweep", cfg.dose_sweep, "non-zero", "e.g. --dose-sweep -0.15 0.15"),
+             ("--screen-doses", cfg.screen_doses, "positive", "e.g. --screen-doses 0.05 0.3")]
+    for flag, values, sign, fix in doses:
+        if not all(math.isfinite(d) and (d > 0 if sign == "positive" else d != 0) for d in values):
+            raise SteerlensError(f"{flag.removeprefix('--')} must be {sign} and finite "
+                                 f"({flag} {' '.join(f'{d:g}' for d in values)})", fix=fix)
+    if not cfg.doses:
+        raise SteerlensError("doses must be positive: none given", fix=doses[0][3])
+
+
+def _check_vector_files(cfg: AuditConfig) -> None:
+    """Files that exist, each audited under its own name."""
+    names: dict[str, str] = {}
     for v in cfg.vectors:
         if not Path(v).is_file():
             raise SteerlensError(f"--vector file {v} not found", fix="check the path")
-    checks = [(1 <= cfg.n_goals <= 100, f"--n-goals {cfg.n_goals} out of range", "use 1..100"),
-              (0 <= cfg.n_benign <= 100, f"--n-benign {cfg.n_benign} out of range", "use 0..100"),
-              (cfg.max_new_tokens >= 1, "--max-new-tokens must be at least 1", "e.g. 64"),
-              (bool(cfg.doses) and all(d > 0 for d in cfg.doses), "doses must be positive",
-               "e.g. --doses 0.1 (each is audited as +d and -d)"),
-              (cfg.dose_unit in DOSE_UNITS, f"unknown dose unit {cfg.dose_unit!r}", "resid or paper"),
-              (cfg.balance in BALANCES, f"unknown balance {cfg.balance!r}",
-               f"use one of: {', '.join(BALANCES)}"),
-              (bool(cfg.behaviours) or bool(cfg.vectors), "nothing to audit",
-               "name --behaviours or --vector files"),
-              (cfg.n_caa_items >= 2, "--n-caa-items must be at least 2", "e.g. 64"),
-              (min(cfg.n_null_screen, cfg.n_null_generate, cfg.n_shuffled) >= 0,
-               "null counts (--n-null-screen, --n-null-generate, --n-shuffled) must be 0 or more",
-               "e.g. --n-shuffled 1")]
-    for ok, problem, fix in checks:
-        if not ok:
-            raise SteerlensError(problem, fix=fix)
+        name = file_vector_name(v)
+        if name in names:
+            raise SteerlensError(f"--vector files {names[name]} and {v} would both be audited as "
+                                 f"{name}", fix="rename one of them (a vector is named after its file)")
+        names[name] = v
+
+
+def validate(cfg: AuditConfig) -> None:
+    """Fail before any model work on inputs that cannot be right; each message names the flag."""
+    _check_names(cfg)
+    _check_vector_files(cfg)
+    _check_numbers(cfg)
+    if cfg.dose_unit not in DOSE_UNITS:
+        raise SteerlensError(f"--dose-unit: unknown dose unit {cfg.dose_unit!r}", fix="resid or paper")
+    if cfg.balance not in BALANCES:
+        raise SteerlensError(f"--balance: unknown balance {cfg.balance!r}",
+                             fix=f"use one of: {', '.join(BALANCES)}")
+    if not (cfg.behaviours or cfg.vectors):
+        raise SteerlensError("nothing to audit", fix="name --behaviours or --vector files")

@@ -19,8 +19,9 @@ from steerlens.audit.config import AuditConfig
 from steerlens.core.geometry import cosine
 from steerlens.core.vectors import SteeringVector
 from steerlens.rundir import RunStore
+from steerlens.schema import POLARITY_TENSORS
 
-POLARITY_FILE = "polarity_direction.safetensors"
+POLARITY_FILE = POLARITY_TENSORS
 POLARITY_DATA = "polarity/train.json"
 WARN_COSINE = 0.5  # |cos| with the polarity direction at the steering layer that is warned about
 
