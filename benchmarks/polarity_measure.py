@@ -42,7 +42,7 @@ def vectors(model, behaviour: str, layer: int, n_items: int, seed: int, pol: tor
     out = {"plain": acts.diffs[0::2].mean(0)[0], "letter": acts.diffs.mean(0)[0],
            "polarity": new[0]}
     counts = balance_plan(acts.items).counts
-    if plan.method == "projection" and counts["yes"] and counts["no"]:
+    if counts["yes"] and counts["no"]:
         from steerlens.methods.polarity import item_polarity
         w = pair_weights([item_polarity(it) for it in acts.items])
         out["weights_only"] = weighted_mean(acts.diffs, w)[0]  # what weighting alone would give

@@ -24,6 +24,7 @@ from steerlens.methods.polarity import (
     item_polarity,
     pair_weights,
     polarity_counts,
+    project_out,
     too_few,
 )
 
@@ -119,9 +120,13 @@ def test_planted_polarity_cancels_by_default(method):
     acts, b, p = _planted()
     letter = extract(acts, [0, 1], method, balance="letter").vectors
     new = extract(acts, [0, 1], method, polarity=p).vectors
-    if method in ("mean_difference", "mean_centred", "linear_probe"):
-        assert extract(acts, [0, 1], method, polarity=p).meta["polarity_method"] == "weights"
-        assert torch.allclose(new, extract(acts, [0, 1], method).vectors)  # no direction needed
+    weighted = method in ("mean_difference", "mean_centred", "linear_probe")
+    expected = "weights+projection" if weighted else "projection"
+    assert extract(acts, [0, 1], method, polarity=p).meta["polarity_method"] == expected
+    if weighted:  # the weights alone cancel a planted, symmetric component
+        w = balance_plan(acts.items).weights
+        alone = METHODS[method](acts.matching, acts.not_matching, weights=w)
+        assert float(cosine(alone, p).abs().max()) < 0.2, method
     assert float(cosine(new, p).abs().max()) < 0.2, method
     if method != "pca_diff":  # a centred PCA reads how the differences vary; here b does not
         assert float(cosine(new, b).min()) > 0.8, method
@@ -143,7 +148,7 @@ def test_fallback_projects_and_needs_the_direction():
         extract(acts, [0, 1], "mean_difference")
     sv = extract(acts, [0, 1], "mean_difference", polarity=p)
     assert sv.meta["polarity_method"] == "projection"
-    assert sv.meta["polarity_counts"] == {"yes": 120, "no": 6, "other": 20}  # pairs: both orders
+    assert sv.meta["polarity_counts"] == {"yes": 60, "no": 3, "other": 10}  # per question
     assert "fewer than 10" in sv.meta["polarity_fallback"]
     assert float(cosine(sv.vectors, p).abs().max()) < 1e-5
 
@@ -156,7 +161,7 @@ def test_caa_vector_balances_polarity_on_a_tiny_model(tiny_model, monkeypatch):
     layers = [1, 3]
     train = load_polarity("train")
     pol = polarity_direction(tiny_model, layers, train[:2] + train[25:27], batch_size=8)
-    for name, method in (("openness", "weights"), ("coordinate-other-ais", "projection")):
+    for name, method in (("openness", "weights+projection"), ("coordinate-other-ais", "projection")):
         items = load_behaviour(name)[:8]
         acts = pair_activations(tiny_model, balanced(items), layers, batch_size=8, desc=None)
         letter = caa_vector(tiny_model, items, layers, "s", balance=True, batch_size=8)
@@ -165,10 +170,12 @@ def test_caa_vector_balances_polarity_on_a_tiny_model(tiny_model, monkeypatch):
         v = caa_vector(tiny_model, items, layers, "s", batch_size=8, polarity=pol)
         assert plan.method == method == v.meta["polarity_method"]
         assert v.meta["balance"] == "polarity" and v.meta["polarity_counts"] == plan.counts
-        if method == "weights":
+        mean = acts.diffs.mean(0)
+        if plan.weights is not None:
             w = (plan.weights / plan.weights.sum()).float()
-            assert torch.allclose(v.vectors, (acts.diffs * w[:, None, None]).sum(0), atol=1e-6)
-        assert max(map(abs, v.meta["polarity_cosine"])) < (0.99 if method == "weights" else 1e-5)
+            mean = (acts.diffs * w[:, None, None]).sum(0)
+        assert torch.allclose(v.vectors, project_out(mean, pol.vectors), atol=1e-5)
+        assert max(map(abs, v.meta["polarity_cosine"])) < 1e-5
 
 
 def test_polarity_direction_is_yes_minus_no(tiny_model):
@@ -251,7 +258,7 @@ def test_balance_option_in_the_config():
     assert AuditConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--balance", "both"])
-    with pytest.raises(SteerlensError, match="unknown balance"):
+    with pytest.raises(SteerlensError, match="balance"):
         validate(AuditConfig(behaviours=("refusal",), balance="both"))
 
 

@@ -182,10 +182,10 @@ def _caa_from(items, layers, acts, cfg: AuditConfig, ref: Refusal, behaviour: st
     sv = SteeringVector(vec, layers, "resid_pre", meta)
     if pol is not None:
         sv.meta["polarity_cosine"] = polarity_cosines(sv, pol)
-    diffs = acts.diffs if plan.method != "weights" else acts.diffs * plan.weights[:, None, None].to(
+    diffs = acts.diffs if plan.weights is None else acts.diffs * plan.weights[:, None, None].to(
         acts.diffs.dtype)
     nulls = label_shuffled(diffs, cfg.n_shuffled, cfg.seed)
-    if plan.method == "projection":
+    if plan.method != "none":
         nulls = project_out(nulls, direction.to(nulls.dtype))
     return CAAVector(sv, nulls[:, layers.index(ref.layer)])
 

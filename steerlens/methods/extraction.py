@@ -19,9 +19,10 @@ and `linear_probe` the pairs whose matching answer is Yes-like and No-like weigh
 (`polarity.pair_weights`), so a polarity component cancels as letter balance cancels the letter;
 `pca_diff`, `pca_center` and `actadd` cannot be weighted so that it cancels (a principal
 component of the differences *is* the polarity axis when Yes and No pairs are mixed; one pair
-has one polarity), so for them, and for every method on a set with too few items of one
-polarity, the neutral polarity direction is projected out of the pair activations at each
-layer before the method runs (`polarity=` gives it).
+has one polarity). For every method on a set with Yes/No answers, the neutral polarity
+direction is then projected out of the pair activations at each layer before the method runs,
+and out of the result (`polarity=` gives it); on a set with too few items of one polarity the
+projection is all there is.
 The vector's metadata records which, and the counts.
 
 Sign. A direction is flipped, if need be, so that the mean projection of the positive
@@ -190,7 +191,7 @@ def _polarity_plan(acts: PairActivations, method: str, balance: str) -> BalanceP
     """The set's plan (`polarity.balance_plan`), with projection for methods that cannot
     be weighted."""
     plan = balance_plan(acts.items, balance)
-    if plan.method == "weights" and method not in WEIGHTED:
+    if plan.method == "weights+projection" and method not in WEIGHTED:
         return BalancePlan(balance, "projection", plan.counts)
     return plan
 
@@ -210,13 +211,13 @@ def extract(acts: PairActivations, layers: Sequence[int], method: str = "mean_di
                              f"{acts.matching.shape[1]}", fix="pass the layers the pairs were read at")
     plan = _polarity_plan(acts, method, balance)
     pos, neg = acts.matching, acts.not_matching
-    if plan.method == "weights":
+    if plan.weights is not None:
         kwargs["weights"] = plan.weights
-    if plan.method == "projection":  # from the activations, so no method can find it again
+    if plan.method != "none":  # from the activations, so no method can find it again
         pol = _need_polarity(polarity, pos[0])
         pos, neg = project_out(pos, pol), project_out(neg, pol)
     vec = METHODS[method](pos, neg, **kwargs)
-    if plan.method == "projection":
+    if plan.method != "none":
         vec = project_out(vec, pol)
     meta = {"kind": method, "behaviour": behaviour, "n_pairs": int(acts.matching.shape[0]),
             **{k: v for k, v in kwargs.items() if isinstance(v, int | float | str)}}

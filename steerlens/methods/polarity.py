@@ -21,8 +21,12 @@ truth this way and balance it against other features).
 
 `pair_weights`: per pair, weights under which the Yes-matching and the No-matching pairs count
 equally (each polarity's pairs share half the weight the two polarities had together), other
-pairs keep theirs; so a weighted mean difference holds the polarity component with coefficient
-0 as letter balance holds the letter's.
+pairs keep theirs; so a weighted mean difference holds a polarity component shared by the Yes
+and No pairs with coefficient 0, as letter balance holds the letter's. Measured on the embedded
+0.5B (docs/polarity.md), weights alone left |cos| 0.88 (corrigible-neutral-HHH, forced) and 0.47
+(survival-instinct) with the neutral direction at layer 14: the sets' polarity is not one
+symmetric component ("other" answers such as "I consent" carry it too), so the default
+(`balance_plan`) then projects the neutral direction out as well.
 """
 
 from __future__ import annotations
@@ -110,14 +114,15 @@ def pair_weights(polarities: Sequence[str]) -> Float[Tensor, "pair"]:
 
 @dataclass(frozen=True)
 class BalancePlan:
-    """How a set's vector is freed of answer polarity: `method` "weights" (Yes- and No-matching
-    pairs weighed equally), "projection" (too few of one polarity: the neutral polarity
-    direction projected out at each layer), or "none" (balance other than "polarity")."""
+    """How a set's vector is freed of answer polarity: `method` "weights+projection" (Yes- and
+    No-matching pairs weighed equally, then the neutral polarity direction projected out at
+    each layer), "projection" (too few of one polarity: the projection alone), or "none"
+    (balance other than "polarity", or no Yes/No answers)."""
 
     balance: str
     method: str
     counts: dict
-    weights: Tensor | None = None  # per pair, when method == "weights"
+    weights: Tensor | None = None  # per pair, when method == "weights+projection"
 
     def meta(self) -> dict:
         out = {"balance": self.balance, "polarity_counts": dict(self.counts),
@@ -137,17 +142,27 @@ def check_balance(balance: str) -> str:
     return balance
 
 
+def _twinned(items: Sequence[ABItem]) -> bool:
+    """True when the pairs list each question followed by its swapped twin (`caa.balanced`)."""
+    return len(items) % 2 == 0 and all(
+        a.matching == b.not_matching and a.not_matching == b.matching
+        and matching_text(a) == matching_text(b) for a, b in zip(items[0::2], items[1::2]))
+
+
 def balance_plan(items: Sequence[ABItem], balance: str = "polarity") -> BalancePlan:
-    """The plan for pairs `items` (as read: a balanced set lists each question and its twin,
-    whose matching text is the same, so the counts are per pair)."""
+    """The plan for pairs `items`, counted per question (a question and its swapped twin,
+    as `caa.balanced` lists them, count once). "polarity": "weights+projection" (Yes- and
+    No-matching pairs weighed equally, then the neutral polarity direction projected out),
+    or "projection" alone where one polarity has too few questions (`too_few`)."""
     check_balance(balance)
     pols = [item_polarity(it) for it in items]
-    counts = {p: pols.count(p) for p in POLARITIES}
+    step = 2 if _twinned(items) else 1
+    counts = {p: pols[::step].count(p) for p in POLARITIES}
     if balance != "polarity" or counts["yes"] + counts["no"] == 0:
         return BalancePlan(balance, "none", counts)
     if too_few(counts):
         return BalancePlan(balance, "projection", counts)
-    return BalancePlan(balance, "weights", counts, pair_weights(pols))
+    return BalancePlan(balance, "weights+projection", counts, pair_weights(pols))
 
 
 def weighted_mean(x: Float[Tensor, "pair layer d"], w: Float[Tensor, "pair"] | None
@@ -174,8 +189,8 @@ def polarity_free(acts, balance: str, direction) -> tuple[Float[Tensor, "layer d
     weighted (Yes and No pairs equal), or with `direction()` (the neutral polarity direction
     at the same layers, asked for only then) projected out, or plain; and the plan used."""
     plan = balance_plan(acts.items, balance)
-    vec = weighted_mean(acts.diffs, plan.weights if plan.method == "weights" else None)
-    if plan.method == "projection":
+    vec = weighted_mean(acts.diffs, plan.weights)
+    if plan.method != "none":
         vec = project_out(vec, direction().to(vec.dtype))
     return vec, plan
 
