@@ -46,7 +46,30 @@ def vectors(model, behaviour: str, layer: int, n_items: int, seed: int, pol: tor
         from steerlens.methods.polarity import item_polarity
         w = pair_weights([item_polarity(it) for it in acts.items])
         out["weights_only"] = weighted_mean(acts.diffs, w)[0]  # what weighting alone would give
-    return {"vectors": out, "plan": plan.meta(), "n_items": len(items)}
+    meta = {**plan.meta(), "diffs_on_polarity": diffs_on_polarity(acts, pol)}
+    return {"vectors": out, "plan": meta, "n_items": len(items)}
+
+
+def diffs_on_polarity(acts, pol: torch.Tensor) -> dict:
+    """Per polarity of the matching answer: the pair differences' mean cosine with the
+    polarity direction and their mean coefficient on it (diff . p / |p|^2), and the cosine of
+    the group's mean difference: a No-matching pair's difference should point to -p."""
+    from steerlens.methods.polarity import item_polarity
+
+    d = acts.diffs[:, 0].float()
+    unit = pol / pol.norm()
+    pols = [item_polarity(it) for it in acts.items]
+    out = {}
+    for g in ("yes", "no", "other"):
+        idx = [i for i, x in enumerate(pols) if x == g]
+        if not idx:
+            continue
+        dg = d[idx]
+        out[g] = {"n_pairs": len(idx), "mean_cos": float((dg @ unit / dg.norm(dim=1)).mean()),
+                  "mean_coef": float((dg @ pol).mean() / pol.norm() ** 2),
+                  "cos_of_mean": float(dg.mean(0) @ unit / dg.mean(0).norm()),
+                  "norm_of_mean": float(dg.mean(0).norm())}
+    return out
 
 
 def _cached(path: Path, compute) -> dict:
@@ -58,18 +81,38 @@ def _cached(path: Path, compute) -> dict:
     return load_file(str(path))
 
 
-def _polarity(cache: Path, model, layer: int, chunks: int = 5) -> torch.Tensor:
-    """The polarity direction over all 200 train questions, computed in `chunks` equal parts
-    (question i in part i mod chunks: each part holds 5 of every (topic, answer) group of 25)
-    that are saved as they finish; the mean of the parts' means is the mean over all."""
+def _polarity(cache: Path, model, chunks: int = 5) -> torch.Tensor:
+    """The polarity direction at every layer over all 200 train questions, computed in
+    `chunks` equal parts (question i in part i mod chunks: each part holds 5 of every
+    (topic, answer) group of 25) that are saved as they finish; the mean of the parts' means
+    is the mean over all."""
     from steerlens.datasets.loaders import load_polarity
     from steerlens.methods.caa import polarity_direction
 
     train = load_polarity("train")
-    parts = [_cached(cache / f"polarity{k}.safetensors", lambda k=k: {
-        "v": polarity_direction(model, [layer], train[k::chunks]).vectors[0]})["v"]
+    layers = list(range(model.cfg.n_layers))
+    parts = [_cached(cache / f"polarity_all{k}.safetensors", lambda k=k: {
+        "v": polarity_direction(model, layers, train[k::chunks]).vectors})["v"]
         for k in range(chunks)]
     return torch.stack(parts).mean(0)
+
+
+def save_direction(path: Path, pol: torch.Tensor, model_name: str) -> None:
+    """The per-layer polarity direction as a small safetensors file for the library's
+    analysis (`--polarity`): `directions` [layer, d_model], metadata: model, data file sha256,
+    how it was computed."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    data = Path("data/polarity/train.json")
+    meta = {"layers": list(range(pol.shape[0])), "model": model_name, "site": "resid_pre",
+            "data": str(data), "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+            "how": "steerlens.methods.caa.polarity_direction over all 200 train questions, "
+                   "both answer orders, in five balanced parts (question i in part i mod 5) "
+                   "averaged: benchmarks/polarity_measure.py"}
+    save_file({"directions": pol.float().contiguous()}, str(path),
+              metadata={"steerlens": json.dumps(meta)})
 
 
 def _cached_vectors(cache: Path, model, behaviour: str, args, pol: torch.Tensor) -> dict:
@@ -91,7 +134,8 @@ def check(model, behaviour: str, layer: int, named: dict, scale: float, dose: fl
           n_test: int) -> dict:
     """p(matching) per polarity under +-dose of each named direction, and the verdict."""
     from steerlens.audit.evaluate import behaviour_effect
-    from steerlens.audit.stages import _steers, dosed, polarity_check
+    from steerlens.audit.settings import dosed
+    from steerlens.audit.stages import _steers, polarity_check
     from steerlens.core.steering import addition
     from steerlens.datasets.behaviours import behaviour_split
     from steerlens.methods.polarity import item_polarity
@@ -126,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/polarity.json")
     p.add_argument("--cache", default="/tmp/polarity_measure", help="intermediate vectors "
                    "(safetensors): a killed run continues from them")
+    p.add_argument("--save-direction", default="results/library-0.5b/polarity_direction.safetensors",
+                   help="where to save the per-layer direction ('' for nowhere)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     torch.set_grad_enabled(False)
@@ -133,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     scale = json.loads(Path("results/findings-0.5b-resid/refusal.json").read_text())["resid_norm"]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    pol = _polarity(cache, model, args.layer)
+    pol_all = _polarity(cache, model)
+    if args.save_direction:
+        save_direction(Path(args.save_direction), pol_all, "qwen2.5-coder-0.5b-instruct")
+    pol = pol_all[args.layer]
     res = {"layer": args.layer, "site": "resid_pre", "n_items": args.n_items, "seed": args.seed,
            "dose": args.dose, "dose_scale": scale, "polarity_norm": float(pol.norm()),
            "behaviours": {}}
