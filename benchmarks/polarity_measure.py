@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 
 BEHAVIOURS = ("corrigible-neutral-HHH", "coordinate-other-ais", "survival-instinct")
+# the check where the held-out items hold both polarities first (24 test items: survival-instinct
+# 7 Yes / 9 No, coordinate-other-ais 18 / 3, corrigible-neutral-HHH 23 / 0)
+CHECK_ORDER = ("survival-instinct", "coordinate-other-ais", "corrigible-neutral-HHH")
 
 
 def vectors(model, behaviour: str, layer: int, n_items: int, seed: int, pol: torch.Tensor) -> dict:
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         res["behaviours"][b] = rec
         print(b, json.dumps(rec["cos"]), rec["polarity_method"], flush=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    for b in BEHAVIOURS if not args.no_check else ():
+    for b in CHECK_ORDER if not args.no_check else ():
         named = {"polarity_direction": pol, "letter": got[b]["vectors"]["letter"],
                  "polarity_balanced": got[b]["vectors"]["polarity"]}
         path = cache / f"{b}.check.json"
