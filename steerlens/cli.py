@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from steerlens.errors import ArgumentParser
+
 # subcommand -> (module with main(argv), one line of help)
 COMMANDS = {
     "audit": ("steerlens.audit.run", "run or resume an audit (python -m steerlens.audit)"),
@@ -21,7 +23,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="steerlens", description="Audit activation steering vectors "
+    p = ArgumentParser(prog="steerlens", description="Audit activation steering vectors "
                                 "for safety: one subcommand per job.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, text) in COMMANDS.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 from steerlens._version import __version__
 from steerlens.audit.flags import add_flags, check_known, flag_fields, given, opt
 from steerlens.audit.presets import MEASURED_LAYERS, PRESETS
-from steerlens.errors import SteerlensError
+from steerlens.errors import ArgumentParser, SteerlensError
 
 DOSE_UNITS = ("resid", "paper")
 
@@ -149,7 +149,7 @@ def _judge_names() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The audit's command line: one flag per `AuditConfig` field with help metadata (every
     default None, so the preset fills what is not given), then the run options."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m steerlens.audit",
         description="Does this steering vector weaken the model's refusals, why, and does "
                     "orthogonalisation fix it? CAA vectors (or your own) against the refusal "

@@ -41,7 +41,7 @@ from steerlens.core.steering import Steering
 from steerlens.datasets.attacks import get_attack
 from steerlens.datasets.behaviours import behaviour_split
 from steerlens.datasets.loaders import load_capability, load_jbb, stratified
-from steerlens.errors import SteerlensError, cli_main
+from steerlens.errors import ArgumentParser, SteerlensError, cli_main
 from steerlens.methods.caa import answer_prompts, p_matching
 from steerlens.methods.mitigations import Condition, gate_decisions
 from steerlens.methods.refusal import sample
@@ -199,7 +199,7 @@ def run_mitigate(run: str | Path, mcfg: MitigateConfig) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """`steerlens mitigate RUN`: the flags generated from `MitigateConfig`."""
-    p = argparse.ArgumentParser(prog="python -m steerlens.audit.mitigate",
+    p = ArgumentParser(prog="python -m steerlens.audit.mitigate",
                                 description="What fixes a finished audit's vectors, at what cost.")
     p.add_argument("run", help="a finished audit run directory")
     add_flags(p, MitigateConfig)

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from steerlens._version import __version__
-from steerlens.audit.config import AuditConfig, RunOptions, build_parser, config_from_args, validate
+from steerlens.audit.config import AuditConfig, RunOptions, audit_config, build_parser, run_options, validate
 from steerlens.audit.grid import grid_stage
 from steerlens.audit.reuse import open_reuse
-from steerlens.errors import SteerlensError
+from steerlens.errors import SteerlensError, cli_main
 from steerlens.rundir import RunStore
-from steerlens.schema import CONFIG_FILE, MANIFEST_FILE, TIMINGS_FILE
+from steerlens.schema import CONFIG_FILE, MANIFEST_FILE, REPORT_FILE, TIMINGS_FILE
 
 
 def _log(msg: str) -> None:
@@ -148,22 +148,18 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg, opts = config_from_args(args)
-        summary = run_audit(cfg, opts)
-    except SteerlensError as e:
-        print(f"steerlens: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("steerlens: interrupted; finished cells are saved, rerun with --resume",
-              file=sys.stderr)
-        return 130
+    opts = run_options(**vars(args))
+    return cli_main(lambda: run_audit(audit_config(**vars(args)), opts),
+                    lambda summary: _answer(summary, opts),
+                    interrupted="finished cells are saved, rerun with --resume")
+
+
+def _answer(summary: dict, opts: RunOptions) -> str:
+    """The answer, and where the run directory and its report are."""
     from steerlens.results.text import format_answer
 
-    print(format_answer(summary))
-    print(f"\nrun directory: {opts.out}"
-          + ("" if not opts.report else f"  (report: {Path(opts.out) / 'report.html'})"))
-    return 0
+    return (format_answer(summary) + f"\n\nrun directory: {opts.out}"
+            + ("" if not opts.report else f"  (report: {Path(opts.out) / REPORT_FILE})"))
 
 
 if __name__ == "__main__":
