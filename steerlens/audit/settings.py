@@ -18,6 +18,7 @@ from steerlens.audit.artefacts import Refusal, Vectors
 from steerlens.audit.config import AuditConfig
 from steerlens.core.geometry import orthogonalize, orthogonalize_subspace, rescale
 from steerlens.core.steering import Steering, ablation, addition
+from steerlens.methods.nulls import covariance_directions, pair_differences
 from steerlens.methods.subspace import RefusalSubspace
 from steerlens.schema import FIX_SUFFIX
 
@@ -133,8 +134,6 @@ def null_directions(cfg: AuditConfig, ref: Refusal, d_model: int) -> dict:
     no harmful-vs-harmless signal); differences of random prompt pairs of the *same* class
     (harmful pairs and harmless pairs alternating: a harmful−harmless pair would be a noisy
     refusal direction). `methods.nulls`."""
-    from steerlens.methods.nulls import covariance_directions, pair_differences
-
     h, ll = ref.harmful.float(), ref.harmless.float()
     within = torch.cat([h - h.mean(0), ll - ll.mean(0)])
     n = cfg.n_null_pairs

@@ -6,23 +6,37 @@ screen and the refusal projections from the grid's first decode step.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from steerlens.audit.artefacts import CAAVector, Refusal, Vectors
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.evaluate import behaviour_effect
-from steerlens.audit.reuse import REFUSAL_FILES, SUBSPACE_FILES, refusal_inputs, reused, subspace_inputs
+from steerlens.audit.reuse import (
+    REFUSAL_FILES,
+    SUBSPACE_FILES,
+    HarmMemo,
+    refusal_inputs,
+    reused,
+    subspace_inputs,
+)
 from steerlens.audit.settings import build_settings, dosed, validation_settings
 from steerlens.core.activations import collect_resid
+from steerlens.core.generation import Readout
 from steerlens.core.geometry import cosine, fraction_in_subspace, unit
 from steerlens.core.prompts import chat_prompts
 from steerlens.core.steering import ablation, addition
 from steerlens.core.vectors import SteeringVector
 from steerlens.datasets.behaviours import behaviour_split
 from steerlens.datasets.loaders import load_categorized, load_instructions
-from steerlens.methods.caa import balanced, label_shuffled, pair_activations
-from steerlens.methods.refusal import refusal_scores, sample, select_refusal_direction
+from steerlens.judges.harm import load_harm_judge
+from steerlens.judges.rejudge import read_cells, rejudge
+from steerlens.methods.caa import balanced, label_shuffled, pair_activations, split_half_cosine
+from steerlens.methods.extraction import extract
+from steerlens.methods.refusal import refusal_scores, refusal_token_ids, sample, select_refusal_direction
 from steerlens.methods.subspace import RefusalSubspace, choose_k_by_ablation, refusal_subspace
+from steerlens.results.summary import load_run_data, summarize
 from steerlens.rundir import RunStore
 from steerlens.schema import (
     DOSE_FILE,
@@ -40,8 +54,6 @@ from steerlens.schema import (
 
 
 def _log(msg: str) -> None:
-    import sys
-
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
@@ -160,8 +172,6 @@ def _caa_acts(model, cfg: AuditConfig, ref: Refusal, behaviour: str):
 
 
 def _caa_from(items, layers, acts, cfg: AuditConfig, ref: Refusal, behaviour: str) -> CAAVector:
-    from steerlens.methods.caa import split_half_cosine
-
     vec = acts.diffs.mean(0)
     meta = {"kind": "caa", "behaviour": behaviour, "n_items": len(items), "balance": True,
             "split_half_cosine": split_half_cosine(acts.diffs, 2, cfg.seed).tolist(),
@@ -174,8 +184,6 @@ def _caa_from(items, layers, acts, cfg: AuditConfig, ref: Refusal, behaviour: st
 
 def _method_vector(acts, layers, method: str, behaviour: str) -> SteeringVector:
     """Another extraction method over the same pair activations (`methods.extraction`)."""
-    from steerlens.methods.extraction import extract
-
     sv = extract(acts, layers, method, behaviour=behaviour)
     sv.meta["method"] = method
     return sv
@@ -303,9 +311,6 @@ def overlap_stage(store: RunStore, ref: Refusal, sub: RefusalSubspace, vectors: 
 def readout(model, ref: Refusal, sub: RefusalSubspace):
     """First-step readout: refusal score, and projections at the layers from the steering layer
     on (row 0: that layer's refusal direction; then the subspace's other rows)."""
-    from steerlens.core.generation import Readout
-    from steerlens.methods.refusal import refusal_token_ids
-
     layers = [lay for lay in ref.direction.layers if lay >= ref.layer]
     extra = sub.basis[1: sub.evidence["k"]].float()
     bases = torch.stack([torch.cat([unit(ref.direction.at(lay)).float()[None], extra])
@@ -326,10 +331,6 @@ def harm_stage(store: RunStore, model, reuse=None) -> None:
     """The harm judge over every generated cell -> judgements/harm.json (the second outcome);
     it reuses the audited model when that is the judge's own 0.5B, and each cell's labels
     from the reuse store when the same cell was judged before."""
-    from steerlens.audit.reuse import HarmMemo
-    from steerlens.judges.harm import load_harm_judge
-    from steerlens.judges.rejudge import read_cells, rejudge
-
     path = store.root / HARM_LABELS
     if path.exists():
         done = set(store.read_json(HARM_LABELS)["cells"])
@@ -344,8 +345,6 @@ def harm_stage(store: RunStore, model, reuse=None) -> None:
 
 
 def summary_stage(store: RunStore) -> dict:
-    from steerlens.results.summary import load_run_data, summarize
-
     summary = summarize(load_run_data(store.root))
     store.write_json(SUMMARY_FILE, summary)
     return store.read_json(SUMMARY_FILE)
