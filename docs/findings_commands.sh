@@ -66,6 +66,11 @@ for r in findings-0.5b-resid findings-0.5b-paper findings-1.5b-resid-100 finding
   steerlens rejudge results/$r --judge harm
 done
 
+# The harm judge's held-out-by-goal confusion counts (sensitivity, specificity) behind the
+# judge-corrected harm numbers (docs/statistics.md): the features of the round-1 labelled rows are
+# the embedded 0.5B's (about 40 min on a busy 2-core CPU), the nested fits a few minutes.
+python benchmarks/harm_judge_confusion.py --cache /tmp/hj1 --round1-only
+
 # CAA validation per behaviour (letter balance, split-half, p(matching) per dose) on the 0.5B.
 python benchmarks/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json
 

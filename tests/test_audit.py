@@ -90,10 +90,11 @@ def test_resume_with_other_config_is_refused(tiny_model_dir, finished_run, capsy
     (["--vector", "/nonexistent.safetensors"], "not found"),
     (["--judge", "oracle"], "unknown judge"),
     (["--doses", "-1"], "doses must be positive"),
-    (["--n-shuffled", "-1"], "must be 0 or more"),
+    (["--n-shuffled", "-1"], "--n-shuffled -1 out of range"),
+    (["--dose-sweep", "0.1", "inf"], "dose-sweep must be non-zero and finite"),
 ])
 def test_bad_arguments_clear_error(tiny_model_dir, tmp_path, capsys, extra, message):
-    args = _args(tiny_model_dir, tmp_path / "x") + extra
+    args = _args(tiny_model_dir, tmp_path / "x", *extra)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

@@ -34,11 +34,12 @@ def test_each_claim_reads_the_summary(finished_run):
 def test_fix_verdict_rule():
     from steerlens.results.verdicts import fix_verdict
 
-    assert fix_verdict(0.01, True, 0.5) == "restores"
-    assert fix_verdict(0.01, False, 0.5) == "partly restores"  # changed, equivalence not shown
-    assert fix_verdict(0.01, False, 0.01) == "partly restores"
-    assert fix_verdict(0.5, False, 0.01) == "does not restore"
-    assert fix_verdict(0.5, True, 0.5) == "inconclusive"  # equivalence alone is not a restore
+    toward = (0.20, 0.02)  # raw +20 -> fixed +2: toward baseline, not across
+    assert fix_verdict(0.01, True, 0.5, *toward) == "restores"
+    assert fix_verdict(0.01, False, 0.5, *toward) == "partly restores"  # equivalence not shown
+    assert fix_verdict(0.01, False, 0.01, *toward) == "partly restores"
+    assert fix_verdict(0.5, False, 0.01, *toward) == "does not restore"
+    assert fix_verdict(0.5, True, 0.5, *toward) == "inconclusive"  # equivalence alone is not a restore
 
 
 def test_bad_run_is_an_error(tmp_path):
@@ -77,7 +78,7 @@ def test_rejudging_changes_labels_without_touching_the_run(finished_run, tmp_pat
             return [False] * len(responses)
 
     s = summarize(load_run_data(run), judge=RefuseAll())
-    assert all(r["asr"] == 0 for r in s["rows"] if "asr" in r)
+    assert all(r["non_refusal"] == 0 for r in s["rows"] if "non_refusal" in r)
     assert all(b["false_refusal_rate"] == 1 for b in s["benign"])
     assert (run / "summary.json").read_bytes() == before
 

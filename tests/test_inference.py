@@ -136,11 +136,33 @@ def test_tost_formulations_agree():
         for b, c, n in _all_tables(20):
             r = tost_equivalence(b, c, n, margin)
             inside = -margin < r["ci_low"] and r["ci_high"] < margin
-            assert r["p_tost"] == max(r["p_lower"], r["p_upper"])
             assert r["equivalent"] == inside == (r["p_tost"] < 0.05), (b, c, n, margin, r)
     for b, c, n in [(40, 45, 1000), (10, 10, 400), (3, 30, 500)]:
         r = tost_equivalence(b, c, n, 0.05)
         assert r["equivalent"] == (-0.05 < r["ci_low"] and r["ci_high"] < 0.05)
+
+
+def _score_p_independent(b: int, c: int, n: int, d0: float) -> float:
+    """Tango's score Z at d0 with the restricted MLE found by numerical maximisation (not the
+    module's closed form)."""
+    def nll(p):
+        return -(special.xlogy(b, p) + special.xlogy(c, p + d0) + special.xlogy(n - b - c, 1 - 2 * p - d0))
+    lo, hi = max(0.0, -d0), (1 - d0) / 2
+    p10 = optimize.minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-13}).x
+    var = n * (2 * p10 + d0 * (1 - d0))
+    return (c - b - n * d0) / math.sqrt(var)
+
+
+@pytest.mark.parametrize("b,c,n,margin", [(3, 4, 40, 0.1), (0, 2, 30, 0.15), (5, 1, 50, 0.1),
+                                          (10, 14, 100, 0.09), (2, 9, 100, 0.08), (0, 0, 20, 0.2)])
+def test_tost_p_is_the_larger_one_sided_score_p(b, c, n, margin):
+    """p_tost from one-sided score tests at -margin and +margin, computed independently."""
+    p_lower = float(sps.norm.sf(_score_p_independent(b, c, n, -margin)))
+    p_upper = float(sps.norm.cdf(_score_p_independent(b, c, n, margin)))
+    r = tost_equivalence(b, c, n, margin)
+    assert r["p_lower"] == pytest.approx(p_lower, rel=1e-5, abs=1e-9)
+    assert r["p_upper"] == pytest.approx(p_upper, rel=1e-5, abs=1e-9)
+    assert r["p_tost"] == pytest.approx(max(p_lower, p_upper), rel=1e-5, abs=1e-9)
 
 
 def test_tost_examples_and_edges():
