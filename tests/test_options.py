@@ -51,7 +51,7 @@ def _audit(argv: list[str]):
         return cfg, None
     except SystemExit as e:
         assert e.code == 2, err.getvalue()
-        return None, err.getvalue().strip().splitlines()[-1]
+        return None, err.getvalue().strip()  # the error line and its fix line
     except SteerlensError as e:
         return None, str(e)
 
@@ -410,7 +410,7 @@ def _mitigate(argv: list[str]):
         return mcfg, None
     except SystemExit as e:
         assert e.code == 2, err.getvalue()
-        return None, err.getvalue().strip().splitlines()[-1]
+        return None, err.getvalue().strip()  # the error line and its fix line
     except SteerlensError as e:
         return None, str(e)
 
