@@ -164,3 +164,36 @@ def test_layer_bands_cover_every_layer_from_the_steering_layer():
     assert bands["14-23"] == list(range(14, 24))
     assert list(bands)[1:] == ["14-17", "18-20", "21-23"]
     assert sorted(x for b in list(bands.values())[1:] for x in b) == list(range(14, 24))
+
+
+def test_audit_mediation_stage_resumes_and_reports(tiny_model_dir, finished_run, tmp_path, capsys):
+    """`--resume --mediation` on a finished run adds only mediation.json (and its per-setting
+    files): every +v and generated null, the direction (and the subspace when k > 1), every band; a rerun after losing a
+    setting's file and mediation.json writes the same bytes; the answer has the line."""
+    import json
+    import shutil
+
+    from conftest import audit_args
+
+    from steerlens.audit.run import main
+
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    assert main(audit_args(tiny_model_dir, out, "--resume", "--mediation", "--no-report")) == 0
+    answer = capsys.readouterr().out
+    med = json.loads((out / "mediation.json").read_text())
+    settings = json.loads((out / "settings.json").read_text())
+    want = {n for n, s in settings.items() if s["generated"] and s["kind"] in
+            ("+v", "shuffled", "random", "covariance", "pair_diff")}
+    per = med["attacks"]["none"]
+    assert set(per) == want and set(med["attacks"]) == {"none", "refusal_suppression"}
+    rec = per["sycophancy@2+v"]
+    k = json.loads((out / "subspace.json").read_text())["k"]
+    assert set(rec["shares"]) == ({"direction", "subspace"} if k > 1 else {"direction"})
+    assert set(rec["shares"]["direction"]) == set(med["bands"]) and "1-3" in med["bands"]
+    assert "sycophancy@2+v under none: mediated through the refusal direction" in answer
+    first = (out / "mediation.json").read_bytes()
+    (out / "mediation.json").unlink()
+    (out / "mediation" / "none__sycophancy@2+v.json").unlink()
+    assert main(audit_args(tiny_model_dir, out, "--resume", "--mediation", "--no-report")) == 0
+    assert (out / "mediation.json").read_bytes() == first

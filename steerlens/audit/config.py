@@ -211,6 +211,7 @@ class RunOptions:
     device: str | None = None  # requested (None: cuda if available)
     dtype: str | None = None  # requested (None: fp32 on CPU, bf16 on CUDA)
     batch_size: int = 0  # requested (0: from free memory)
+    mediation: bool = False  # mediated shares of the first-token effect (audit.mediation)
     extra: dict = field(default_factory=dict)
 
 
@@ -262,6 +263,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "baseline, null and validation cells, harm labels) instead of taking "
                         "them from the reuse store under the cache directory "
                         "($STEERLENS_REUSE_DIR)")
+    p.add_argument("--mediation", action="store_true",
+                   help="also measure, for every +v and generated null, the share of its "
+                        "first-token refusal-score effect that runs through the refusal "
+                        "direction and subspace (directional activation patching; "
+                        "mediation.json; about 1 + 2 x 4 tail passes per setting)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="run evaluation cells here (default) or as Ray actors")
     p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
@@ -313,7 +319,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]
     cfg = AuditConfig(preset=args.preset, **{k: v for k, v in values.items() if k != "preset"})
     opts = RunOptions(Path(args.out), args.resume, not args.no_report, not args.no_harm_judge,
                       not args.no_reuse, args.backend, args.address, args.ray_workers,
-                      args.device, args.dtype, args.batch_size)
+                      args.device, args.dtype, args.batch_size, mediation=args.mediation)
     return cfg, opts
 
 

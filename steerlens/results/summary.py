@@ -47,6 +47,7 @@ class RunData:
     refusal: dict = field(default_factory=dict)
     subspace: dict = field(default_factory=dict)
     harm_judge: dict | None = None  # settings of the judge behind the cells' `harmful` labels
+    mediation: dict = field(default_factory=dict)  # mediation.json (--mediation), if any
 
 
 def _merge_harm(run: Path, cells: dict) -> dict | None:
@@ -73,7 +74,7 @@ def load_run_data(run: str | Path) -> RunData:
     harm = _merge_harm(run, cells)
     opt = lambda name: read_json(run / name) if (run / name).exists() else {}  # noqa: E731
     return RunData(read_json(run / "config.json")["config"], cells, opt("overlap.json"), opt("dose.json"),
-                   opt("refusal.json"), opt("subspace.json"), harm)
+                   opt("refusal.json"), opt("subspace.json"), harm, opt("mediation.json"))
 
 
 def _mean(xs) -> float:
@@ -433,7 +434,8 @@ def summarize(data: RunData, judge=None) -> dict:
     first (the data is copied, nothing is written)."""
     if judge is not None:
         data = RunData(data.config, {k: _rejudged(c, judge) for k, c in data.cells.items()},
-                       data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge)
+                       data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge,
+                       data.mediation)
     rows = _rows(data.cells, data.subspace)
     des = design(data, rows)
     findings = vector_findings(rows, data, des["minimum_detectable_delta_asr"])
@@ -441,14 +443,15 @@ def summarize(data: RunData, judge=None) -> dict:
     family = _adjust(rows, findings, regs)
     for f in findings:
         _verdicts(f)
-    return {"design": des, "rows": rows, "vectors": findings,
-            "regressions": regs.get("nonrefusal", {}), "regressions_harm": regs.get("harm", {}),
-            "templates": {o: template_interaction(data, findings, o) for o in des["outcomes"]},
-            "validation": validation(rows), "benign": benign(data.cells),
-            "screening": screening(rows), "n_tests_bh": family["m_adjusted"], "tests": family,
-            "overlap": data.overlap, "dose": data.dose, "refusal": data.refusal,
-            "subspace": data.subspace, "judge": getattr(judge, "name", data.config.get("judge")),
-            "harm_judge": data.harm_judge}
+    out = {"design": des, "rows": rows, "vectors": findings,
+           "regressions": regs.get("nonrefusal", {}), "regressions_harm": regs.get("harm", {}),
+           "templates": {o: template_interaction(data, findings, o) for o in des["outcomes"]},
+           "validation": validation(rows), "benign": benign(data.cells),
+           "screening": screening(rows), "n_tests_bh": family["m_adjusted"], "tests": family,
+           "overlap": data.overlap, "dose": data.dose, "refusal": data.refusal,
+           "subspace": data.subspace, "judge": getattr(judge, "name", data.config.get("judge")),
+           "harm_judge": data.harm_judge}
+    return {**out, "mediation": data.mediation} if data.mediation else out
 
 
 def _rejudged(cell: dict, judge) -> dict:
