@@ -168,8 +168,9 @@ def test_layer_bands_cover_every_layer_from_the_steering_layer():
 
 def test_audit_mediation_stage_resumes_and_reports(tiny_model_dir, finished_run, tmp_path, capsys):
     """`--resume --mediation` on a finished run adds only mediation.json (and its per-setting
-    files): every +v and generated null, the direction (and the subspace when k > 1), every band; a rerun after losing a
-    setting's file and mediation.json writes the same bytes; the answer has the line."""
+    files): every +v and generated null, the direction (and the subspace when k > 1), every
+    band; a rerun after losing a setting's file and mediation.json writes the same bytes; the
+    answer has the line."""
     import json
     import shutil
 
@@ -197,3 +198,42 @@ def test_audit_mediation_stage_resumes_and_reports(tiny_model_dir, finished_run,
     (out / "mediation" / "none__sycophancy@2+v.json").unlink()
     assert main(audit_args(tiny_model_dir, out, "--resume", "--mediation", "--no-report")) == 0
     assert (out / "mediation.json").read_bytes() == first
+
+
+def test_clamp_holds_the_steered_rows_component_at_the_twins(tiny_model, prompts):
+    """In one forward pass of [twins; steered rows], after the clamp the steered rows'
+    component in span(B) at each clamp layer equals their twin's; the addition still acts."""
+    from steerlens.core.patching import TwinClamp
+    from steerlens.core.prompts import left_pad, pad_id
+
+    layers = [1, 2, 3]
+    bases = per_layer_bases({0: _vec(3)}, layers, extra=_vec(5)[None])
+    clamp = TwinClamp(addition(_vec(6), L), layers, bases)
+    ids, mask = left_pad([prompts.full(i) for i in range(3)], pad_id(tiny_model.tokenizer))
+    ids, mask = torch.cat([ids, ids]), torch.cat([mask, mask])
+    reader = ComponentReader(layers, bases)
+    logits = tiny_model.run_with_hooks(ids, attention_mask=mask,
+                                       fwd_hooks=clamp.hooks(prompts.n_tail) + reader.hooks(prompts.n_tail))
+    got = reader.stacked()
+    torch.testing.assert_close(got[3:], got[:3], atol=1e-5, rtol=0)
+    assert (logits[3:, -1] - logits[:3, -1]).abs().max() > 0.1
+
+
+def test_twinned_generation_matches_plain_paths(tiny_model, prompts):
+    """Nothing clamped: the tokens are +v's (generate_grid); all of R^d clamped from the
+    steering layer on: the unsteered model's tokens (the twin is fed the row's own tokens)."""
+    from steerlens.core.generation import generate_grid, stop_token_ids
+    from steerlens.core.patching import TwinClamp, generate_twinned
+
+    few = prompts.subset(range(4))
+    layers, st = [1, 2, 3], addition(_vec(6, 12.0), L)
+    stop = stop_token_ids(tiny_model.tokenizer)
+    cells = generate_grid(tiny_model, few, {"v": st, "base": Steering()}, 6, 4, desc=None)
+    none = TwinClamp(st, layers, torch.zeros(3, 1, 64))
+    full = TwinClamp(st, layers, torch.eye(64)[None].repeat(3, 1, 1))
+    plain, _ = generate_twinned(tiny_model, few, none, 6, stop, batch_size=3)
+    held, first = generate_twinned(tiny_model, few, full, 6, stop, batch_size=3)
+    assert plain == [c.tokens for c in cells["v"].completions]
+    assert held == [c.tokens for c in cells["base"].completions]
+    assert plain != held
+    torch.testing.assert_close(first, next_token_logits(tiny_model, few), atol=1e-4, rtol=0)

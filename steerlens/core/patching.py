@@ -170,3 +170,80 @@ class TailPatcher:
                 out = got.new_empty(k, len(self.prompts), *got.shape[2:])
             out[:, idx] = got
         return out
+
+
+class TwinClamp:
+    """`steering` deployed with its component in span(B) clamped to an unsteered twin's: the
+    batch is laid out as [twins; steered rows] (the same token histories), the additions act on
+    the steered half only, and at `resid_pre` of each clamp layer the steered rows' component
+    in span(`bases[layer]`) on the steered positions is set to their twin's, read in the same
+    forward pass (layers run in order, so the twin's value at that layer exists). Every decode
+    step feeds the twin the steered row's token (`generate_twinned`): twice the rows per step.
+    """
+
+    touches_prompt = False
+    stackable = False
+
+    def __init__(self, steering: Steering, layers: Sequence[int],
+                 bases: Float[Tensor, "layer k d_model"]):
+        if not steering.stackable:
+            raise SteerlensError("a clamp deploys after-instruction additions only",
+                                 fix="build the steering with steering.addition(v, layer)")
+        self.steering, self.layers, self.bases = steering, list(layers), bases.float()
+
+    def _add(self, x: Tensor, hook, delta: Tensor, tail: int | None) -> Tensor:
+        n, b = _span(x, tail), x.shape[0] // 2
+        x = x.clone()
+        x[b:, x.shape[1] - n:] += delta.to(device=x.device, dtype=x.dtype)
+        return x
+
+    def _clamp(self, x: Tensor, hook, i: int, tail: int | None) -> Tensor:
+        n, b = _span(x, tail), x.shape[0] // 2
+        q = self.bases[i].to(device=x.device)
+        part = x[:, x.shape[1] - n:].float()
+        coeff = einsum(part, q, "b p d, k d -> b p k")
+        fix = einsum(coeff[:b] - coeff[b:], q, "b p k, k d -> b p d")
+        x = x.clone()
+        x[b:, x.shape[1] - n:] += fix.to(x.dtype)
+        return x
+
+    def hooks(self, tail: int | None = None) -> list[tuple[str, object]]:
+        adds = [(hook_name(a.layer, a.site), lambda x, hook, d=a.multiplier * a.vector:
+                 self._add(x, hook, d, tail)) for a in self.steering.interventions]
+        return adds + [(hook_name(lay), lambda x, hook, i=i: self._clamp(x, hook, i, tail))
+                       for i, lay in enumerate(self.layers)]
+
+
+@torch.no_grad()
+def generate_twinned(model, prompts: PromptSet, clamp: TwinClamp, max_new_tokens: int,
+                     stop_ids: set[int], batch_size: int = 8) -> tuple[list[list[int]], Tensor]:
+    """Greedy tokens of every prompt under `clamp` (each row beside its unsteered twin, which is
+    fed the row's tokens), and the steered rows' first-token logits. Rows run to
+    `max_new_tokens` or a stop token (no early exit: pairs stay aligned)."""
+    from steerlens.core.kvcache import new_cache
+    from steerlens.core.prompts import left_pad, pad_id
+
+    device, tokens = model.cfg.device, [[] for _ in range(len(prompts))]
+    first = torch.empty(len(prompts), model.cfg.d_vocab)
+    for idx in length_batches([prompts.full(i) for i in range(len(prompts))], batch_size):
+        ids, mask = left_pad([prompts.full(i) for i in idx], pad_id(model.tokenizer))
+        ids, mask = torch.cat([ids, ids]).to(device), torch.cat([mask, mask]).to(device)
+        cache, b = new_cache(model), len(idx)
+        logits = model.run_with_hooks(ids, fwd_hooks=clamp.hooks(prompts.n_tail),
+                                      attention_mask=mask, past_key_values=cache,
+                                      logits_to_keep=1)[:, -1]
+        first[idx] = logits[b:].float().cpu()
+        done = [False] * b
+        with model.hooks(fwd_hooks=clamp.hooks(None)):
+            for _ in range(max_new_tokens):
+                nxt = logits[b:].argmax(-1)  # the steered row chooses; its twin is fed the same
+                for j, t in enumerate(nxt.tolist()):
+                    done[j] = done[j] or t in stop_ids
+                    if not done[j]:
+                        tokens[idx[j]].append(t)
+                if all(done):
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                logits = model(torch.cat([nxt, nxt])[:, None], attention_mask=mask,
+                               past_key_values=cache, logits_to_keep=1)[:, -1]
+    return tokens, first
