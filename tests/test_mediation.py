@@ -168,18 +168,22 @@ def test_layer_bands_cover_every_layer_from_the_steering_layer():
 
 def test_audit_mediation_stage_resumes_and_reports(tiny_model_dir, finished_run, tmp_path, capsys):
     """`--resume --mediation` on a finished run adds only mediation.json (and its per-setting
-    files): every +v and generated null, the direction (and the subspace when k > 1), every
-    band; a rerun after losing a setting's file and mediation.json writes the same bytes; the
-    answer has the line."""
+    files): every +v and generated null, the direction (the subspace when k > 1, and the
+    polarity direction when the run has one), every band; a rerun after losing a setting's
+    file and mediation.json writes the same bytes; the answer has the line."""
     import json
     import shutil
 
     from conftest import audit_args
 
     from steerlens.audit.run import main
+    from steerlens.core.vectors import SteeringVector
 
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
+    # a polarity direction as the polarity stage writes it (every layer, resid_pre)
+    SteeringVector(torch.randn(4, 64, generator=torch.Generator().manual_seed(0)),
+                   [0, 1, 2, 3]).save(out / "polarity_direction.safetensors")
     assert main(audit_args(tiny_model_dir, out, "--resume", "--mediation", "--no-report")) == 0
     answer = capsys.readouterr().out
     med = json.loads((out / "mediation.json").read_text())
@@ -190,7 +194,7 @@ def test_audit_mediation_stage_resumes_and_reports(tiny_model_dir, finished_run,
     assert set(per) == want and set(med["attacks"]) == {"none", "refusal_suppression"}
     rec = per["sycophancy@2+v"]
     k = json.loads((out / "subspace.json").read_text())["k"]
-    assert set(rec["shares"]) == ({"direction", "subspace"} if k > 1 else {"direction"})
+    assert set(rec["shares"]) == {"direction", "polarity"} | ({"subspace"} if k > 1 else set())
     assert set(rec["shares"]["direction"]) == set(med["bands"]) and "1-3" in med["bands"]
     assert "sycophancy@2+v under none: mediated through the refusal direction" in answer
     first = (out / "mediation.json").read_bytes()

@@ -30,15 +30,15 @@ def mediated_settings(grid: list) -> list:
     return [s for s in grid if s.kind.value in MEDIATED_KINDS and s.generate]
 
 
-def _polarity(store: RunStore, d_model: int) -> torch.Tensor | None:
-    """The run's answer-polarity direction at the steering layer, when it has one."""
-    from steerlens.core.tensorfile import load_tensors
+def _polarity(store: RunStore) -> dict[int, torch.Tensor] | None:
+    """The run's answer-polarity direction per layer (a `SteeringVector` at resid_pre, as the
+    polarity stage writes it), when the run has one."""
+    from steerlens.core.vectors import SteeringVector
 
     if not store.exists(POLARITY_FILE):
         return None
-    t, _ = load_tensors(store.path(POLARITY_FILE))
-    p = t.get("direction")
-    return p.float().reshape(-1) if p is not None and p.numel() == d_model else None
+    sv = SteeringVector.load(store.path(POLARITY_FILE)).as_resid_pre()
+    return {lay: sv.at(lay) for lay in sv.layers if float(sv.at(lay).norm()) > 0}
 
 
 def bases(store: RunStore, model, ref, sub) -> tuple[list[int], dict, dict]:
@@ -58,10 +58,12 @@ def bases(store: RunStore, model, ref, sub) -> tuple[list[int], dict, dict]:
         out["subspace"] = per_layer_bases(dirs, layers, sub.basis[1:k])
         info["subspace"] = {"k": k, "rows_beyond_the_direction": "the subspace's, at the "
                             f"steering layer {ref.layer}"}
-    pol = _polarity(store, model.cfg.d_model)
-    if pol is not None:
-        out["polarity"] = per_layer_bases({ref.layer: pol}, layers)
-        info["polarity"] = {"k": 1, "file": POLARITY_FILE}
+    pol = _polarity(store)
+    if pol:
+        out["polarity"] = per_layer_bases(pol, layers)
+        info["polarity"] = {"k": 1, "file": POLARITY_FILE,
+                            "direction_layers": {str(lay): direction_layer(sorted(pol), lay)
+                                                 for lay in layers}}
     return layers, out, info
 
 
