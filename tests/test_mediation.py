@@ -241,3 +241,22 @@ def test_twinned_generation_matches_plain_paths(tiny_model, prompts):
     assert held == [c.tokens for c in cells["base"].completions]
     assert plain != held
     torch.testing.assert_close(first, next_token_logits(tiny_model, few), atol=1e-4, rtol=0)
+
+
+def test_answer_line_formats_shares_and_undefined():
+    from steerlens.results.text import mediation_lines
+
+    ok = {"share": 0.42, "share_ci": [0.3, 0.55]}
+    und = {"share": None, "share_ci": [None, None], "undefined": "undefined: ..."}
+    med = {"bands": {"14-23": [], "14-17": []}, "attacks": {"none": {
+        "v@0.15+v": {"kind": "+v", "shares": {"direction": {"14-23": ok},
+                                              "subspace": {"14-23": und}}},
+        "random0@0.15": {"kind": "random", "shares": {"direction": {"14-23": und}}},
+        "random1@0.15": {"kind": "random", "shares": {"direction": {"14-23": ok}}}}}}
+    lines = mediation_lines({"mediation": med})
+    assert lines[1] == ("  v@0.15+v under none: mediated through the refusal direction (first-token "
+                        "refusal score): 42% [30, 55] (subspace: undefined (effect's interval "
+                        "includes 0))")
+    assert lines[2] == ("  its generated nulls under none: share defined for 1 of 2; median 42% "
+                        "(range 42 to 42)")
+    assert mediation_lines({}) == []
