@@ -8,7 +8,7 @@ with the refusal direction and the subspace held at the unsteered value in every
 (`audit.mediation`); then one +v cell generated as the grid does (64 tokens, refusal stop),
 timed, for the cost comparison.
 
-    flock LOCK python benchmarks/mediation_first_token.py results/findings-0.5b-resid \\
+    PYTHONPATH=. python benchmarks/mediation_first_token.py results/findings-0.5b-resid \\
         --json docs/mediation_0.5b.json
 """
 
@@ -23,7 +23,8 @@ import torch
 
 
 def _settings(run: Path, cfg, ref, vectors: list[str], n_random: int, d_model: int, dev):
-    from steerlens.audit.stages import CAAVector, _null_directions, dosed
+    from steerlens.audit.artefacts import CAAVector
+    from steerlens.audit.settings import dosed, random_directions
     from steerlens.core.steering import addition
 
     scale = json.loads((run / "dose.json").read_text())["scale"]
@@ -33,7 +34,7 @@ def _settings(run: Path, cfg, ref, vectors: list[str], n_random: int, d_model: i
         caa = CAAVector.load(run / "vectors" / f"{name}.safetensors")
         out[f"{name}@0.15+v"] = ("+v", add(dosed(caa.vector.at(ref.layer), 0.15, scale)))
         out[f"{name}@0.15shuffled0"] = ("shuffled", add(dosed(caa.null[0], 0.15, scale)))
-    for i, x in enumerate(_null_directions(cfg["n_null_screen"] + cfg["n_null_generate"],
+    for i, x in enumerate(random_directions(cfg["n_null_screen"] + cfg["n_null_generate"],
                                            d_model, cfg["seed"])[:n_random]):
         out[f"random{i}@0.15"] = ("random", add(dosed(x, 0.15, scale)))
     return out
@@ -61,9 +62,9 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     a = p.parse_args()
 
+    from steerlens.audit.artefacts import Refusal
     from steerlens.audit.evaluate import attack_prompts
     from steerlens.audit.mediation import bases
-    from steerlens.audit.stages import Refusal
     from steerlens.core.generation import refusal_log_odds
     from steerlens.core.models import load_model
     from steerlens.core.patching import TailPatcher
@@ -104,8 +105,8 @@ def main() -> None:
         first = next(n for n, (k, _) in settings.items() if k == "+v")
         sec["one_generated_cell"] = _one_cell(model, prompts, settings[first][1])
         out["attacks"][attack], out["seconds"][attack] = res, sec
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=1) + "\n")
+        if a.json:  # after each attack: a run cut short keeps what it finished
+            a.json.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out["seconds"], indent=1))
 
 

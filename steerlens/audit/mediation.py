@@ -16,9 +16,9 @@ import sys
 import torch
 
 from steerlens.rundir import RunStore
+from steerlens.schema import MEDIATION_FILE, POLARITY_TENSORS, mediation_name
 
 MEDIATED_KINDS = ("+v", "shuffled", "random", "covariance", "pair_diff")
-POLARITY_FILE = "polarity_direction.safetensors"
 
 
 def _log(msg: str) -> None:
@@ -35,9 +35,9 @@ def _polarity(store: RunStore) -> dict[int, torch.Tensor] | None:
     polarity stage writes it), when the run has one."""
     from steerlens.core.vectors import SteeringVector
 
-    if not store.exists(POLARITY_FILE):
+    if not store.exists(POLARITY_TENSORS):
         return None
-    sv = SteeringVector.load(store.path(POLARITY_FILE)).as_resid_pre()
+    sv = SteeringVector.load(store.path(POLARITY_TENSORS)).as_resid_pre()
     return {lay: sv.at(lay) for lay in sv.layers if float(sv.at(lay).norm()) > 0}
 
 
@@ -61,14 +61,10 @@ def bases(store: RunStore, model, ref, sub) -> tuple[list[int], dict, dict]:
     pol = _polarity(store)
     if pol:
         out["polarity"] = per_layer_bases(pol, layers)
-        info["polarity"] = {"k": 1, "file": POLARITY_FILE,
+        info["polarity"] = {"k": 1, "file": POLARITY_TENSORS,
                             "direction_layers": {str(lay): direction_layer(sorted(pol), lay)
                                                  for lay in layers}}
     return layers, out, info
-
-
-def _file(attack: str, setting: str) -> str:
-    return f"mediation/{attack}__{setting}.json"
 
 
 def _attack_scores(store: RunStore, model, cfg, attack: str, goals, settings, held) -> dict:
@@ -87,16 +83,16 @@ def _attack_scores(store: RunStore, model, cfg, attack: str, goals, settings, he
     patcher = None
     out = {}
     for s in settings:
-        name = _file(attack, s.name)
+        name = mediation_name(attack, s.name)
         if not store.exists(name):
             if patcher is None:
                 prompts = attack_prompts(model.tokenizer, get_attack(attack), goals, cfg.system)
                 patcher = TailPatcher(model, prompts, layers, reader,
                                       lambda x: refusal_log_odds(x, ids), cfg.batch_size)
-                store.write_json(_file(attack, "baseline"), {"scores": patcher.baseline.tolist()})
+                store.write_json(mediation_name(attack, "baseline"), {"scores": patcher.baseline.tolist()})
             store.write_json(name, mediation_scores(patcher, s.steering, cols, bands))
         out[s.name] = store.read_json(name)
-    out["baseline"] = store.read_json(_file(attack, "baseline"))["scores"]
+    out["baseline"] = store.read_json(mediation_name(attack, "baseline"))["scores"]
     return out
 
 
@@ -126,5 +122,5 @@ def mediation_stage(store: RunStore, model, cfg, ref, sub, settings: dict) -> di
     for attack in cfg.attacks:
         scores = _attack_scores(store, model, cfg, attack, goals, chosen, (layers, named, bands))
         out["attacks"][attack] = _shares(scores, chosen, cfg.seed)
-    store.write_json("mediation.json", out)
-    return store.read_json("mediation.json")
+    store.write_json(MEDIATION_FILE, out)
+    return store.read_json(MEDIATION_FILE)
