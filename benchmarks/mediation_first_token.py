@@ -102,10 +102,12 @@ def main() -> None:
             res[name] = {"kind": kind, "shares": shares(sc, tp.baseline.tolist(), cfg["seed"])}
             print(attack, name, json.dumps(res[name]["shares"]["direction"][next(iter(bands))]),
                   flush=True)
+        out["attacks"][attack], out["seconds"][attack] = res, sec
+        if a.json:  # before the slow cell: a run cut short keeps what it finished
+            a.json.write_text(json.dumps(out, indent=1) + "\n")
         first = next(n for n, (k, _) in settings.items() if k == "+v")
         sec["one_generated_cell"] = _one_cell(model, prompts, settings[first][1])
-        out["attacks"][attack], out["seconds"][attack] = res, sec
-        if a.json:  # after each attack: a run cut short keeps what it finished
+        if a.json:
             a.json.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out["seconds"], indent=1))
 
