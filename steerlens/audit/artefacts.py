@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from steerlens.audit.config import AuditConfig
+from steerlens.audit.config import AuditConfig, file_vector_name
 from steerlens.core.geometry import check_vector
 from steerlens.core.tensorfile import load_tensors, save_tensors
 from steerlens.core.vectors import SteeringVector
@@ -92,5 +91,5 @@ def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
         if cfg.layer is None or cfg.layer not in sv.layers:
             raise SteerlensError(f"vector {path} needs a steering layer it has (resid_pre layers "
                                  f"{sv.layers})", fix="pass --layer with one of them")
-        out[f"file:{Path(path).stem}"] = sv
+        out[file_vector_name(path)] = sv  # unique: config.validate
     return out
