@@ -168,6 +168,17 @@ class AuditConfig:
     n_null_pairs: int = opt(0, "generated null directions: differences of random prompt pairs' "
                             "activations (ActAdd-shaped)", type=int)
 
+    protocol: str = opt(
+        "caa", "how --vector files are audited: caa (default: at --layer only, after the "
+        "instruction, dose in residual-norm fractions) or deployed (as the file's library "
+        "applies it: every layer in the file, every position, at --multipliers in the "
+        "library's own units, against random nulls with the vector's per-layer norms; "
+        "audit.deployed)", choices=("caa", "deployed"))
+    multipliers: tuple[float, ...] = opt(
+        (1.0,), "--protocol deployed: the coefficients audited, in the library's units (repeng "
+        "set_control coeff, llama.cpp --control-vector-scaled, steering-vectors multiplier, "
+        "IBM behavior_vector_strength)", nargs="+", type=float)
+
     def to_json(self) -> dict:
         d = asdict(self)
         return {k: v for k, v in d.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
@@ -193,7 +204,7 @@ class AuditConfig:
 
 ADDED_FIELDS = {f.name: f.default for f in fields(AuditConfig)
                 if f.name in ("methods", "vector_settings", "screen_doses", "n_null_covariance",
-                              "n_null_pairs")}
+                              "n_null_pairs", "protocol", "multipliers")}
 
 
 @dataclass(frozen=True)
@@ -276,7 +287,7 @@ def _check_judge(name: str) -> None:
 
 
 _TUPLES = ("behaviours", "attacks", "doses", "dose_sweep", "methods", "vector_settings",
-           "screen_doses")
+           "screen_doses", "multipliers")
 VECTOR_SETTINGS = ("plus", "minus", "perp1", "perpk")
 
 
@@ -340,6 +351,10 @@ def validate(cfg: AuditConfig) -> None:
               (cfg.dose_unit in DOSE_UNITS, f"unknown dose unit {cfg.dose_unit!r}", "resid or paper"),
               (bool(cfg.behaviours) or bool(cfg.vectors), "nothing to audit",
                "name --behaviours or --vector files"),
+              (cfg.protocol == "caa" or bool(cfg.vectors), "--protocol deployed audits "
+               "--vector files, and none is given", "pass --vector FILE (or drop --protocol)"),
+              (cfg.protocol == "caa" or (bool(cfg.multipliers) and all(cfg.multipliers)),
+               "--multipliers must be non-zero", "e.g. --multipliers 0.5 1 1.5"),
               (cfg.n_caa_items >= 2, "--n-caa-items must be at least 2", "e.g. 64"),
               (min(cfg.n_null_screen, cfg.n_null_generate, cfg.n_shuffled) >= 0,
                "null counts (--n-null-screen, --n-null-generate, --n-shuffled) must be 0 or more",

@@ -33,6 +33,7 @@ class Kind(str, Enum):
     SHUFFLED = "shuffled"  # label-shuffled CAA vector (null)
     COVARIANCE = "covariance"  # drawn from the covariance of residual activations (null)
     PAIR_DIFF = "pair_diff"  # difference of a random prompt pair's activations (null)
+    RANDOM_MATCHED = "random_matched"  # random per layer with a deployed vector's norms (null)
     SCREEN = "+v_screen"  # +v at a further dose, screened at the first step only
     COMPENSATED = "+v_comp"  # +v with downstream compensation (audit.mitigate)
     GATED = "+v_gated"  # +v behind CAST's condition gate (audit.mitigate)
@@ -52,10 +53,12 @@ class Setting:
     vector: str | None = None  # the audited vector it belongs to
     dose: float = 0.0  # signed, in the run's dose unit
     generate: bool = True  # False: screened at the first step only (most null directions)
+    protocol: str = "caa"  # "deployed": as the vector's library applies it (audit.deployed)
 
     def meta(self) -> dict:
+        extra = {} if self.protocol == "caa" else {"protocol": self.protocol}
         return {"kind": self.kind.value, "vector": self.vector, "dose": self.dose,
-                "generated": self.generate}
+                "generated": self.generate, **extra}
 
 
 def attack_prompts(tokenizer, attack: Attack, goals: Sequence[Behavior],

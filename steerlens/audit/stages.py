@@ -332,7 +332,11 @@ def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
                  f"{sv.meta['site_assumed']} (vectors/files.json records it)")
         if cfg.layer is None or cfg.layer not in sv.layers:
             raise SteerlensError(f"vector {path} needs a steering layer it has (resid_pre layers "
-                                 f"{sv.layers})", fix="pass --layer with one of them")
+                                 f"{sv.layers})", fix="pass --layer with one of them (under "
+                                 "--protocol deployed: the layer its geometry is read at)")
+        if not all(0 <= lay <= model.cfg.n_layers for lay in sv.layers):
+            raise SteerlensError(f"vector {path} has layers {sv.layers} (resid_pre) beyond the "
+                                 f"model's {model.cfg.n_layers}", fix="use a vector for this model")
         out[f"file:{Path(path).stem}"] = sv
     return out
 
@@ -481,21 +485,25 @@ def build_settings(cfg: AuditConfig, model, ref: Refusal, sub: RefusalSubspace, 
     """Every steering condition: baseline; per vector and dose +v, -v, +v_perp1, +v_perpk (those
     `cfg.vector_settings` names) and label-shuffled nulls; +v screened at `cfg.screen_doses`;
     per dose the model-level nulls (random, covariance, prompt-pair differences)."""
+    from steerlens.audit.deployed import deployed_settings, is_deployed
     from steerlens.audit.evaluate import Kind, Setting
 
     dev, L = model.cfg.device, ref.layer
     r, basis = ref.direction.at(L), sub.basis[: sub.evidence["k"]]
     add = lambda v: addition(v.float().to(dev), L)  # noqa: E731
     nulls = null_directions(cfg, ref, model.cfg.d_model)
+    caa = {n: sv for n, sv in vectors.vectors.items() if not is_deployed(cfg, n)}
     out = [Setting("baseline", Kind.BASELINE)]
-    for d in cfg.doses:
-        for name, sv in vectors.vectors.items():
+    for d in cfg.doses if caa else ():
+        for name, sv in caa.items():
             shuffled = [dosed(n, d, scale) for n in vectors.nulls.get(name, [])]
             out += _vector_settings(cfg, name, dosed(sv.at(L), d, scale), d, add, r, basis, shuffled)
         out += _model_nulls(cfg, nulls, d, scale, add)
     for d in cfg.screen_doses:
         out += [Setting(f"{name}@{d:g}+v_screen", Kind.SCREEN, add(dosed(sv.at(L), d, scale)),
-                        name, d, generate=False) for name, sv in vectors.vectors.items()]
+                        name, d, generate=False) for name, sv in caa.items()]
+    for name in (n for n in vectors.vectors if n not in caa):
+        out += deployed_settings(cfg, model, name, vectors.vectors[name])
     return out
 
 
