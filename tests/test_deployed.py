@@ -123,3 +123,23 @@ def test_deployed_audit_runs_every_layer_and_says_so(tiny_model_dir, control_vec
     assert "AS DEPLOYED" in s["design"]["steered_positions"]
     caa = [f for f in s["vectors"] if f["vector"] == "refusal"]
     assert caa and all("protocol" not in f for f in caa)
+
+
+def test_deployed_config_flags_and_checks(tmp_path):
+    """Old runs keep their hash; deployed drops the preset's behaviours unless named."""
+    from steerlens.audit.config import AuditConfig, build_parser, config_from_args, validate
+    from steerlens.errors import SteerlensError
+
+    f = tmp_path / "cv.gguf"
+    f.write_bytes(b"")
+    parse = lambda *a: config_from_args(build_parser().parse_args(list(a)))[0]  # noqa: E731
+    assert "protocol" not in AuditConfig().to_json() and "multipliers" not in AuditConfig().to_json()
+    cfg = parse("--vector", str(f), "--protocol", "deployed", "--multipliers", "0.5", "1")
+    assert cfg.behaviours == () and cfg.multipliers == (0.5, 1.0) and cfg.to_json()["protocol"] == "deployed"
+    named = parse("--vector", str(f), "--protocol", "deployed", "--behaviours", "refusal")
+    assert named.behaviours == ("refusal",)
+    assert parse("--vector", str(f)).behaviours  # the CAA protocol keeps the preset's
+    with pytest.raises(SteerlensError, match="--vector files"):
+        validate(parse("--protocol", "deployed", "--behaviours", "refusal"))
+    with pytest.raises(SteerlensError, match="non-zero"):
+        validate(parse("--vector", str(f), "--protocol", "deployed", "--multipliers", "0"))

@@ -318,6 +318,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]
         if given is not None and f.name not in ("device", "dtype", "batch_size", "version"):
             values[f.name] = given
     values["vectors"] = tuple(str(Path(v)) for v in (args.vectors or ()))
+    if values.get("protocol") == "deployed" and args.behaviours is None:
+        values["behaviours"] = ()  # the preset's CAA behaviours only when named (--behaviours)
     if values.get("layer") is None:
         values["layer"] = MEASURED_LAYERS.get(values.get("model", AuditConfig.model))
     values = {k: tuple(v) if k in _TUPLES else v for k, v in values.items()}
