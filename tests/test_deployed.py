@@ -123,6 +123,20 @@ def test_deployed_audit_runs_every_layer_and_says_so(tiny_model_dir, control_vec
     assert "AS DEPLOYED" in s["design"]["steered_positions"]
     caa = [f for f in s["vectors"] if f["vector"] == "refusal"]
     assert caa and all("protocol" not in f for f in caa)
+    _fixes_of_deployed_vectors_are_refused(out)
+
+
+def _fixes_of_deployed_vectors_are_refused(run):
+    """mitigate and export act at one layer after the instruction: not for a deployed vector."""
+    from steerlens.audit.export import export
+    from steerlens.audit.mitigate import MitigateConfig, check
+    from steerlens.errors import SteerlensError
+
+    with pytest.raises(SteerlensError, match="audited as deployed"):
+        check(run, MitigateConfig())
+    check(run, MitigateConfig(vectors=("refusal",)))  # the run's CAA vector may be mitigated
+    with pytest.raises(SteerlensError, match="audited as deployed"):
+        export(run, "file:cv", "raw", "gguf", run / "x.gguf")
 
 
 def test_deployed_config_flags_and_checks(tmp_path):

@@ -184,6 +184,14 @@ def export(run: str | Path, name: str, fix: str, fmt: str, out: str | Path,
         raise SteerlensError(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
     check_fix(fix)
     g = load_geometry(run)
+    from steerlens.audit.deployed import is_deployed
+
+    if is_deployed(g.cfg, name):
+        raise SteerlensError(f"{name} was audited as deployed (every layer, the library's "
+                             "coefficients): the run's settings are its own file times a "
+                             "coefficient, and its fixes are computed at one layer only",
+                             fix="deploy the file itself at the coefficient the audit cleared, or "
+                                 "audit it under --protocol caa and export that run's fixes")
     dose = _dose(g, dose)
     rows = fix_rows(g, name, fix, dose)
     layers = sorted(rows)

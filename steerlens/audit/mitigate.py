@@ -73,6 +73,13 @@ def check(run: Path, mcfg: MitigateConfig) -> None:
     if set(mcfg.vectors) - names:
         raise SteerlensError(f"--vectors {list(mcfg.vectors)}: the run audited {sorted(names)}",
                              fix="name vectors the run has, or none for all of them")
+    deployed = [n for n in (mcfg.vectors or names) if n.startswith("file:")] if RunStore(
+        run).read_json("config.json")["config"].get("protocol") == "deployed" else []
+    if deployed:
+        raise SteerlensError(f"{deployed} were audited as deployed (every layer, every "
+                             "position); the fixes here act at one layer after the instruction",
+                             fix="pass --vectors with the run's CAA vectors, or audit the file "
+                                 "under --protocol caa and mitigate that run")
     if min(mcfg.n_capability, mcfg.n_calibration, mcfg.learned_harmful, mcfg.learned_items) < 1:
         raise SteerlensError("mitigate sizes must be at least 1", fix="e.g. --n-capability 100")
     store = RunStore(run / "mitigations")
