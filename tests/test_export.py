@@ -192,3 +192,29 @@ def test_gate_and_unknown_fixes_are_refused_with_what_to_do(fixed_run, tmp_path,
     assert main(["export", str(run), "--vector", "sycophancy", "--fix", "perp1", "--format",
                  "svec", "--out", str(tmp_path / "p.svec")]) == 0
     assert "sycophancy@2+v_perp1" in capsys.readouterr().out
+
+
+def test_steering_vectors_min_token_index_gives_the_audits_positions(fixed_run, tiny_model,
+                                                                     tiny_model_dir, tmp_path):
+    """On one prompt's forward pass, `apply(min_token_index=len - n_tail)` adds the exported
+    vector where the run did: from the end of the user's message on (cached decoding slices
+    each call, so it would not steer the generated tokens)."""
+    sv_lib = pytest.importorskip("steering_vectors")
+    from safetensors.torch import load_file
+
+    from steerlens.audit.export import export
+    from steerlens.core.prompts import chat_prompts
+
+    run, settings = fixed_run
+    hf, _ = _hf(tiny_model_dir)
+    prompts = chat_prompts(tiny_model.tokenizer, [TEXT])
+    ids = torch.tensor([prompts.full(0)])
+    export(run, "sycophancy", "perp1", "steering-vectors", tmp_path / "p.safetensors")
+    vec = sv_lib.SteeringVector({int(k): v for k, v in load_file(str(tmp_path / "p.safetensors")).items()},
+                                "decoder_block")
+    with torch.no_grad(), vec.apply(hf, min_token_index=ids.shape[1] - prompts.n_tail):
+        got = hf(ids).logits
+    with torch.no_grad(), settings["sycophancy@2+v_perp1"].apply(tiny_model, tail=prompts.n_tail):
+        ref = tiny_model(ids).float()
+    _close(ref, got)
+    assert float((ref - _reference(tiny_model, settings, "perp1", ids)).abs().max()) > 1e-4

@@ -8,8 +8,9 @@ library's default application (coefficient 1: repeng `set_control(v, 1.0)`, llam
 behavior_vector_strength=1.0, behavior_layer_ids=<the file's layers>)`) adds the same vectors.
 Positions differ: the audit's CAA protocol steers from the end of the user's message on, a
 library's default adds at every position (prompt included); with coefficient 1 the vectors are
-the run's, the positions the library's (steering-vectors' `min_token_index` can restore the
-audit's rule for a single prompt). Static fixes only: raw, perp1, perpk, compensate (+v plus
+the run's, the positions the library's (steering-vectors' `min_token_index` restores the
+audit's positions on one prompt's forward pass; cached decoding slices each call, so not in
+generation). Static fixes only: raw, perp1, perpk, compensate (+v plus
 the calibrated corrections at later layers), learned. A gate is not a vector (it decides per
 prompt whether to steer) and is refused with what to deploy instead. Nothing is recomputed:
 every fix is read from the run's files (`RUN/mitigations/` for compensate and learned).
