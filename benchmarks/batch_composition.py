@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from steerlens.audit.artefacts import Refusal
 from steerlens.audit.evaluate import _stored, attack_prompts
-from steerlens.audit.stages import load_refusal, readout
+from steerlens.audit.stages import readout
 from steerlens.core.generation import generate_grid
 from steerlens.core.models import load_model
 from steerlens.core.steering import Steering, addition
@@ -61,7 +62,7 @@ def main() -> None:
 
     from steerlens.methods.subspace import RefusalSubspace
 
-    ref = load_refusal(RUN / "refusal_direction.safetensors")
+    ref = Refusal.load(RUN / "refusal_direction.safetensors")
     basis = load_file(str(RUN / "refusal_subspace.safetensors"))["basis"]
     sub = RefusalSubspace(basis, "category", {"k": json.loads((RUN / "subspace.json").read_text())["k"]})
     ro = readout(m, ref, sub)

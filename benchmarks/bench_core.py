@@ -25,7 +25,8 @@ import time
 import torch
 from scipy.stats import spearmanr
 
-from steerlens.audit.evaluate import Kind, Setting, attack_prompts, evaluate_job
+from steerlens.audit.evaluate import attack_prompts, evaluate_job
+from steerlens.audit.settings import Kind, Setting
 from steerlens.core.activations import collect_resid
 from steerlens.core.generation import generate_grid, next_token_logits_grid, refusal_log_odds, stop_token_ids
 from steerlens.core.models import load_model

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.3.0"
+from steerlens._version import __version__  # noqa: F401 (re-exported)
 
 _PUBLIC = {
     "load_model": "steerlens.core.models",
@@ -28,6 +28,8 @@ _PUBLIC = {
     "load_instructions": "steerlens.datasets.loaders",
     "AuditResult": "steerlens.audit.api",
     "load_run": "steerlens.audit.api",
+    "mitigate": "steerlens.audit.api",
+    "study": "steerlens.audit.api",
     "SteerlensError": "steerlens.errors",
 }
 

@@ -10,6 +10,9 @@ import sys
 # subcommand -> (module with main(argv), one line of help)
 COMMANDS = {
     "audit": ("steerlens.audit.run", "run or resume an audit (python -m steerlens.audit)"),
+    "mitigate": ("steerlens.audit.mitigate", "what fixes a finished audit's vectors, at what cost"),
+    "study": ("steerlens.audit.study", "the vector-library study: two audits, the layer scan, "
+              "the analysis"),
     "report": ("steerlens.results.report", "rebuild a run's dashboard from its saved files"),
     "export": ("steerlens.audit.export", "write a run's vector or static fix as a GGUF, "
                "steering-vectors or .svec file"),

@@ -1,5 +1,6 @@
 """The run store: one directory per audit; every file is written atomically (readable, 0644),
-and each stage's artefact is computed once through `RunStore.cached`, so runs resume."""
+and each stage's artefact is computed once through `RunStore.cached`, so runs resume. A
+finished run is opened one way, `open_run`: read-only, its files checked first."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from steerlens.errors import SteerlensError
+from steerlens.schema import CONFIG_FILE, SUMMARY_FILE
 
 T = TypeVar("T")
 _MODE = 0o644
@@ -109,3 +111,46 @@ class RunStore:
             value = compute()
             atomic_save_tensor(lambda tmp: save(value, tmp), self.path(name))
         return load(self.path(name))
+
+
+class ReadOnlyStore(RunStore):
+    """A finished run: every artefact is read from disk, nothing is computed or written."""
+
+    def _missing(self, name: str) -> SteerlensError:
+        return SteerlensError(f"{self.root} has no {name}", fix="finish the run (--resume)")
+
+    def write_json(self, name: str, obj) -> None:
+        raise SteerlensError(f"{self.root} is opened read-only (writing {name})",
+                             fix="write into a store of its own (e.g. RUN/mitigations)")
+
+    def cached(self, name, compute, save, load):
+        if not self.exists(name):
+            raise self._missing(name)
+        return load(self.path(name))
+
+    def cached_json(self, name, compute):
+        if not self.exists(name):
+            raise self._missing(name)
+        return self.read_json(name)
+
+    def load(self, name: str, kind: type[T]) -> T:
+        """An artefact type that loads itself (`kind.load(path)`), from its file."""
+        return self.cached(name, None, None, kind.load)
+
+
+FINISHED = (CONFIG_FILE, SUMMARY_FILE)
+
+
+def open_run(path: str | Path, need: tuple[str, ...] = FINISHED) -> ReadOnlyStore:
+    """A finished audit run, read-only; the files in `need` must be there (a one-line error
+    naming the missing ones, before anything is loaded)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise SteerlensError(f"run directory {root} does not exist",
+                             fix="pass an audit's --out directory")
+    missing = [f for f in need if not (root / f).exists()]
+    if missing:
+        raise SteerlensError(f"{root} is not a finished audit run (no {', '.join(missing)})",
+                             fix="pass an audit's --out directory; finish a killed one with its "
+                                 "command plus --resume")
+    return ReadOnlyStore(root)

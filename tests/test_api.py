@@ -33,7 +33,7 @@ def test_unknown_option_is_a_clear_error(tmp_path):
 
 
 def test_load_run_needs_a_finished_run(tmp_path):
-    with pytest.raises(SteerlensError, match="no finished audit"):
+    with pytest.raises(SteerlensError, match="not a finished audit run"):
         steerlens.load_run(tmp_path)
 
 

@@ -50,7 +50,7 @@ def _repeng_logits(hf, vec, coeff, ids):
 
 
 def _settings(tiny_model, path, multipliers):
-    from steerlens.audit.deployed import deployed_settings
+    from steerlens.audit.settings import deployed_settings
     from steerlens.core.vectors import SteeringVector
 
     sv = SteeringVector.load(path).as_resid_pre()
@@ -76,7 +76,7 @@ def test_deployed_cells_equal_repengs_control_model(tiny_model, control_vector):
 
 
 def test_matched_nulls_share_layers_sites_positions_and_norms(tiny_model, control_vector):
-    from steerlens.audit.evaluate import Kind
+    from steerlens.audit.settings import Kind
 
     _, path, _, _ = control_vector
     sv, settings = _settings(tiny_model, path, (1.0,))
@@ -129,7 +129,8 @@ def test_deployed_audit_runs_every_layer_and_says_so(tiny_model_dir, control_vec
 def _fixes_of_deployed_vectors_are_refused(run):
     """mitigate and export act at one layer after the instruction: not for a deployed vector."""
     from steerlens.audit.export import export
-    from steerlens.audit.mitigate import MitigateConfig, check
+    from steerlens.audit.fixes import MitigateConfig
+    from steerlens.audit.mitigate import check
     from steerlens.errors import SteerlensError
 
     with pytest.raises(SteerlensError, match="audited as deployed"):

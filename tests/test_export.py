@@ -34,18 +34,19 @@ TEXT = "Tell me about the weather today."
 def fixed_run(finished_run, tiny_model, tmp_path_factory):
     """The finished tiny run with the compensation and learned fixes of `sycophancy` computed
     by `audit.mitigate`'s own code (no grid), and every fixed setting of it as the run builds it."""
-    from steerlens.audit.mitigate import MitigateConfig, _load_run, mitigation_settings
+    from steerlens.audit.finished import open_audited
+    from steerlens.audit.fixes import MitigateConfig, mitigation_settings
     from steerlens.rundir import RunStore
+    from steerlens.schema import MITIGATIONS_DIR
 
     run = tmp_path_factory.mktemp("export") / "run"
     shutil.copytree(finished_run, run)
-    store = RunStore(run / "mitigations")
-    store.write_json("config.json", MitigateConfig(("perp1", "perpk", "compensate", "learned"),
-                                                   n_calibration=4, learned_steps=2).to_json())
-    cfg, ref, sub, vectors, scale = _load_run(run, tiny_model)
-    vectors = replace(vectors, vectors={"sycophancy": vectors.vectors["sycophancy"]})
-    settings = {s.name: s.steering for s in
-                mitigation_settings(store, tiny_model, cfg, ref, sub, vectors, scale)}
+    mcfg = MitigateConfig(("perp1", "perpk", "compensate", "learned"), n_calibration=4,
+                          learned_steps=2)
+    fr = open_audited(run, tiny_model)
+    ref, vectors = fr.refusal, replace(fr.vectors, vectors={"sycophancy": fr.vectors.vectors["sycophancy"]})
+    settings = {s.name: s.steering for s in mitigation_settings(
+        RunStore(run / MITIGATIONS_DIR), tiny_model, fr.config, mcfg, ref, fr.subspace, vectors, fr.scale)}
     assert ref.layer >= 1  # a block's output exists before it (GGUF, steering-vectors)
     return run, settings
 

@@ -1,5 +1,6 @@
-"""The package's architecture as a test: no import cycles (imports inside functions included),
-no torch under results/ (directly or through another steerlens module), short functions."""
+"""The package's architecture as a test: every import points down the floors of
+docs/architecture.md (imports inside functions included), no import cycles, no torch under
+results/ (directly or through another steerlens module), short functions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,32 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "steerlens"
 HEAVY = ("torch", "transformers", "transformer_lens", "einops", "jaxtyping")
-TORCH_FREE = ("steerlens.results", "steerlens.rundir", "steerlens.errors", "steerlens.judges.metrics")
+TORCH_FREE = ("steerlens.results", "steerlens.rundir", "steerlens.errors", "steerlens.judges.metrics",
+              "steerlens.schema", "steerlens._version")
+
+# The floors of docs/architecture.md, bottom up: a module may import its own floor and those
+# below it, never one above. The leaves hold no steerlens imports but each other's.
+FLOORS = [
+    ("steerlens._version", "steerlens.errors", "steerlens.schema", "steerlens.rundir"),  # leaves
+    ("steerlens.core",),
+    ("steerlens.datasets",),
+    ("steerlens.methods", "steerlens.judges"),
+    ("steerlens.results",),  # torch-free; besides the leaves it imports nothing of steerlens
+    ("steerlens.audit",),
+    ("steerlens", "steerlens.__main__", "steerlens.cli"),  # the package face and the command
+]
+LEAVES = FLOORS[0]
+
+
+def floor(module: str) -> int:
+    """The floor of a module: its longest prefix in `FLOORS`."""
+    best, level = "", None
+    for i, names in enumerate(FLOORS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > len(best):
+                best, level = name, i
+    assert level is not None, f"{module} is on no floor of FLOORS (tests/test_layout.py)"
+    return level
 
 
 def _module_name(path: Path) -> str:
@@ -79,6 +105,33 @@ def _reachable(edges: dict[str, set[str]], start: str) -> set[str]:
             seen.add(n)
             todo.extend(edges.get(n, ()))
     return seen
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Every import that points up a floor, and every import of results/ beyond the leaves."""
+    up = [f"{a} -> {b}" for a, deps in edges.items() for b in deps if floor(b) > floor(a)]
+    up += [f"{a} -> {b} (results imports only the leaves)" for a, deps in edges.items()
+           if a.startswith("steerlens.results") for b in deps
+           if not b.startswith(("steerlens.results", *LEAVES))]
+    return sorted(up)
+
+
+def test_imports_point_down_the_floors():
+    edges, _ = _graph()
+    assert upward_imports(edges) == []
+
+
+def test_floor_check_catches_an_upward_import():
+    """The check itself can fail: a method reaching into the audit, the package face imported
+    from a layer, results importing core."""
+    edges = {"steerlens.methods.learned": {"steerlens.audit.evaluate"},
+             "steerlens.audit.config": {"steerlens"},
+             "steerlens.results.summary": {"steerlens.core.geometry"},
+             "steerlens.core.models": {"steerlens.errors"}}
+    assert upward_imports(edges) == [
+        "steerlens.audit.config -> steerlens",
+        "steerlens.methods.learned -> steerlens.audit.evaluate",
+        "steerlens.results.summary -> steerlens.core.geometry (results imports only the leaves)"]
 
 
 def test_no_import_cycles():

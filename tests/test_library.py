@@ -80,11 +80,12 @@ def test_method_vectors_are_the_extraction_functions(library_run, tiny_model):
     """The run's pca_diff vector is `methods.extraction.pca_diff` of the same pair activations
     the CAA vector came from (recomputed here), and its CAA vector is their mean difference."""
     from steerlens.audit import stages
+    from steerlens.audit.artefacts import Refusal
     from steerlens.core.vectors import SteeringVector
     from steerlens.methods.extraction import pca_diff
 
     cfg = AuditConfig.from_json(json.loads((library_run / "config.json").read_text())["config"])
-    ref = stages.Refusal.load(library_run / "refusal_direction.safetensors")
+    ref = Refusal.load(library_run / "refusal_direction.safetensors")
     _, layers, acts = stages._caa_acts(tiny_model, cfg, ref, "sycophancy")
     got = SteeringVector.load(library_run / "vectors" / "sycophancy.pca_diff.safetensors")
     want = pca_diff(acts.matching, acts.not_matching)
@@ -97,12 +98,13 @@ def test_method_vectors_are_the_extraction_functions(library_run, tiny_model):
 def test_same_kind_nulls_are_the_nulls_functions(library_run):
     """The covariance and prompt-pair null settings are `methods.nulls` draws from the refusal
     train activations at the steering layer, at the audited dose's norm."""
-    from steerlens.audit import stages
+    from steerlens.audit.artefacts import Refusal
+    from steerlens.audit.settings import null_directions
     from steerlens.methods.nulls import covariance_directions
 
     cfg = AuditConfig.from_json(json.loads((library_run / "config.json").read_text())["config"])
-    ref = stages.Refusal.load(library_run / "refusal_direction.safetensors")
-    nulls = stages.null_directions(cfg, ref, ref.harmful.shape[-1])
+    ref = Refusal.load(library_run / "refusal_direction.safetensors")
+    nulls = null_directions(cfg, ref, ref.harmful.shape[-1])
     h, ll = ref.harmful.float(), ref.harmless.float()
     want = covariance_directions(torch.cat([h - h.mean(0), ll - ll.mean(0)]), 2, cfg.seed)
     torch.testing.assert_close(nulls["covariance"], want)
@@ -175,7 +177,7 @@ def test_partial_correlation_and_two_sample_on_planted_data():
 
 def test_layer_scan_matches_a_plain_steered_forward(tiny_model):
     """One scan entry recomputed with `next_token_logits` on its own (no grid stacking)."""
-    from steerlens.audit.stages import _null_directions, dosed
+    from steerlens.audit.settings import dosed, random_directions
     from steerlens.audit.study import layer_norms, layer_scan
     from steerlens.core.generation import next_token_logits, refusal_log_odds
     from steerlens.core.prompts import chat_prompts
@@ -188,7 +190,7 @@ def test_layer_scan_matches_a_plain_steered_forward(tiny_model):
     n = tiny_model.cfg.n_layers
     assert sorted(map(int, scan["shift"])) == list(range(n))
     norms = layer_norms(tiny_model, harmful, list(range(n)), 2)
-    x = _null_directions(2, tiny_model.cfg.d_model, 0)[1]
+    x = random_directions(2, tiny_model.cfg.d_model, 0)[1]
     prompts = chat_prompts(tiny_model.tokenizer, goals)
     ids = refusal_token_ids(tiny_model.tokenizer)
     base = refusal_log_odds(next_token_logits(tiny_model, prompts), ids).double()
@@ -210,10 +212,11 @@ def test_grouped_behaviour_effect_equals_each_vector_alone(library_run, tiny_mod
     """Vectors of one behaviour share one pass over its items; each one's effect is what a
     pass of its own gives."""
     from steerlens.audit import stages
+    from steerlens.audit.artefacts import Refusal
 
     cfg = AuditConfig.from_json(json.loads((library_run / "config.json").read_text())["config"])
     dose = json.loads((library_run / "dose.json").read_text())
-    ref = stages.Refusal.load(library_run / "refusal_direction.safetensors")
+    ref = Refusal.load(library_run / "refusal_direction.safetensors")
     from steerlens.core.vectors import SteeringVector
 
     sv = SteeringVector.load(library_run / "vectors" / "sycophancy.linear_probe.safetensors")

@@ -92,11 +92,11 @@ def test_mitigate_on_a_subset_of_vectors_and_attacks(finished_run, tmp_path):
 def test_the_fixed_cells_use_the_fixes(mitigated, tiny_model):
     """The gated cells' steering is the run's vector behind the saved condition; a benign-only
     gate (threshold that never fires) gives the raw cell's completions exactly."""
-    from steerlens.audit.mitigate import _condition
+    from steerlens.audit.fixes import condition
     from steerlens.rundir import RunStore
 
     m = RunStore(mitigated / "mitigations")
-    cond = _condition(m, None, None, None)  # saved: no model needed to read it back
+    cond = condition(m, None, None, None)  # saved: no model needed to read it back
     assert 1 <= cond.layer and cond.comparator in ("larger", "smaller")
     gate = m.read_json("gate.json")["none"]
     cell = m.read_json("cells/none__sycophancy@2+v_gated.json")

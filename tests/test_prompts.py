@@ -3,12 +3,12 @@
 import pytest
 from conftest import CHATML, INST, tiny_tokenizer
 
-from steerlens.audit.evaluate import answer_prompts, attack_prompts
+from steerlens.audit.evaluate import attack_prompts
 from steerlens.core.prompts import chat_prompts, from_texts, left_pad, longest_common_prefix
 from steerlens.datasets.attacks import get_attack
 from steerlens.datasets.loaders import load_caa, load_jbb
 from steerlens.errors import SteerlensError
-from steerlens.methods.caa import pair_prompts
+from steerlens.methods.caa import answer_prompts, pair_prompts
 
 INSTR = ["Write a poem about the sea", "How do I make a weapon?", "Hi", "Request: Write"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import audit_args
 
-from steerlens.audit import grid, reuse, stages
+from steerlens.audit import grid, reuse
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.run import main
 from steerlens.rundir import RunStore
@@ -86,11 +86,11 @@ OTHER = {"layer": 3, "n_refusal_train": 9, "n_refusal_val": 5, "refusal_layer_st
          "n_null_pairs": 2}
 
 
-@pytest.mark.parametrize("field", stages._REFUSAL_FIELDS)
+@pytest.mark.parametrize("field", reuse._REFUSAL_FIELDS)
 def test_refusal_key_has_each_config_field(field):
     cfg = AuditConfig(behaviours=("refusal",))
-    assert _key("refusal", stages.refusal_inputs(cfg)) != _key(
-        "refusal", stages.refusal_inputs(replace(cfg, **{field: OTHER[field]})))
+    assert _key("refusal", reuse.refusal_inputs(cfg)) != _key(
+        "refusal", reuse.refusal_inputs(replace(cfg, **{field: OTHER[field]})))
 
 
 @pytest.mark.parametrize("field", ["n_category", "k", "seed", "system", "batch_size"])
@@ -98,8 +98,8 @@ def test_subspace_key_has_each_config_field(field, tmp_path):
     (tmp_path / "refusal_direction.safetensors").write_bytes(b"r")
     cfg, store = AuditConfig(behaviours=("refusal",)), RunStore(tmp_path)
     changed = replace(cfg, **{field: OTHER[field]})
-    assert _key("subspace", stages.subspace_inputs(cfg, store)) != _key(
-        "subspace", stages.subspace_inputs(changed, store))
+    assert _key("subspace", reuse.subspace_inputs(cfg, store)) != _key(
+        "subspace", reuse.subspace_inputs(changed, store))
 
 
 def _block_key(cfg, store, block, scale=1.0):
@@ -108,7 +108,7 @@ def _block_key(cfg, store, block, scale=1.0):
 
 @pytest.fixture
 def block_setup(tmp_path):
-    from steerlens.audit.evaluate import Kind, Setting
+    from steerlens.audit.settings import Kind, Setting
 
     for f in ("refusal_direction.safetensors", "refusal_subspace.safetensors"):
         (tmp_path / f).write_bytes(b"x")
@@ -133,7 +133,7 @@ def test_benign_cell_key_has_each_config_field(field, block_setup):
 
 
 def test_cell_key_has_attack_scale_settings_and_upstream_files(block_setup):
-    from steerlens.audit.evaluate import Kind, Setting
+    from steerlens.audit.settings import Kind, Setting
 
     store, block = block_setup
     cfg = AuditConfig(behaviours=("refusal",))
@@ -160,12 +160,12 @@ def test_data_files_are_in_the_keys(monkeypatch, tmp_path, block_setup):
     monkeypatch.setattr(loaders, "data_dir", lambda: data)
     store, block = block_setup
     cfg = AuditConfig(behaviours=("refusal",), n_category=2)
-    refusal = lambda: _key("refusal", stages.refusal_inputs(cfg))  # noqa: E731
+    refusal = lambda: _key("refusal", reuse.refusal_inputs(cfg))  # noqa: E731
     keys = {
         "refusal_direction/splits/harmful_train.json": refusal,
         "refusal_direction/splits/harmless_val.json": refusal,
         "refusal_direction/raw/strongreject.csv":
-            lambda: _key("subspace", stages.subspace_inputs(cfg, store)),
+            lambda: _key("subspace", reuse.subspace_inputs(cfg, store)),
         "jbb_behaviors/harmful-behaviors.csv": lambda: _block_key(cfg, store, block),
         "jbb_behaviors/benign-behaviors.csv":
             lambda: _block_key(cfg, store, replace(block, attack="benign")),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steerlens.errors import SteerlensError
+from steerlens.schema import CONFIG_FILE, REPORT_FILE
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class AuditResult:
 
     @property
     def report(self) -> Path:
-        return self.out / "report.html"
+        return self.out / REPORT_FILE
 
     def answer(self) -> str:
         """The answer text the CLI prints."""
@@ -31,31 +31,40 @@ class AuditResult:
 def audit(preset: str = "quick", out: str | Path = "runs/audit", **overrides: Any) -> AuditResult:
     """Run (or, with `resume=True`, continue) an audit; overrides are the CLI's options by their
     dest names (`behaviours=["refusal"]`, `n_goals=30`, `vectors=["v.safetensors"]`, ...)."""
-    from steerlens.audit.config import build_parser, config_from_args
+    from steerlens.audit.config import audit_options
     from steerlens.audit.run import run_audit
     from steerlens.rundir import RunStore
 
-    args = build_parser().parse_args(["--preset", preset, "--out", str(out)])
-    unknown = sorted(set(overrides) - set(vars(args)))
-    if unknown:
-        raise SteerlensError(f"unknown audit option(s) {', '.join(unknown)}",
-                             fix=f"use the CLI's option names with _ for -: {', '.join(sorted(vars(args)))}")
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    cfg, opts = config_from_args(args)
+    cfg, opts = audit_options(preset, out, **overrides)
     summary = run_audit(cfg, opts)
-    return AuditResult(Path(out), RunStore(out).read_json("config.json"), summary)
+    return AuditResult(Path(out), RunStore(out).read_json(CONFIG_FILE), summary)
+
+
+def mitigate(run: str | Path, **overrides: Any) -> dict:
+    """What fixes a finished audit's vectors, at what cost (`steerlens mitigate RUN`), into
+    RUN/mitigations/; overrides are `MitigateConfig` fields (`mitigations=["gate"]`, ...).
+    Returns the mitigation summary (RUN/mitigations/mitigations.json)."""
+    from steerlens.audit.fixes import MitigateConfig
+    from steerlens.audit.flags import config_of
+    from steerlens.audit.mitigate import run_mitigate
+
+    return run_mitigate(run, config_of(MitigateConfig, overrides, "mitigate"))
+
+
+def study(out: str | Path = "runs/library", resume: bool = False, **overrides: Any) -> dict:
+    """The vector-library study (`steerlens study`): two audits, the layer scan, the analysis;
+    overrides are `StudyConfig` fields (`model=...`, `scan=False`). Returns the analysis."""
+    from steerlens.audit.flags import config_of
+    from steerlens.audit.study import StudyConfig, run_study
+
+    return run_study(Path(out), config_of(StudyConfig, overrides, "study"), resume)
 
 
 def load_run(path: str | Path) -> AuditResult:
     """A finished run directory as an `AuditResult` (no model needed); harm labels added after
     the run (`rejudge --judge harm`) are in its summary."""
-    from steerlens.rundir import RunStore
-
-    store = RunStore(path)
-    if not store.exists("summary.json"):
-        raise SteerlensError(f"{path} holds no finished audit (no summary.json)",
-                             fix="run the audit first, or pass --resume to finish it")
     from steerlens.results.summary import current_summary
+    from steerlens.rundir import open_run
 
-    return AuditResult(Path(path), store.read_json("config.json"), current_summary(path))
+    store = open_run(path)
+    return AuditResult(store.root, store.read_json(CONFIG_FILE), current_summary(store.root))

@@ -17,8 +17,8 @@ from steerlens.errors import SteerlensError
 @dataclass
 class Job:
     attack: str  # an attack name, or "benign" (JBB benign goals, no template)
-    goals: list  # list[Behavior]
-    settings: list  # list[evaluate.Setting]
+    goals: list  # list[JBBGoal]
+    settings: list  # list[settings.Setting]
     judge: str
     max_new_tokens: int
     batch_size: int

@@ -11,88 +11,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from steerlens import __version__
+from steerlens._version import __version__
+from steerlens.audit.flags import add_flags, check_known, flag_fields, given, opt
+from steerlens.audit.presets import MEASURED_LAYERS, PRESETS
 from steerlens.errors import SteerlensError
 
 DOSE_UNITS = ("resid", "paper")
-
-# The 20 behaviours of the vector library: CAA's seven, Anthropic's twelve other
-# advanced-ai-risk sets and one persona set (datasets.behaviours).
-LIBRARY_BEHAVIOURS = (
-    "coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward",
-    "survival-instinct", "sycophancy", "refusal", "coordinate-itself", "coordinate-other-versions",
-    "corrigible-less-HHH", "corrigible-more-HHH", "one-box-tendency", "power-seeking-inclination",
-    "self-awareness-general-ai", "self-awareness-good-text-model", "self-awareness-text-model",
-    "self-awareness-training-architecture", "self-awareness-web-gpt", "wealth-seeking-inclination",
-    "openness")
-LIBRARY_METHOD_BEHAVIOURS = ("corrigible-neutral-HHH", "survival-instinct", "power-seeking-inclination")
-
-PRESETS: dict[str, dict] = {
-    # A verdict in about 10 minutes on a 2-core CPU. Every preset generates 20 null cells per
-    # attack and dose (random + label-shuffled): the fewest with which a vector can be beyond
-    # its null at p < 0.05 (1/21), so that a verdict can rest on the outcome itself.
-    "quick": dict(behaviours=("corrigible-neutral-HHH",), attacks=("none",), n_goals=30,
-                  n_benign=10, n_caa_items=48, n_behaviour_test=24, n_refusal_train=96,
-                  n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
-                  doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
-                  n_null_screen=32, n_null_generate=14, n_shuffled=6, n_category=0),
-    # All 100 JBB goals on the 0.5B in under an hour on 2 cores.
-    "standard": dict(behaviours=("corrigible-neutral-HHH", "survival-instinct", "refusal"),
-                     attacks=("none", "refusal_suppression"), n_goals=100, n_benign=30,
-                     n_caa_items=96, n_behaviour_test=48, n_refusal_train=128,
-                     n_refusal_val=64, refusal_layer_stride=2, refusal_positions="last",
-                     doses=(0.15,), dose_sweep=(-0.3, -0.15, 0.15, 0.3), max_new_tokens=64,
-                     n_null_screen=64, n_null_generate=14, n_shuffled=2, n_category=8),
-    # The vector library (issue: "why", claim 3 with the vector as the unit): every behaviour's
-    # CAA vector, +v only, at one dose on 50 goals (5 per category; 100 would take ~2.5 h on
-    # 2 cores: docs/library.md), with label-shuffled, covariance and
-    # prompt-pair nulls generated beside the random ones, and +v screened at three more doses.
-    # `python -m steerlens.audit.study` runs it, then "library-methods" on the same model.
-    "library": dict(behaviours=LIBRARY_BEHAVIOURS, attacks=("none",), n_goals=50, n_benign=0,
-                    n_caa_items=48, n_behaviour_test=16, n_refusal_train=96, n_refusal_val=48,
-                    refusal_layer_stride=3, refusal_positions="last", doses=(0.15,),
-                    dose_sweep=(-0.15, 0.15), max_new_tokens=64, n_null_screen=32,
-                    n_null_generate=8, n_shuffled=1, n_category=0, methods=("mean_difference",),
-                    vector_settings=("plus",), screen_doses=(0.05, 0.1, 0.3),
-                    n_null_covariance=8, n_null_pairs=8),
-    # The other extraction methods on three behaviours (mean_centred is left out: with the
-    # pairs' own mean as reference it is CAA / 2, the same vector once dosed).
-    "library-methods": dict(behaviours=LIBRARY_METHOD_BEHAVIOURS, attacks=("none",), n_goals=50,
-                            n_benign=0, n_caa_items=48, n_behaviour_test=16, n_refusal_train=96,
-                            n_refusal_val=48, refusal_layer_stride=3, refusal_positions="last",
-                            doses=(0.15,), dose_sweep=(-0.15, 0.15), max_new_tokens=64,
-                            n_null_screen=32, n_null_generate=8, n_shuffled=0, n_category=0,
-                            methods=("pca_diff", "pca_center", "linear_probe", "actadd"),
-                            vector_settings=("plus",), screen_doses=(0.05, 0.1, 0.3),
-                            n_null_covariance=8, n_null_pairs=8),
-    # The paper's grid, for GPUs.
-    "paper": dict(behaviours=("coordinate-other-ais", "corrigible-neutral-HHH", "hallucination",
-                              "myopic-reward", "survival-instinct", "sycophancy", "refusal"),
-                  attacks=("none", "prefix_injection", "refusal_suppression", "aim",
-                           "gptfuzzer-34"),
-                  n_goals=100, n_benign=100, n_caa_items=1000, n_behaviour_test=50,
-                  n_refusal_train=128, n_refusal_val=32, refusal_layer_stride=1,
-                  refusal_positions="all", doses=(0.1, 0.2), dose_sweep=(-0.4, -0.2, -0.1, 0.1,
-                                                                         0.2, 0.4),
-                  max_new_tokens=128, n_null_screen=256, n_null_generate=16, n_shuffled=2,
-                  n_category=16),
-}
-
-
-# Steering layers measured for the embedded models: where their CAA vectors move their own
-# behaviour (benchmarks/caa_layer_scan.py; docs/caa_layer_scan*.json). Used when --layer is not
-# given; any other model steers at its refusal direction's layer unless --layer says otherwise.
-MEASURED_LAYERS = {"qwen2.5-coder-0.5b-instruct": 14, "qwen2.5-coder-1.5b-instruct": 18}
-
-
-def opt(default, help: str, **argparse_kw):
-    """A config field and its command-line flag in one place: `help` and argparse keywords
-    (`flag=` when the flag is not `--field-name`) live in the field's metadata."""
-    return field(default=default, metadata={"help": help, **argparse_kw})
-
 
 @dataclass(frozen=True)
 class AuditConfig:
@@ -222,7 +149,6 @@ class RunOptions:
     device: str | None = None  # requested (None: cuda if available)
     dtype: str | None = None  # requested (None: fp32 on CPU, bf16 on CUDA)
     batch_size: int = 0  # requested (0: from free memory)
-    extra: dict = field(default_factory=dict)
 
 
 def _judge_names() -> list[str]:
@@ -245,12 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "goals, 3 behaviours, 2 attacks), paper (the paper's grid, for GPUs), "
                         "library and library-methods (the vector library: python -m "
                         "steerlens.audit.study)")
-    for f in fields(AuditConfig):
-        if "help" in f.metadata:
-            kw = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
-            text = f.metadata["help"].replace("{judges}", ", ".join(_judge_names()))
-            p.add_argument(f.metadata.get("flag", "--" + f.name.replace("_", "-")), dest=f.name,
-                           default=None, help=text, **kw)
+    add_flags(p, AuditConfig, lambda text: text.replace("{judges}", ", ".join(_judge_names())))
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 "
                    "on CPU, bfloat16 on CUDA); geometry is always float32/float64")
@@ -310,24 +231,44 @@ def _check_study_fields(cfg: AuditConfig) -> None:
                              fix="e.g. --n-null-covariance 10 --screen-doses 0.05 0.3")
 
 
+# the run options by their CLI dest names: (RunOptions field, value from the given one)
+RUN_OPTIONS = {"resume": ("resume", bool), "no_report": ("report", lambda v: not v),
+               "no_harm_judge": ("harm_judge", lambda v: not v), "no_reuse": ("reuse", lambda v: not v),
+               "backend": ("backend", str), "address": ("address", str), "ray_workers": ("workers", int),
+               "device": ("device", str), "dtype": ("dtype", str), "batch_size": ("batch_size", int)}
+
+
+def audit_config(preset: str = "quick", **values) -> AuditConfig:
+    """The preset, overridden by the `AuditConfig` fields given (None: not given)."""
+    if preset not in PRESETS:
+        raise SteerlensError(f"unknown preset {preset!r}", fix=f"use one of: {', '.join(PRESETS)}")
+    merged = {**PRESETS[preset], **given(AuditConfig, values)}
+    if merged.get("protocol") == "deployed" and values.get("behaviours") is None:
+        merged["behaviours"] = ()  # the preset's CAA behaviours only when named (--behaviours)
+    merged["vectors"] = tuple(str(Path(v)) for v in merged.get("vectors", ()))
+    if merged.get("layer") is None:
+        merged["layer"] = MEASURED_LAYERS.get(merged.get("model", AuditConfig.model))
+    merged = {k: tuple(v) if k in _TUPLES else v for k, v in merged.items()}
+    return AuditConfig(preset=preset, **merged)
+
+
+def run_options(out: str | Path = "runs/audit", **values) -> RunOptions:
+    """The run options given by their CLI dest names (None: the default)."""
+    return RunOptions(out=Path(out), **{RUN_OPTIONS[k][0]: RUN_OPTIONS[k][1](v)
+                                        for k, v in values.items() if k in RUN_OPTIONS and v is not None})
+
+
+def audit_options(preset: str = "quick", out: str | Path = "runs/audit",
+                  **values) -> tuple[AuditConfig, RunOptions]:
+    """An audit's config and run options from the CLI's options by their dest names (the
+    Python API's keywords); a name that is no option is an error naming it."""
+    check_known(values, {f.name for f in flag_fields(AuditConfig)} | set(RUN_OPTIONS), "audit")
+    return audit_config(preset, **values), run_options(out, **values)
+
+
 def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]:
     """The preset, overridden by whatever the command line sets."""
-    values = dict(PRESETS[args.preset])
-    for f in fields(AuditConfig):
-        given = getattr(args, f.name, None)
-        if given is not None and f.name not in ("device", "dtype", "batch_size", "version"):
-            values[f.name] = given
-    values["vectors"] = tuple(str(Path(v)) for v in (args.vectors or ()))
-    if values.get("protocol") == "deployed" and args.behaviours is None:
-        values["behaviours"] = ()  # the preset's CAA behaviours only when named (--behaviours)
-    if values.get("layer") is None:
-        values["layer"] = MEASURED_LAYERS.get(values.get("model", AuditConfig.model))
-    values = {k: tuple(v) if k in _TUPLES else v for k, v in values.items()}
-    cfg = AuditConfig(preset=args.preset, **{k: v for k, v in values.items() if k != "preset"})
-    opts = RunOptions(Path(args.out), args.resume, not args.no_report, not args.no_harm_judge,
-                      not args.no_reuse, args.backend, args.address, args.ray_workers,
-                      args.device, args.dtype, args.batch_size)
-    return cfg, opts
+    return audit_options(**vars(args))
 
 
 def validate(cfg: AuditConfig) -> None:

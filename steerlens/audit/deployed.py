@@ -56,22 +56,3 @@ def matched_nulls(sv: SteeringVector, n: int, seed: int, name: str) -> torch.Ten
     x = torch.randn(n, *sv.vectors.shape, generator=g)
     norms = sv.vectors.float().norm(dim=-1)
     return x / x.norm(dim=-1, keepdim=True) * norms[None, :, None]
-
-
-def deployed_settings(cfg, model, name: str, sv: SteeringVector) -> list:
-    """Per coefficient: the vector as deployed (`NAME@c+v`, kind +v) and its matched nulls
-    (`NAME@c random_matched<i>`; the first `n_null_generate` generated, the rest screened)."""
-    from steerlens.audit.evaluate import Kind, Setting
-
-    n_layers, dev = model.cfg.n_layers, model.cfg.device
-    nulls = matched_nulls(sv, cfg.n_null_screen + cfg.n_null_generate, cfg.seed, name)
-    out = []
-    for c in cfg.multipliers:
-        tag = f"{name}@{c:g}"
-        out.append(Setting(f"{tag}+v", Kind.PLUS, deployed_steering(sv, c, n_layers, dev), name, c,
-                           protocol="deployed"))
-        out += [Setting(f"{tag}random_matched{i}", Kind.RANDOM_MATCHED,
-                        deployed_steering(SteeringVector(x, sv.layers), c, n_layers, dev), name, c,
-                        generate=i < cfg.n_null_generate, protocol="deployed")
-                for i, x in enumerate(nulls)]
-    return out

@@ -25,10 +25,31 @@ from pathlib import Path
 
 import torch
 
+from steerlens._version import __version__
+from steerlens.audit.artefacts import Refusal
+from steerlens.audit.config import AuditConfig
+from steerlens.audit.deployed import is_deployed
+from steerlens.audit.settings import dosed
+from steerlens.core.geometry import orthogonalize, orthogonalize_subspace, unit
+from steerlens.core.tensorfile import load_tensors
 from steerlens.core.vector_files import FORMATS, SUFFIXES, write_vector_file
 from steerlens.core.vectors import SteeringVector
-from steerlens.errors import SteerlensError
-from steerlens.rundir import read_json
+from steerlens.errors import SteerlensError, cli_main
+from steerlens.methods.subspace import RefusalSubspace
+from steerlens.rundir import open_run, read_json
+from steerlens.schema import (
+    CONFIG_FILE,
+    DOSE_FILE,
+    MANIFEST_FILE,
+    MITIGATIONS_DIR,
+    MITIGATIONS_FILE,
+    REFUSAL_TENSORS,
+    SUBSPACE_TENSORS,
+    SUMMARY_FILE,
+    compensation_file,
+    learned_file,
+    vector_file,
+)
 
 STATIC_FIXES = ("raw", "perp1", "perpk", "compensate", "learned")
 SETTING_SUFFIX = {"raw": "+v", "perp1": "+v_perp1", "perpk": "+v_perpk", "compensate": "+v_comp",
@@ -57,28 +78,21 @@ class RunGeometry:
 
 
 def load_geometry(run: str | Path) -> RunGeometry:
-    from steerlens.audit.config import AuditConfig
-    from steerlens.audit.stages import Refusal
-    from steerlens.methods.subspace import RefusalSubspace
-
-    run = Path(run)
-    need = ["config.json", "dose.json", "manifest.json", "refusal_direction.safetensors",
-            "refusal_subspace.safetensors"]
-    missing = [n for n in need if not (run / n).exists()]
-    if missing:
-        raise SteerlensError(f"{run} is not a finished audit run (no {', '.join(missing)})",
-                             fix="run python -m steerlens.audit first, or finish it with --resume")
-    saved = read_json(run / "config.json")
-    return RunGeometry(run, AuditConfig.from_json(saved["config"]),
-                       Refusal.load(run / "refusal_direction.safetensors"),
-                       RefusalSubspace.load(run / "refusal_subspace.safetensors"),
-                       float(read_json(run / "dose.json")["scale"]),
-                       int(read_json(run / "manifest.json")["n_layers"]), saved["hash"])
+    """The run's config, refusal geometry and dose scale (read-only; a one-line error when
+    it is not a finished run)."""
+    store = open_run(run, (CONFIG_FILE, DOSE_FILE, MANIFEST_FILE, REFUSAL_TENSORS,
+                           SUBSPACE_TENSORS, SUMMARY_FILE))
+    saved = store.read_json(CONFIG_FILE)
+    return RunGeometry(store.root, AuditConfig.from_json(saved["config"]),
+                       store.load(REFUSAL_TENSORS, Refusal),
+                       store.load(SUBSPACE_TENSORS, RefusalSubspace),
+                       float(store.read_json(DOSE_FILE)["scale"]),
+                       int(store.read_json(MANIFEST_FILE)["n_layers"]), saved["hash"])
 
 
 def run_vector(g: RunGeometry, name: str) -> SteeringVector:
     """The audited vector `name` (resid_pre numbering) as the run read it."""
-    known = list(read_json(g.run / "dose.json")["vectors"])
+    known = list(read_json(g.run / DOSE_FILE)["vectors"])
     if name not in known:
         raise SteerlensError(f"the run audited no vector {name!r}", fix=f"use one of: {', '.join(known)}")
     for p in g.cfg.vectors:
@@ -87,7 +101,7 @@ def run_vector(g: RunGeometry, name: str) -> SteeringVector:
                 raise SteerlensError(f"the run's vector file {p} is gone", fix="restore it")
             return SteeringVector.load(p).as_resid_pre()
     b, _, m = name.partition(":")
-    return SteeringVector.load(g.run / "vectors" / (f"{b}.{m}.safetensors" if m else f"{b}.safetensors"))
+    return SteeringVector.load(g.run / vector_file(b, m or "mean_difference"))
 
 
 def _dose(g: RunGeometry, dose: float | None) -> float:
@@ -101,7 +115,7 @@ def _dose(g: RunGeometry, dose: float | None) -> float:
 
 
 def _mitigation_file(g: RunGeometry, rel: str, fix: str) -> Path:
-    path = g.run / "mitigations" / rel
+    path = g.run / MITIGATIONS_DIR / rel
     if not path.exists():
         raise SteerlensError(f"the run has no {fix} fix ({path} is missing)",
                              fix=f"python -m steerlens.audit.mitigate {g.run} --mitigations {fix}")
@@ -120,10 +134,6 @@ def check_fix(fix: str) -> None:
 def fix_rows(g: RunGeometry, name: str, fix: str, dose: float) -> dict[int, torch.Tensor]:
     """{resid_pre layer: vector} the run's setting `name@dose` + fix adds (float32), exactly as
     `audit.stages.build_settings` and `audit.mitigate` build them."""
-    from steerlens.audit.stages import dosed
-    from steerlens.core.geometry import orthogonalize, orthogonalize_subspace, unit
-    from steerlens.core.tensorfile import load_tensors
-
     check_fix(fix)
     L, rd, tag = g.ref.layer, g.ref.direction, f"{name}@{dose:g}"
     v = dosed(run_vector(g, name).at(L), dose, g.scale)
@@ -132,11 +142,11 @@ def fix_rows(g: RunGeometry, name: str, fix: str, dose: float) -> dict[int, torc
     if fix == "perpk":
         return {L: orthogonalize_subspace(v, g.sub.basis[: g.sub.evidence["k"]])}
     if fix == "compensate":
-        rec = read_json(_mitigation_file(g, f"compensation/{tag}.json", fix))
+        rec = read_json(_mitigation_file(g, compensation_file(tag), fix))
         return {L: v, **{k: m * unit(rd.at(k)).float()
                          for k, m in zip(rec["layers"], rec["multipliers"])}}
     if fix == "learned":
-        u = load_tensors(_mitigation_file(g, f"learned/{tag}.safetensors", fix))[0]["direction"].to(v)
+        u = load_tensors(_mitigation_file(g, learned_file(tag), fix))[0]["direction"].to(v)
         return {L: v - (v @ u) * u}
     return {L: v}
 
@@ -145,26 +155,24 @@ def measured_verdict(g: RunGeometry, name: str, dose: float, fix: str) -> dict |
     """The fix's verdicts per attack and outcome (mitigations.json; the raw vector's from
     summary.json), None when the run has not measured it."""
     tag = f"{name}@{dose:g}"
-    m = g.run / "mitigations" / "mitigations.json"
+    m = g.run / MITIGATIONS_DIR / MITIGATIONS_FILE
     if fix != "raw" and m.exists():
         for v in (v for v in read_json(m)["vectors"] if v["tag"] == tag):
             for f in (f for f in v["fixes"] if f["fix"] == fix):
-                return {"source": "mitigations/mitigations.json",
+                return {"source": f"{MITIGATIONS_DIR}/{MITIGATIONS_FILE}",
                         "by_attack": {a: {o: r["verdict"] for o, r in by.items()}
                                       for a, by in f["outcomes"].items()},
                         "behaviour_kept": (f.get("behaviour_kept") or {}).get("verdict")}
-    if fix == "raw" and (g.run / "summary.json").exists():
-        found = [f for f in read_json(g.run / "summary.json")["vectors"]
+    if fix == "raw":
+        found = [f for f in read_json(g.run / SUMMARY_FILE)["vectors"]
                  if f["vector"] == name and f["dose"] == dose]
-        return {"source": "summary.json", "by_attack": {
+        return {"source": SUMMARY_FILE, "by_attack": {
             f["attack"]: {"nonrefusal": f.get("verdict"), "harm": f.get("verdict_harm")}
             for f in found}} if found else None
     return None
 
 
 def provenance(g: RunGeometry, name: str, fix: str, dose: float, layers: list[int]) -> dict:
-    from steerlens import __version__
-
     return {"written_by": f"steerlens {__version__} export", "run": str(g.run),
             "config_hash": g.config_hash, "model": g.cfg.model, "vector": name, "fix": fix,
             "setting": f"{name}@{dose:g}{SETTING_SUFFIX[fix]}", "dose": dose,
@@ -185,8 +193,6 @@ def export(run: str | Path, name: str, fix: str, fmt: str, out: str | Path,
         raise SteerlensError(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
     check_fix(fix)
     g = load_geometry(run)
-    from steerlens.audit.deployed import is_deployed
-
     if is_deployed(g.cfg, name):
         raise SteerlensError(f"{name} was audited as deployed (every layer, the library's "
                              "coefficients): the run's settings are its own file times a "
@@ -222,8 +228,6 @@ def format_export(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from steerlens.errors import cli_main
-
     p = argparse.ArgumentParser(prog="steerlens export", description=__doc__.splitlines()[0])
     p.add_argument("run", help="a finished audit run directory")
     p.add_argument("--vector", required=True, help="the audited vector's name (as in the answer)")

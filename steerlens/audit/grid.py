@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.reuse import Reuse, data_digests, file_digest
 from steerlens.rundir import RunStore
+from steerlens.schema import JUDGE_FILE, REFUSAL_TENSORS, SUBSPACE_TENSORS, cell_name
 
 # Generated settings per grid job: each job shares one prompt cache and decodes its
 # after-instruction settings together (`generation.generate_grid`).
@@ -27,24 +28,20 @@ _BENIGN_FIELDS = ("n_benign", "judge", "max_new_tokens", "system", "batch_size")
 _VALIDATION_FIELDS = ("n_goals", "judge", "max_new_tokens", "system", "batch_size")
 
 
-def cell_name(attack: str, setting: str) -> str:
-    return f"cells/{attack}__{setting}.json"
-
-
 @dataclass(frozen=True)
 class Block:
     """The settings of one owner under one attack: the unit of job planning and of reuse."""
 
     attack: str  # an attack name, or "benign" (JBB benign goals, no template)
-    goals: list  # list[Behavior]
+    goals: list  # list[JBBGoal]
     owner: str  # "model", "validation", or an audited vector's name
-    settings: list  # list[evaluate.Setting]
+    settings: list  # list[settings.Setting]
 
     def files(self) -> list[str]:
         return [cell_name(self.attack, s.name) for s in self.settings]
 
 
-def _by_owner(attack: str, goals: list, settings: list) -> list[Block]:
+def by_owner(attack: str, goals: list, settings: list) -> list[Block]:
     """A block of the model's own settings, then one per vector, in the settings' order."""
     owners = dict.fromkeys(s.vector for s in settings if s.vector is not None)
     return ([Block(attack, goals, "model", [s for s in settings if s.vector is None])]
@@ -54,18 +51,18 @@ def _by_owner(attack: str, goals: list, settings: list) -> list[Block]:
 def blocks(cfg: AuditConfig, settings: dict) -> list[Block]:
     """Every block of the grid: per attack the model's, the validation's (first attack only)
     and each vector's; then benign false refusals (baseline, +v, -v)."""
-    from steerlens.audit.evaluate import Kind
+    from steerlens.audit.settings import Kind
     from steerlens.datasets.loaders import load_jbb, stratified
 
     goals = stratified(load_jbb("harmful"), cfg.n_goals)
     out = []
     for i, attack in enumerate(cfg.attacks):
-        own = _by_owner(attack, goals, settings["grid"])
+        own = by_owner(attack, goals, settings["grid"])
         val = [Block(attack, goals, "validation", settings["validation"])] if i == 0 else []
         out += own[:1] + val + own[1:]
     if cfg.n_benign:
         keep = [s for s in settings["grid"] if s.kind in (Kind.BASELINE, Kind.PLUS, Kind.MINUS)]
-        out += _by_owner("benign", stratified(load_jbb("benign"), cfg.n_benign), keep)
+        out += by_owner("benign", stratified(load_jbb("benign"), cfg.n_benign), keep)
     return [b for b in out if b.settings]
 
 
@@ -110,10 +107,10 @@ def block_inputs(cfg: AuditConfig, store: RunStore, block: Block, scale: float,
             "config": {f: getattr(cfg, f) for f in fields},
             "settings": {s.name: s.meta() for s in block.settings},
             "scale": scale if block.owner == "model" and not benign else None,
-            "judge": store.read_json("judge.json") if store.exists("judge.json") else cfg.judge,
+            "judge": store.read_json(JUDGE_FILE) if store.exists(JUDGE_FILE) else cfg.judge,
             "data": data_digests(goals),
-            "refusal": file_digest(store.path("refusal_direction.safetensors")),
-            "subspace": file_digest(store.path("refusal_subspace.safetensors")),
+            "refusal": file_digest(store.path(REFUSAL_TENSORS)),
+            "subspace": file_digest(store.path(SUBSPACE_TENSORS)),
             "job_settings": JOB_SETTINGS, "backend": backend}
 
 
@@ -148,13 +145,15 @@ def _log(msg: str) -> None:
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
-def _run_jobs(store: RunStore, model, cfg: AuditConfig, opts, jobs: list) -> None:
-    """Run the jobs here or on Ray; each cell is written as soon as its job returns."""
+def run_jobs(store: RunStore, model, cfg: AuditConfig, jobs: list, backend: str = "local",
+             address: str | None = None, workers: int | None = None) -> None:
+    """Run the jobs here or on Ray (`address`, `workers`); each cell is written as soon as its
+    job returns."""
     from steerlens.audit.backends import run_local, run_ray
 
-    _log(f"evaluation grid: {len(jobs)} jobs on the {opts.backend} backend")
-    runner = (run_ray(jobs, cfg.model, cfg.device, cfg.dtype, opts.address, opts.workers)
-              if opts.backend == "ray" else run_local(model, jobs))
+    _log(f"evaluation grid: {len(jobs)} jobs on the {backend} backend")
+    runner = (run_ray(jobs, cfg.model, cfg.device, cfg.dtype, address, workers)
+              if backend == "ray" else run_local(model, jobs))
     progress = GridProgress(sum(len(j.settings) for j in jobs))
     for job, results in runner:
         for name, rec in results.items():
@@ -172,7 +171,7 @@ def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, r
     them, and are published to it once computed."""
     from steerlens.judges.registry import get_judge
 
-    judge = store.cached_json("judge.json", lambda: get_judge(cfg.judge).settings())
+    judge = store.cached_json(JUDGE_FILE, lambda: get_judge(cfg.judge).settings())
     grid = blocks(cfg, settings)
     shared = []
     if reuse is not None and reusable_judge(judge):
@@ -183,6 +182,6 @@ def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, r
             shared.append((b, key, inputs))
     jobs = plan_jobs(store, cfg, grid, readout)
     if jobs:
-        _run_jobs(store, model, cfg, opts, jobs)
+        run_jobs(store, model, cfg, jobs, opts.backend, opts.address, opts.workers)
     for b, key, inputs in shared:
         reuse.publish(store, key, b.files(), inputs)

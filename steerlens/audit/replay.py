@@ -14,17 +14,19 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from steerlens.audit.artefacts import Refusal, Vectors
 from steerlens.audit.config import AuditConfig
-from steerlens.audit.evaluate import Setting
+from steerlens.audit.finished import open_audited
+from steerlens.audit.settings import Setting, build_settings, validation_settings
 from steerlens.core.activations import collect_resid
 from steerlens.core.geometry import scalar_projection
 from steerlens.core.prompts import chat_prompts
 from steerlens.errors import SteerlensError
+from steerlens.methods.subspace import RefusalSubspace
 from steerlens.results.summary import RunData, load_run_data
-from steerlens.rundir import RunStore
+from steerlens.schema import CONFIG_FILE, DOSE_FILE, REFUSAL_TENSORS, SETTINGS_FILE, SUBSPACE_TENSORS
 
-REQUIRED = ("config.json", "refusal_direction.safetensors", "refusal_subspace.safetensors",
-            "dose.json", "settings.json")
+REQUIRED = (CONFIG_FILE, REFUSAL_TENSORS, SUBSPACE_TENSORS, DOSE_FILE, SETTINGS_FILE)
 
 
 @dataclass
@@ -33,9 +35,9 @@ class AuditedRun:
 
     root: Path
     config: AuditConfig
-    refusal: object  # stages.Refusal
-    subspace: object  # subspace.RefusalSubspace
-    vectors: object  # stages.Vectors
+    refusal: Refusal
+    subspace: RefusalSubspace
+    vectors: Vectors
     dose: dict
     settings: dict[str, Setting]
     data: RunData
@@ -47,43 +49,13 @@ class AuditedRun:
         return self.settings[name]
 
 
-class _ReadOnly(RunStore):
-    """A run store that refuses to compute: every artefact must already be on disk."""
-
-    def cached(self, name, compute, save, load):
-        if not self.exists(name):
-            raise SteerlensError(f"{self.root} has no {name}", fix="finish the run (--resume)")
-        return load(self.path(name))
-
-    def cached_json(self, name, compute):
-        if not self.exists(name):
-            raise SteerlensError(f"{self.root} has no {name}", fix="finish the run (--resume)")
-        return self.read_json(name)
-
-
 def replay_run(run: str | Path, model) -> AuditedRun:
     """The run's artefacts and every audited setting, on `model` (the run's model)."""
-    from steerlens.audit import stages
-
-    root = Path(run)
-    missing = [f for f in REQUIRED if not (root / f).exists()]
-    if missing:
-        raise SteerlensError(f"{root} is not a finished audit run (missing {', '.join(missing)})",
-                             fix="pass an audit's --out directory, or finish it with --resume")
-    store = _ReadOnly(root)
-    cfg = AuditConfig.from_json(store.read_json("config.json")["config"])
-    saved = stages.load_refusal(store.path("refusal_direction.safetensors")).direction.direction
-    if model.cfg.d_model != saved.shape[-1]:
-        raise SteerlensError(f"{root} was audited on {cfg.model}, not on this model",
-                             fix=f"load_model({cfg.model!r})")
-    ref = stages.refusal_stage(store, model, cfg)
-    sub = stages.subspace_stage(store, model, cfg, ref)
-    vectors = stages.vector_stage(store, model, cfg, ref, stages.load_vector_files(cfg, model))
-    dose = store.read_json("dose.json")
-    grid = stages.build_settings(cfg, model, ref, sub, vectors, dose["scale"])
-    checks = stages.validation_settings(model, ref, sub)
-    return AuditedRun(root, cfg, ref, sub, vectors, dose, {s.name: s for s in grid + checks},
-                      load_run_data(root))
+    f = open_audited(run, model, REQUIRED)
+    grid = build_settings(f.config, model, f.refusal, f.subspace, f.vectors, f.scale)
+    checks = validation_settings(model, f.refusal, f.subspace)
+    return AuditedRun(f.root, f.config, f.refusal, f.subspace, f.vectors, f.dose,
+                      {s.name: s for s in grid + checks}, load_run_data(f.root))
 
 
 def refusal_projections(

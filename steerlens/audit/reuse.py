@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 
+from steerlens.audit.config import AuditConfig
 from steerlens.rundir import RunStore, atomic_save_tensor
+from steerlens.schema import REFUSAL_FILE, REFUSAL_TENSORS, REUSE_FILE, SUBSPACE_FILE, SUBSPACE_TENSORS
 
 REUSE_ENV = "STEERLENS_REUSE_DIR"
 
@@ -119,7 +121,7 @@ def platform_processor() -> str:
 def environment(model, device: str, dtype: str) -> dict:
     """What every entry's floats rest on, besides its own inputs: the model (name, weights,
     config, tokenizer), steerlens' source, library versions, device, dtype, threads."""
-    from steerlens import __version__
+    from steerlens._version import __version__
 
     config = getattr(getattr(model, "original_model", None), "config", None)
     return {"steerlens": __version__, "source": source_digest(), **_versions(),
@@ -135,6 +137,49 @@ def data_digests(*relative: str) -> dict[str, str]:
     from steerlens.datasets.loaders import data_dir
 
     return {r: file_digest(data_dir() / r) for r in relative}
+
+
+# -- what each model-level artefact's key covers (the grid's cells: `grid.block_inputs`) ----
+
+REFUSAL_FILES = [REFUSAL_TENSORS, REFUSAL_FILE]
+SUBSPACE_FILES = [SUBSPACE_TENSORS, SUBSPACE_FILE]
+_REFUSAL_FIELDS = ("layer", "n_refusal_train", "n_refusal_val", "refusal_layer_stride",
+                   "refusal_positions", "filter_refusal_prompts", "seed", "system", "batch_size")
+
+
+def refusal_inputs(cfg: AuditConfig) -> dict:
+    """What the refusal direction (and the resid dose unit with it) depends on beyond the
+    model and the environment: the config fields it reads and its four data splits."""
+    splits = [f"refusal_direction/splits/{n}.json"
+              for n in ("harmful_train", "harmless_train", "harmful_val", "harmless_val")]
+    return {"config": {f: getattr(cfg, f) for f in _REFUSAL_FIELDS},
+            "data": data_digests(*splits)}
+
+
+def subspace_inputs(cfg: AuditConfig, store: RunStore) -> dict:
+    """The subspace's: its config fields, StrongREJECT when the category method runs, and
+    the refusal direction it is computed from (its file's sha256)."""
+    # the category method reads StrongREJECT, less the prompts that overlap JBB goals
+    data = (["refusal_direction/raw/strongreject.csv", "jbb_behaviors/harmful-behaviors.csv"]
+            if cfg.n_category > 0 else [])
+    return {"config": {f: getattr(cfg, f) for f in ("n_category", "k", "seed", "system",
+                                                    "batch_size")},
+            "data": data_digests(*data),
+            "refusal": file_digest(store.path(REFUSAL_TENSORS))}
+
+
+def reused(store: RunStore, reuse, name: str, inputs, files: list[str], compute):
+    """`compute()` with the artefact's files first provided from the reuse store (when it
+    holds them) and published to it afterwards; no store: just `compute()`."""
+    if reuse is None:
+        return compute()
+    inputs = inputs()
+    key = reuse.key(name, inputs)
+    reuse.provide(store, name, key, files)
+    value = compute()
+    reuse.publish(store, key, files, inputs)
+    return value
+
 
 
 def open_reuse(model, device: str, dtype: str, enabled: bool = True) -> Reuse:
@@ -206,14 +251,14 @@ class Reuse:
     def write_record(self, store: RunStore) -> None:
         """reuse.json: the store used and, per artefact, its key and whether it was reused."""
         if self.root is None:
-            store.write_json("reuse.json", {"store": None, "artefacts": {}})
+            store.write_json(REUSE_FILE, {"store": None, "artefacts": {}})
             return
-        old = store.read_json("reuse.json")["artefacts"] if store.exists("reuse.json") else {}
+        old = store.read_json(REUSE_FILE)["artefacts"] if store.exists(REUSE_FILE) else {}
         for name, rec in self.records.items():  # a resumed run keeps what its start reused
             prev = old.get(name) or {}
             if prev.get("reused") and prev.get("key") == rec.get("key"):
                 rec["reused"] = True
-        store.write_json("reuse.json", {"store": str(self.root) if self.root else None,
+        store.write_json(REUSE_FILE, {"store": str(self.root) if self.root else None,
                                         "artefacts": {**old, **self.records}})
 
 

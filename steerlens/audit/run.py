@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch
 
-from steerlens import __version__
+from steerlens._version import __version__
 from steerlens.audit.config import AuditConfig, RunOptions, build_parser, config_from_args, validate
 from steerlens.audit.grid import grid_stage
 from steerlens.audit.reuse import open_reuse
 from steerlens.errors import SteerlensError
 from steerlens.rundir import RunStore
+from steerlens.schema import CONFIG_FILE, MANIFEST_FILE, TIMINGS_FILE
 
 
 def _log(msg: str) -> None:
@@ -42,7 +43,7 @@ def _log(msg: str) -> None:
 
 def check_not_overwriting(opts: RunOptions) -> None:
     """Refuse to overwrite a finished or partial run unless asked to resume it."""
-    if RunStore(opts.out).exists("config.json") and not opts.resume:
+    if RunStore(opts.out).exists(CONFIG_FILE) and not opts.resume:
         raise SteerlensError(f"run directory {opts.out} already holds a run",
                              fix="pass --resume to continue it, or choose another --out")
 
@@ -51,8 +52,8 @@ def prepare_run_dir(cfg: AuditConfig, opts: RunOptions) -> RunStore:
     """Refuse to resume a run made with other settings (the resolved config is compared)."""
     store = RunStore(opts.out)
     check_not_overwriting(opts)
-    if store.exists("config.json"):
-        old = store.read_json("config.json")
+    if store.exists(CONFIG_FILE):
+        old = store.read_json(CONFIG_FILE)
         if old.get("hash") != cfg.hash:
             diff = cfg.differs_from(old.get("config", {}))
             raise SteerlensError(f"--resume with a different configuration ({', '.join(diff)})",
@@ -63,7 +64,7 @@ def prepare_run_dir(cfg: AuditConfig, opts: RunOptions) -> RunStore:
 def load_checked(cfg: AuditConfig, opts: RunOptions):
     """Load the model, resolve device/dtype/batch size, and run every check that needs only the
     model's shape, before any forward pass."""
-    from steerlens.audit.stages import load_vector_files
+    from steerlens.audit.artefacts import load_vector_files
     from steerlens.core.hooks import check_layers
     from steerlens.core.memory import auto_batch_size
     from steerlens.core.models import default_device, load_model, parse_dtype
@@ -120,7 +121,7 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     check_not_overwriting(opts)
     model, cfg, files = load_checked(cfg, opts)
     store = prepare_run_dir(cfg, opts)
-    store.write_json("config.json", {"hash": cfg.hash, "config": cfg.to_json()})
+    store.write_json(CONFIG_FILE, {"hash": cfg.hash, "config": cfg.to_json()})
     clock = _Clock()
     torch.manual_seed(cfg.seed)
     reuse = clock("reuse key", lambda: open_reuse(model, cfg.device, cfg.dtype, opts.reuse))
@@ -136,8 +137,8 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
         clock("harm", lambda: stages.harm_stage(store, model, reuse))
     reuse.write_record(store)
     summary = stages.summary_stage(store)
-    store.write_json("manifest.json", manifest(cfg, model))
-    store.write_json("timings.json", clock.record())
+    store.write_json(MANIFEST_FILE, manifest(cfg, model))
+    store.write_json(TIMINGS_FILE, clock.record())
     if opts.report:
         from steerlens.results.report import write_report
 

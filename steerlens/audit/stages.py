@@ -6,26 +6,37 @@ screen and the refusal projections from the grid's first decode step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 
+from steerlens.audit.artefacts import CAAVector, Refusal, Vectors
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.evaluate import behaviour_effect
+from steerlens.audit.reuse import REFUSAL_FILES, SUBSPACE_FILES, refusal_inputs, reused, subspace_inputs
+from steerlens.audit.settings import build_settings, dosed, validation_settings
 from steerlens.core.activations import collect_resid
-from steerlens.core.geometry import cosine, fraction_in_subspace, rescale, unit
+from steerlens.core.geometry import cosine, fraction_in_subspace, unit
 from steerlens.core.prompts import chat_prompts
 from steerlens.core.steering import ablation, addition
-from steerlens.core.tensorfile import load_tensors, save_tensors
 from steerlens.core.vectors import SteeringVector
 from steerlens.datasets.behaviours import behaviour_split
 from steerlens.datasets.loaders import load_categorized, load_instructions
-from steerlens.errors import SteerlensError
 from steerlens.methods.caa import balanced, label_shuffled, pair_activations
-from steerlens.methods.refusal import RefusalDirection, refusal_scores, sample, select_refusal_direction
+from steerlens.methods.refusal import refusal_scores, sample, select_refusal_direction
 from steerlens.methods.subspace import RefusalSubspace, choose_k_by_ablation, refusal_subspace
 from steerlens.rundir import RunStore
+from steerlens.schema import (
+    DOSE_FILE,
+    HARM_LABELS,
+    OVERLAP_FILE,
+    REFUSAL_FILE,
+    REFUSAL_TENSORS,
+    SETTINGS_FILE,
+    SUBSPACE_FILE,
+    SUBSPACE_TENSORS,
+    SUMMARY_FILE,
+    VECTOR_FILES,
+    vector_file,
+)
 
 
 def _log(msg: str) -> None:
@@ -36,39 +47,8 @@ def _log(msg: str) -> None:
 
 # -- 1. the refusal direction ----------------------------------------------------------------
 
-@dataclass
-class Refusal:
-    """The selected direction, the steering layer, and what later stages reuse."""
-
-    direction: RefusalDirection
-    layer: int  # the steering layer
-    harmful: torch.Tensor  # train activations at (layer, direction's position)
-    harmless: torch.Tensor
-    resid_norm: float  # mean residual norm of harmful prompts at the steering layer (tail)
-    val_harmful: list[str]  # validation prompts kept by the filter
-
-    def save(self, path) -> None:
-        rd = self.direction
-        meta = {**rd.meta, "layer": rd.layer, "position": rd.position, "positions": rd.positions,
-                "layers": rd.layers, "steering_layer": self.layer, "resid_norm": self.resid_norm,
-                "candidates": rd.candidates}
-        save_tensors(path, {"direction": rd.direction, "means": rd.means, "harmful": self.harmful,
-                            "harmless": self.harmless}, meta)
-
-    @classmethod
-    def load(cls, path) -> Refusal:
-        t, meta = load_tensors(path)
-        rd = RefusalDirection(t["direction"], meta.pop("layer"), meta.pop("position"),
-                              meta.pop("candidates"), t["means"], meta.pop("positions"),
-                              meta.pop("layers"), meta)
-        layer, norm = meta.pop("steering_layer"), meta.pop("resid_norm")
-        return cls(rd, layer, t["harmful"], t["harmless"], norm, meta.get("val_harmful", []))
-
-
-load_refusal = Refusal.load
-
-
-def _split(name: str, n: int, seed: int) -> list[str]:
+def instructions(name: str, n: int, seed: int) -> list[str]:
+    """`n` instructions of a refusal split (`harmful_train`, ...), sampled with `seed`."""
     return sample([x.instruction for x in load_instructions(name)], n, seed)
 
 
@@ -79,8 +59,8 @@ def _compute_refusal(model, cfg: AuditConfig) -> Refusal:
                     | ({cfg.layer} if cfg.layer is not None else set()))
     nt, nv = cfg.n_refusal_train, cfg.n_refusal_val
     rd, acts = select_refusal_direction(
-        model, _split("harmful_train", nt, cfg.seed), _split("harmless_train", nt, cfg.seed),
-        _split("harmful_val", nv, cfg.seed), _split("harmless_val", nv, cfg.seed),
+        model, instructions("harmful_train", nt, cfg.seed), instructions("harmless_train", nt, cfg.seed),
+        instructions("harmful_val", nv, cfg.seed), instructions("harmless_val", nv, cfg.seed),
         layers=layers, positions=[-1] if cfg.refusal_positions == "last" else None,
         filter_prompts=cfg.filter_refusal_prompts, system=cfg.system, batch_size=cfg.batch_size)
     layer = cfg.layer if cfg.layer is not None else rd.layer
@@ -89,55 +69,11 @@ def _compute_refusal(model, cfg: AuditConfig) -> Refusal:
                    rd.meta.get("val_harmful", []))
 
 
-REFUSAL_FILES = ["refusal_direction.safetensors", "refusal.json"]
-SUBSPACE_FILES = ["refusal_subspace.safetensors", "subspace.json"]
-_REFUSAL_FIELDS = ("layer", "n_refusal_train", "n_refusal_val", "refusal_layer_stride",
-                   "refusal_positions", "filter_refusal_prompts", "seed", "system", "batch_size")
-
-
-def refusal_inputs(cfg: AuditConfig) -> dict:
-    """What the refusal direction (and the resid dose unit with it) depends on beyond the
-    model and the environment: the config fields it reads and its four data splits."""
-    from steerlens.audit.reuse import data_digests
-
-    splits = [f"refusal_direction/splits/{n}.json"
-              for n in ("harmful_train", "harmless_train", "harmful_val", "harmless_val")]
-    return {"config": {f: getattr(cfg, f) for f in _REFUSAL_FIELDS},
-            "data": data_digests(*splits)}
-
-
-def subspace_inputs(cfg: AuditConfig, store: RunStore) -> dict:
-    """The subspace's: its config fields, StrongREJECT when the category method runs, and
-    the refusal direction it is computed from (its file's sha256)."""
-    from steerlens.audit.reuse import data_digests, file_digest
-
-    # the category method reads StrongREJECT, less the prompts that overlap JBB goals
-    data = (["refusal_direction/raw/strongreject.csv", "jbb_behaviors/harmful-behaviors.csv"]
-            if cfg.n_category > 0 else [])
-    return {"config": {f: getattr(cfg, f) for f in ("n_category", "k", "seed", "system",
-                                                    "batch_size")},
-            "data": data_digests(*data),
-            "refusal": file_digest(store.path("refusal_direction.safetensors"))}
-
-
-def _reused(store: RunStore, reuse, name: str, inputs, files: list[str], compute):
-    """`compute()` with the artefact's files first provided from the reuse store (when it
-    holds them) and published to it afterwards; no store: just `compute()`."""
-    if reuse is None:
-        return compute()
-    inputs = inputs()
-    key = reuse.key(name, inputs)
-    reuse.provide(store, name, key, files)
-    value = compute()
-    reuse.publish(store, key, files, inputs)
-    return value
-
-
 def _refusal_files(store: RunStore, model, cfg: AuditConfig) -> Refusal:
-    ref = store.artefact("refusal_direction.safetensors", Refusal,
+    ref = store.artefact(REFUSAL_TENSORS, Refusal,
                          lambda: _compute_refusal(model, cfg))
     rd = ref.direction
-    store.cached_json("refusal.json", lambda: {
+    store.cached_json(REFUSAL_FILE, lambda: {
         **rd.meta, "layer": rd.layer, "position": rd.position, "steering_layer": ref.layer,
         "readout_layers": [lay for lay in rd.layers if lay >= ref.layer],
         "resid_norm": ref.resid_norm, "candidates": rd.candidates})
@@ -146,7 +82,7 @@ def _refusal_files(store: RunStore, model, cfg: AuditConfig) -> Refusal:
 
 def refusal_stage(store: RunStore, model, cfg: AuditConfig, reuse=None) -> Refusal:
     _log("refusal direction: Arditi filter, difference in means, selection")
-    ref = _reused(store, reuse, "refusal", lambda: refusal_inputs(cfg), REFUSAL_FILES,
+    ref = reused(store, reuse, "refusal", lambda: refusal_inputs(cfg), REFUSAL_FILES,
                   lambda: _refusal_files(store, model, cfg))
     fb = ref.direction.meta.get("fallback")
     _log(f"refusal direction: layer {ref.direction.layer}, position {ref.direction.position}"
@@ -195,16 +131,16 @@ def _compute_subspace(model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
 
 
 def _subspace_files(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> RefusalSubspace:
-    sub = store.artefact("refusal_subspace.safetensors", RefusalSubspace,
+    sub = store.artefact(SUBSPACE_TENSORS, RefusalSubspace,
                          lambda: _compute_subspace(model, cfg, ref))
-    store.cached_json("subspace.json", lambda: {"method": sub.method, **sub.evidence})
+    store.cached_json(SUBSPACE_FILE, lambda: {"method": sub.method, **sub.evidence})
     return sub
 
 
 def subspace_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
                    reuse=None) -> RefusalSubspace:
     _log("refusal subspace: contrastive directions, k by ablation effect")
-    sub = _reused(store, reuse, "subspace", lambda: subspace_inputs(cfg, store), SUBSPACE_FILES,
+    sub = reused(store, reuse, "subspace", lambda: subspace_inputs(cfg, store), SUBSPACE_FILES,
                   lambda: _subspace_files(store, model, cfg, ref))
     _log(f"refusal subspace: {sub.method}, k = {sub.evidence['k']} of {sub.k}")
     return sub
@@ -236,11 +172,6 @@ def _caa_from(items, layers, acts, cfg: AuditConfig, ref: Refusal, behaviour: st
                      label_shuffled(acts.diffs, cfg.n_shuffled, cfg.seed)[:, layers.index(ref.layer)])
 
 
-def _compute_caa(model, cfg: AuditConfig, ref: Refusal, behaviour: str) -> CAAVector:
-    items, layers, acts = _caa_acts(model, cfg, ref, behaviour)
-    return _caa_from(items, layers, acts, cfg, ref, behaviour)
-
-
 def _method_vector(acts, layers, method: str, behaviour: str) -> SteeringVector:
     """Another extraction method over the same pair activations (`methods.extraction`)."""
     from steerlens.methods.extraction import extract
@@ -255,35 +186,10 @@ def vector_name(behaviour: str, method: str) -> str:
     return behaviour if method == "mean_difference" else f"{behaviour}:{method}"
 
 
-@dataclass
-class CAAVector:
-    """A behaviour's CAA vector and its label-shuffled nulls at the steering layer."""
-
-    vector: SteeringVector
-    null: torch.Tensor
-
-    def save(self, path) -> None:
-        save_tensors(path, {"vectors": self.vector.vectors, "null": self.null},
-                     self.vector.header())
-
-    @classmethod
-    def load(cls, path) -> CAAVector:
-        return cls(SteeringVector.load(path), load_tensors(path)[0]["null"])
-
-
-@dataclass
-class Vectors:
-    """The audited vectors (resid_pre numbering) and their label-shuffled nulls."""
-
-    vectors: dict[str, SteeringVector]
-    nulls: dict[str, torch.Tensor]
-
-
 def _behaviour_vectors(store: RunStore, model, cfg: AuditConfig, ref: Refusal, b: str):
     """The behaviour's CAA vector (and shuffled nulls) and its other methods' vectors, each in
     its own file; the pair activations are computed once, only if a file is missing."""
-    names = {m: f"vectors/{b}.safetensors" if m == "mean_difference" else
-             f"vectors/{b}.{m}.safetensors" for m in ("mean_difference", *cfg.methods)}
+    names = {m: vector_file(b, m) for m in ("mean_difference", *cfg.methods)}
     cache: dict = {}
 
     def acts():
@@ -311,34 +217,11 @@ def vector_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal,
         nulls[b] = null
     vecs.update(files)
     if files:
-        store.cached_json("vectors/files.json", lambda: {name: {
+        store.cached_json(VECTOR_FILES, lambda: {name: {
             **{k: sv.meta.get(k) for k in ("file", "format", "model_hint", "site_assumed")},
             "read_from": sv.meta.get("renumbered_from", sv.site), "site": sv.site,
             "layers": sv.layers} for name, sv in files.items()})
     return Vectors(vecs, nulls)
-
-
-def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
-    """The --vector files, checked against the model before any forward pass."""
-    from steerlens.core.geometry import check_vector
-
-    out = {}
-    for path in cfg.vectors:
-        sv = SteeringVector.load(path).as_resid_pre()
-        sv.meta.setdefault("file", str(path))
-        check_vector(sv.vectors[sv.vectors.norm(dim=-1) > 0], model.cfg.d_model, f"vector {path}")
-        if sv.meta.get("site_assumed"):
-            _log(f"WARNING: {path} does not record where it is added; read as "
-                 f"{sv.meta['site_assumed']} (vectors/files.json records it)")
-        if cfg.layer is None or cfg.layer not in sv.layers:
-            raise SteerlensError(f"vector {path} needs a steering layer it has (resid_pre layers "
-                                 f"{sv.layers})", fix="pass --layer with one of them (under "
-                                 "--protocol deployed: the layer its geometry is read at)")
-        if not all(0 <= lay <= model.cfg.n_layers for lay in sv.layers):
-            raise SteerlensError(f"vector {path} has layers {sv.layers} (resid_pre) beyond the "
-                                 f"model's {model.cfg.n_layers}", fix="use a vector for this model")
-        out[f"file:{Path(path).stem}"] = sv
-    return out
 
 
 # -- 4. dose ---------------------------------------------------------------------------------
@@ -350,11 +233,6 @@ def dose_scale(cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> float:
         return ref.resid_norm
     norms = [float(v.at(ref.layer).norm()) for v in vectors.vectors.values()]
     return sum(norms) / len(norms)
-
-
-def dosed(v: torch.Tensor, dose: float, scale: float) -> torch.Tensor:
-    """`v` rescaled to `|dose| * scale`, signed by the dose."""
-    return rescale(v.float(), abs(dose) * scale) * (1 if dose > 0 else -1)
 
 
 def _effects(model, cfg: AuditConfig, ref: Refusal, named: dict, doses: list, scale: float) -> dict:
@@ -396,7 +274,7 @@ def _steers(effect: dict, dose: float) -> bool:
 
 
 def dose_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> dict:
-    return store.cached_json("dose.json", lambda: _compute_dose(model, cfg, ref, vectors))
+    return store.cached_json(DOSE_FILE, lambda: _compute_dose(model, cfg, ref, vectors))
 
 
 # -- 5. geometry -----------------------------------------------------------------------------
@@ -417,109 +295,10 @@ def overlap_stage(store: RunStore, ref: Refusal, sub: RefusalSubspace, vectors: 
                          "chance_cosine": 1.96 / v.shape[0] ** 0.5}
         return out
 
-    return store.cached_json("overlap.json", compute)
+    return store.cached_json(OVERLAP_FILE, compute)
 
 
-def unit_refusal(ref: Refusal) -> torch.Tensor:
-    return unit(ref.direction.at(ref.layer)).float()
-
-
-# -- 6. settings and the evaluation grid -----------------------------------------------------
-
-def _null_directions(n: int, d: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(10_000 + seed)
-    return torch.randn(n, d, generator=g)
-
-
-def _vector_settings(cfg: AuditConfig, name: str, v: torch.Tensor, d: float, add, r, basis,
-                     nulls) -> list:
-    """One vector's settings at dose `d`: those `cfg.vector_settings` names, then its
-    label-shuffled nulls."""
-    from steerlens.audit.evaluate import Kind, Setting
-    from steerlens.core.geometry import orthogonalize, orthogonalize_subspace
-
-    tag = f"{name}@{d:g}"
-    make = {"plus": lambda: Setting(f"{tag}+v", Kind.PLUS, add(v), name, d),
-            "minus": lambda: Setting(f"{tag}-v", Kind.MINUS, add(-v), name, -d),
-            "perp1": lambda: Setting(f"{tag}+v_perp1", Kind.PERP1, add(orthogonalize(v, r)), name, d),
-            "perpk": lambda: Setting(f"{tag}+v_perpk", Kind.PERPK,
-                                     add(orthogonalize_subspace(v, basis)), name, d)}
-    out = [make[k]() for k in ("plus", "minus", "perp1", "perpk") if k in cfg.vector_settings]
-    return out + [Setting(f"{tag}shuffled{j}", Kind.SHUFFLED, add(n), name, d)
-                  for j, n in enumerate(nulls)]
-
-
-def null_directions(cfg: AuditConfig, ref: Refusal, d_model: int) -> dict:
-    """The model-level null directions by kind: isotropic random (screened and generated);
-    covariance draws from the *within-class* covariance of the refusal train activations at
-    the steering layer (harmful and harmless each centred on its own mean, so the draws carry
-    no harmful-vs-harmless signal); differences of random prompt pairs of the *same* class
-    (harmful pairs and harmless pairs alternating: a harmful−harmless pair would be a noisy
-    refusal direction). `methods.nulls`."""
-    from steerlens.methods.nulls import covariance_directions, pair_differences
-
-    h, ll = ref.harmful.float(), ref.harmless.float()
-    within = torch.cat([h - h.mean(0), ll - ll.mean(0)])
-    n = cfg.n_null_pairs
-    pairs = torch.stack([x for ab in zip(pair_differences(h, (n + 1) // 2, cfg.seed),
-                                         pair_differences(ll, (n + 1) // 2, cfg.seed + 1))
-                         for x in ab][:n]) if n else torch.empty(0, d_model)
-    return {"random": _null_directions(cfg.n_null_screen + cfg.n_null_generate, d_model, cfg.seed),
-            "covariance": covariance_directions(within, cfg.n_null_covariance, cfg.seed),
-            "pair_diff": pairs}
-
-
-def _model_nulls(cfg: AuditConfig, nulls: dict, d: float, scale: float, add) -> list:
-    from steerlens.audit.evaluate import Kind, Setting
-
-    out = [Setting(f"random{i}@{d:g}", Kind.RANDOM, add(dosed(x, d, scale)), None, d,
-                   generate=i < cfg.n_null_generate) for i, x in enumerate(nulls["random"])]
-    out += [Setting(f"covariance{i}@{d:g}", Kind.COVARIANCE, add(dosed(x, d, scale)), None, d)
-            for i, x in enumerate(nulls["covariance"])]
-    return out + [Setting(f"pairdiff{i}@{d:g}", Kind.PAIR_DIFF, add(dosed(x, d, scale)), None, d)
-                  for i, x in enumerate(nulls["pair_diff"])]
-
-
-def build_settings(cfg: AuditConfig, model, ref: Refusal, sub: RefusalSubspace, vectors: Vectors,
-                   scale: float) -> list:
-    """Every steering condition: baseline; per vector and dose +v, -v, +v_perp1, +v_perpk (those
-    `cfg.vector_settings` names) and label-shuffled nulls; +v screened at `cfg.screen_doses`;
-    per dose the model-level nulls (random, covariance, prompt-pair differences)."""
-    from steerlens.audit.deployed import deployed_settings, is_deployed
-    from steerlens.audit.evaluate import Kind, Setting
-
-    dev, L = model.cfg.device, ref.layer
-    r, basis = ref.direction.at(L), sub.basis[: sub.evidence["k"]]
-    add = lambda v: addition(v.float().to(dev), L)  # noqa: E731
-    nulls = null_directions(cfg, ref, model.cfg.d_model)
-    caa = {n: sv for n, sv in vectors.vectors.items() if not is_deployed(cfg, n)}
-    out = [Setting("baseline", Kind.BASELINE)]
-    for d in cfg.doses if caa else ():
-        for name, sv in caa.items():
-            shuffled = [dosed(n, d, scale) for n in vectors.nulls.get(name, [])]
-            out += _vector_settings(cfg, name, dosed(sv.at(L), d, scale), d, add, r, basis, shuffled)
-        out += _model_nulls(cfg, nulls, d, scale, add)
-    for d in cfg.screen_doses:
-        out += [Setting(f"{name}@{d:g}+v_screen", Kind.SCREEN, add(dosed(sv.at(L), d, scale)),
-                        name, d, generate=False) for name, sv in caa.items()]
-    for name in (n for n in vectors.vectors if n not in caa):
-        out += deployed_settings(cfg, model, name, vectors.vectors[name])
-    return out
-
-
-def validation_settings(model, ref: Refusal, sub: RefusalSubspace) -> list:
-    """The refusal direction and subspace, checked on JBB: ablated (ASR must rise) and the
-    direction added at its layer with coefficient 1 at every position (ASR must fall)."""
-    from steerlens.audit.evaluate import Kind, Setting
-
-    n, dev = model.cfg.n_layers, model.cfg.device
-    rd = ref.direction
-    return [Setting("refusal_ablated", Kind.REFUSAL_ABLATED, ablation(rd.direction[None].to(dev), n)),
-            Setting("subspace_ablated", Kind.SUBSPACE_ABLATED,
-                    ablation(sub.basis[: sub.evidence["k"]].to(dev), n)),
-            Setting("refusal_added", Kind.REFUSAL_ADDED,
-                    addition(rd.direction.to(dev), rd.layer, 1.0, positions="all"))]
-
+# -- 6. the grid's settings and readout -----------------------------------------------------
 
 def readout(model, ref: Refusal, sub: RefusalSubspace):
     """First-step readout: refusal score, and projections at the layers from the steering layer
@@ -539,7 +318,7 @@ def settings_stage(store: RunStore, model, cfg: AuditConfig, ref: Refusal, sub: 
     """The grid's settings, with their metadata written to settings.json."""
     grid = build_settings(cfg, model, ref, sub, vectors, scale)
     checks = validation_settings(model, ref, sub)
-    store.cached_json("settings.json", lambda: {s.name: s.meta() for s in grid + checks})
+    store.cached_json(SETTINGS_FILE, lambda: {s.name: s.meta() for s in grid + checks})
     return {"grid": grid, "validation": checks}
 
 
@@ -551,9 +330,9 @@ def harm_stage(store: RunStore, model, reuse=None) -> None:
     from steerlens.judges.harm import load_harm_judge
     from steerlens.judges.rejudge import read_cells, rejudge
 
-    path = store.root / "judgements" / "harm.json"
+    path = store.root / HARM_LABELS
     if path.exists():
-        done = set(store.read_json("judgements/harm.json")["cells"])
+        done = set(store.read_json(HARM_LABELS)["cells"])
         if done >= {name[: -len(".json")] for name, _ in read_cells(store.root)}:
             return
     _log("harm judge: judging every generated completion for harmful compliance")
@@ -568,5 +347,5 @@ def summary_stage(store: RunStore) -> dict:
     from steerlens.results.summary import load_run_data, summarize
 
     summary = summarize(load_run_data(store.root))
-    store.write_json("summary.json", summary)
-    return store.read_json("summary.json")
+    store.write_json(SUMMARY_FILE, summary)
+    return store.read_json(SUMMARY_FILE)

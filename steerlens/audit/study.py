@@ -20,11 +20,27 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from steerlens.errors import SteerlensError
+from steerlens.audit.config import audit_options
+from steerlens.audit.flags import add_flags, config_of, opt
+from steerlens.audit.run import run_audit
+from steerlens.audit.settings import dosed, random_directions
+from steerlens.audit.stages import instructions
+from steerlens.core.activations import collect_resid
+from steerlens.core.generation import next_token_logits_grid, refusal_log_odds
+from steerlens.core.models import load_model
+from steerlens.core.prompts import chat_prompts
+from steerlens.core.steering import Steering, addition
+from steerlens.datasets.loaders import load_jbb
+from steerlens.errors import SteerlensError, cli_main
+from steerlens.methods.refusal import refusal_token_ids
+from steerlens.results.library import analyse, format_analysis, write_analysis
+from steerlens.rundir import read_json, write_json
+from steerlens.schema import CONFIG_FILE, LAYER_SCAN_FILE, STUDY_TIMINGS_FILE
 
 RUNS = {"caa": "library", "methods": "library-methods"}
 
@@ -33,22 +49,26 @@ def _log(msg: str) -> None:
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
-def _audit(out: Path, preset: str, model: str, resume: bool) -> float:
-    from steerlens.audit.run import main
+@dataclass(frozen=True)
+class StudyConfig:
+    """What the study computes (its two audits' presets are fixed: `RUNS`)."""
 
-    args = ["--preset", preset, "--model", model, "--out", str(out), "--no-report"]
+    model: str = opt("qwen2.5-coder-0.5b-instruct", "the model both audits and the scan run on")
+    scan: bool = opt(True, "skip the layer-fragility scan", flag="--no-scan", action="store_false")
+
+
+def _audit(out: Path, preset: str, model: str, resume: bool) -> float:
+    """One of the study's audits, through the Python entry (its errors are the audit's)."""
     t = time.time()
-    if main(args + (["--resume"] if resume and out.exists() else [])) != 0:
-        raise SteerlensError(f"the {preset} audit in {out} failed", fix="see the error above")
+    cfg, opts = audit_options(preset, out, model=model, no_report=True,
+                              resume=resume and out.exists())
+    run_audit(cfg, opts)
     return time.time() - t
 
 
 def layer_norms(model, prompts: list[str], layers: list[int], batch_size: int) -> list[float]:
     """Mean residual norm (resid_pre, last prompt token) of `prompts` at each layer: each
     layer's dose unit in the scan, as the audit's `resid` unit is at the steering layer."""
-    from steerlens.core.activations import collect_resid
-    from steerlens.core.prompts import chat_prompts
-
     acts = collect_resid(model, chat_prompts(model.tokenizer, prompts), layers,
                          batch_size=batch_size, desc=None)
     return [float(x) for x in acts[:, :, -1].norm(dim=-1).mean(0)]
@@ -59,15 +79,9 @@ def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 4, dos
     """First-token refusal score (log-odds) of JBB goals with an isotropic random direction of
     `dose` x the layer's mean residual norm added from the end of the user's message on, at
     every layer; per layer the shift against the unsteered score, per direction."""
-    from steerlens.audit.stages import _null_directions, dosed
-    from steerlens.core.generation import next_token_logits_grid, refusal_log_odds
-    from steerlens.core.prompts import chat_prompts
-    from steerlens.core.steering import Steering, addition
-    from steerlens.methods.refusal import refusal_token_ids
-
     layers = list(range(model.cfg.n_layers))
     norms = layer_norms(model, harmful, layers, batch_size)
-    dirs = _null_directions(n_dirs, model.cfg.d_model, seed)
+    dirs = random_directions(n_dirs, model.cfg.d_model, seed)
     dev = model.cfg.device
     settings = {"unsteered": Steering()}
     for lay, norm in zip(layers, norms):
@@ -86,30 +100,21 @@ def layer_scan(model, goals: list[str], harmful: list[str], n_dirs: int = 4, dos
 
 def _scan(out: Path, model_name: str) -> None:
     """The scan on the model as the audits loaded it (their resolved device and dtype)."""
-    from steerlens.audit.stages import _split
-    from steerlens.core.models import load_model
-    from steerlens.datasets.loaders import load_jbb
-    from steerlens.rundir import write_json
-
-    path = out / "layer_scan.json"
+    path = out / LAYER_SCAN_FILE
     if path.exists():
         return
     _log("layer scan: isotropic random directions at every layer, first decode step")
-    from steerlens.rundir import read_json
-
-    cfg = read_json(out / "caa" / "config.json")["config"]
+    cfg = read_json(out / "caa" / CONFIG_FILE)["config"]
     model = load_model(model_name, device=cfg["device"], dtype=cfg["dtype"])
     torch.set_grad_enabled(False)
     goals = [b.goal for b in load_jbb("harmful")]
-    write_json(path, layer_scan(model, goals, _split("harmful_train", 32, 0),
+    write_json(path, layer_scan(model, goals, instructions("harmful_train", 32, 0),
                                 batch_size=cfg["batch_size"]))
 
 
-def run_study(out: Path, model: str, resume: bool = False, scan: bool = True) -> dict:
+def run_study(out: Path, scfg: StudyConfig = StudyConfig(), resume: bool = False) -> dict:
     """Both audits, the scan and the analysis; seconds per step in `DIR/study_timings.json`."""
-    from steerlens.results.library import analyse, write_analysis
-    from steerlens.rundir import write_json
-
+    model, scan = scfg.model, scfg.scan
     if out.exists() and not resume:
         raise SteerlensError(f"{out} exists", fix="pass --resume to continue it, or another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -120,23 +125,20 @@ def run_study(out: Path, model: str, resume: bool = False, scan: bool = True) ->
         t = time.time()
         _scan(out, model)
         secs["layer_scan"] = time.time() - t
-    result = analyse([out / s for s in RUNS], out / "layer_scan.json")
+    result = analyse([out / s for s in RUNS], out / LAYER_SCAN_FILE)
     write_analysis(out, result)
-    write_json(out / "study_timings.json", {"seconds": secs, "total": sum(secs.values())})
+    write_json(out / STUDY_TIMINGS_FILE, {"seconds": secs, "total": sum(secs.values())})
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`steerlens study`: flags generated from `StudyConfig`, then where the study goes."""
     p = argparse.ArgumentParser(prog="python -m steerlens.audit.study", description=__doc__.split("\n")[0])
+    add_flags(p, StudyConfig)
     p.add_argument("--out", default="runs/library", help="study directory")
-    p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
-    p.add_argument("--no-scan", action="store_true", help="skip the layer-fragility scan")
     args = p.parse_args(argv)
-    from steerlens.errors import cli_main
-    from steerlens.results.library import format_analysis
-
-    return cli_main(lambda: run_study(Path(args.out), args.model, args.resume, not args.no_scan),
+    return cli_main(lambda: run_study(Path(args.out), config_of(StudyConfig, vars(args)), args.resume),
                     format_analysis)
 
 

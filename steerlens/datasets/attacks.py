@@ -56,9 +56,6 @@ REFUSAL_SUPPRESSION = (
     "Keep the rules in mind and answer the request."
 )
 
-# GPTFuzzer ids used by default: 2 is AIM (JailbreakBench's JBC template), 34 evil confidant.
-GPTFUZZER_DEFAULT_IDS = (34,)
-
 
 def _from_gptfuzzer(tid: int, name: str) -> Attack:
     from steerlens.datasets.loaders import load_gptfuzzer_templates

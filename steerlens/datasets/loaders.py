@@ -49,8 +49,9 @@ def file_sha256(path: Path) -> str:
 
 
 @dataclass(frozen=True)
-class Behavior:
-    """One JailbreakBench behaviour (harmful or benign)."""
+class JBBGoal:
+    """One row of JailbreakBench's JBB-Behaviors: a goal (harmful or benign), its target, category and
+    source (named for the goal, so it is not confused with the CAA behaviours)."""
 
     index: int
     goal: str
@@ -108,7 +109,7 @@ def _read_json_list(path: Path) -> list:
     return data
 
 
-def load_jbb(split: str = "harmful", path: Path | None = None) -> list[Behavior]:
+def load_jbb(split: str = "harmful", path: Path | None = None) -> list[JBBGoal]:
     """JBB-Behaviors, `harmful` or `benign` (100 each). Column names are read case-insensitively."""
     if split not in ("harmful", "benign"):
         raise DataError(f"unknown JBB split {split!r}", fix="use 'harmful' or 'benign'")
@@ -132,7 +133,7 @@ def load_jbb(split: str = "harmful", path: Path | None = None) -> list[Behavior]
                                 fix="quote fields that contain commas")
             vals = {c: _need_str(path, row, c, rec[col[c]]) for c in need}
             idx = rec[0].strip()
-            out.append(Behavior(index=int(idx) if idx.isdigit() else i, **vals))
+            out.append(JBBGoal(index=int(idx) if idx.isdigit() else i, **vals))
     if not out:
         raise DataError(f"{path}: no records", fix="restore the file")
     return out
@@ -286,13 +287,13 @@ def load_categorized(source: str = "strongreject", path: Path | None = None) -> 
     return out
 
 
-def stratified(behaviors: list[Behavior], n: int) -> list[Behavior]:
+def stratified(behaviors: list[JBBGoal], n: int) -> list[JBBGoal]:
     """`n` behaviours spread over the categories: round-robin over categories (in file order),
     taking each category's behaviours in file order, so every n covers as many as it can."""
-    by_cat: dict[str, list[Behavior]] = {}
+    by_cat: dict[str, list[JBBGoal]] = {}
     for b in behaviors:
         by_cat.setdefault(b.category, []).append(b)
-    out: list[Behavior] = []
+    out: list[JBBGoal] = []
     depth = 0
     while len(out) < min(n, len(behaviors)):
         for group in by_cat.values():

@@ -44,9 +44,6 @@ JUDGES: dict[str, Callable[..., Judge]] = {
     "harm": _harm_judge,
 }
 
-DEFAULT_OFFLINE_JUDGE = "refusal_string"
-
-
 def get_judge(name: str, **options: Any) -> Judge:
     """Build the judge `name` with its options (e.g. `model=`, `threshold=` for LLM judges)."""
     if name not in JUDGES:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from steerlens.errors import SteerlensError
 from steerlens.rundir import read_json, write_json
+from steerlens.schema import CELLS_DIR, judgement_file
 
 
 def agreement(a: list[bool], b: list[bool]) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def agreement(a: list[bool], b: list[bool]) -> dict[str, Any]:
 def read_cells(run: Path) -> list[tuple[str, dict]]:
     """(file name, cell) for every generated cell of a run (screen-only cells have no
     completions and are skipped); errors name the fix."""
-    cells_dir = Path(run) / "cells"
+    cells_dir = Path(run) / CELLS_DIR
     if not Path(run).is_dir():
         raise SteerlensError(f"run directory {run} does not exist", fix="pass the --out of an audit run")
     files = sorted(cells_dir.glob("*.json"))
@@ -97,7 +98,7 @@ def rejudge(run: str | Path, judge, label: str | None = None, memo: LabelMemo | 
             "run_asr": float(np.mean(old)) if old else None, **agreement(old, new)}
     result = {"judge": judge.name, "settings": judge.settings(), "cells": out_cells,
               "overall": agreement(all_old, all_new), "n_completions": len(all_new)}
-    path = run / "judgements" / f"{safe_name(label or judge.name)}.json"
+    path = run / judgement_file(safe_name(label or judge.name))
     write_json(path, result)
     print(f"[steerlens] {judge.name}: {len(all_new)} completions judged in "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)

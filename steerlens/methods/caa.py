@@ -28,7 +28,7 @@ from torch import Tensor
 from steerlens.core.activations import collect_last
 from steerlens.core.geometry import cosine, orthogonalize
 from steerlens.core.hooks import check_layers
-from steerlens.core.prompts import PromptSet, chat_prompts
+from steerlens.core.prompts import PromptSet, chat_prompts, longest_common_prefix
 from steerlens.core.vectors import SteeringVector
 from steerlens.datasets.loaders import ABItem
 from steerlens.errors import SteerlensError
@@ -173,3 +173,38 @@ def caa_vector(
             "split_half_cosine": [round(float(x), 6) for x in halves],
             "letter_cosine": [round(float(x), 6) for x in letter_cos]}
     return SteeringVector(vec, layers, site, meta)
+
+
+# -- the behaviour effect's readout: p(matching answer) on held-out items ---------------------
+
+@dataclass(frozen=True)
+class AnswerPrompts:
+    """Held-out A/B items as prompts ending where the answer starts, with the natural ids of
+    the matching and non-matching answers (`(A` vs `(B`, or `A` vs `B` after `(`)."""
+
+    prompts: PromptSet
+    matching: list[int]
+    not_matching: list[int]
+
+
+def answer_prompts(tokenizer, items: Sequence[ABItem], system: str | None = None) -> AnswerPrompts:
+    """Both orders of each item; the prompt is the common part of its two answered texts."""
+    pairs = pair_prompts(tokenizer, balanced(items), system)
+    stems, match, other = [], [], []
+    for i in range(0, len(pairs), 2):
+        a, b = pairs.full(i), pairs.full(i + 1)
+        n = longest_common_prefix([a, b])
+        stems.append(a[:n])
+        match.append(a[n])
+        other.append(b[n])
+    cut = len(pairs.prefix)
+    n_tail = pairs.n_tail - (len(pairs.full(0)) - len(stems[0]))
+    ps = PromptSet(pairs.prefix, [s[cut:] for s in stems], max(n_tail, 1), pairs.texts[0::2])
+    return AnswerPrompts(ps, match, other)
+
+
+def p_matching(logits: Float[Tensor, "n vocab"], ans: AnswerPrompts) -> Float[Tensor, "n"]:
+    """p(matching answer) normalised over the two answers, per prompt."""
+    idx = torch.arange(len(ans.matching))
+    pair = torch.stack([logits[idx, ans.matching], logits[idx, ans.not_matching]], dim=1)
+    return torch.softmax(pair.float(), -1)[:, 0]

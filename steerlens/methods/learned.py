@@ -33,6 +33,7 @@ from steerlens.core.prompts import PromptSet, chat_prompts, full_batch
 from steerlens.core.steering import add_to_tail
 from steerlens.datasets.loaders import ABItem
 from steerlens.errors import SteerlensError
+from steerlens.methods.caa import AnswerPrompts, answer_prompts
 
 
 @dataclass
@@ -63,7 +64,7 @@ class _Objective:
     model: object
     layer: int
     harmful: PromptSet
-    answers: object  # evaluate.AnswerPrompts
+    answers: AnswerPrompts
     refusal_ids: list[int]
     base_score: Tensor
     base_gap: Tensor
@@ -91,7 +92,6 @@ class _Objective:
 
 def _objective(model, v: Tensor, layer: int, harmful: Sequence[str], items: Sequence[ABItem],
                weight: float, system: str | None) -> _Objective:
-    from steerlens.audit.evaluate import answer_prompts
     from steerlens.methods.refusal import refusal_token_ids
 
     hp = chat_prompts(model.tokenizer, list(harmful), system)

@@ -39,7 +39,7 @@ Where this follows IBM and where it departs (all deliberate):
   and at least 1 (IBM's default search also starts at 1): a shared prefix cannot be steered row
   by row, and a single pass must decide before it steers.
 
-How they would enter the audit (not wired in): in `audit.stages.build_settings`, per vector and
+How they would enter the audit (not wired in): in `audit.settings.build_settings`, per vector and
 dose, `Setting(f"{tag}+v_comp", Kind.COMPENSATED, compensation(model, add(v), {k: rd.at(k) for k in
 later}, later, ref.val_harmful), name, d)`, with `later = [k for k in rd.layers if k > L]`, and
 `Setting(f"{tag}+v_gated", Kind.GATED, gated(add(v), cond), name, d)`, with `cond =
@@ -238,17 +238,6 @@ def _as_prompts(model, prompts: Sequence[str] | PromptSet, system: str | None) -
 def _directions(harmful: Tensor, harmless: Tensor, layers: list[int]) -> dict[int, Tensor]:
     diff = mean_difference(harmful, harmless)
     return {lay: unit(diff[i]).float() for i, lay in enumerate(layers)}
-
-
-def condition_direction(model, harmful: Sequence[str] | PromptSet, harmless: Sequence[str] | PromptSet,
-                        layers: Sequence[int], system: str | None = None,
-                        batch_size: int = 16) -> dict[int, Float[Tensor, "d_model"]]:
-    """Per layer, the unit difference in means of harmful and harmless prompts' mean `resid_pre`
-    (IBM's `mean_diff`, on the summary the gate reads)."""
-    layers = check_layers(model, layers)
-    mh, ml = (prompt_means(model, _as_prompts(model, p, system), layers, batch_size)
-              for p in (harmful, harmless))
-    return _directions(mh, ml, layers)
 
 
 def best_condition_point(similarity: dict[int, Tensor], harmful: Bool[Tensor, "n"],

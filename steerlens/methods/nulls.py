@@ -8,7 +8,7 @@ directions (which barely touch the refusal direction: cos ~ ±1/sqrt(d)).
   an ActAdd vector (Turner et al. 2023) built from pairs that differ in nothing in particular.
 
 Both are drawn from a seeded generator; callers rescale them to the audited dose. The audit
-(`audit.stages.null_directions`) draws them from the refusal train activations at the steering
+(`audit.settings.null_directions`) draws them from the refusal train activations at the steering
 layer, within class: the covariance of harmful and harmless activations each centred on its own
 mean, and pairs of two harmful or two harmless prompts (`--n-null-covariance`,
 `--n-null-pairs`).

@@ -20,6 +20,7 @@ from steerlens.results.stats import smallest_permutation_p
 from steerlens.results.summary import NULL_KINDS, load_run_data, summarize
 from steerlens.results.text import null_cell, points, shift_cell, steered_tokens
 from steerlens.rundir import atomic_write_text
+from steerlens.schema import CONFIG_FILE, LAYER_SCAN_FILE, MITIGATIONS_DIR, SUMMARY_FILE
 
 ALPHA = 0.05
 
@@ -293,7 +294,7 @@ def _demoted(md: str, levels: int = 1) -> list[str]:
 def mitigation_lines(run: Path) -> list[str]:
     """Claims 4-5 extended: every fix of `python -m steerlens.audit.mitigate`, when the run has
     them (`RUN/mitigations/`), with what each costs (`results.mitigations`)."""
-    if not (Path(run) / "mitigations" / "config.json").exists():
+    if not (Path(run) / MITIGATIONS_DIR / CONFIG_FILE).exists():
         return []
     from steerlens.results.mitigations import format_mitigations, summarize_mitigations
 
@@ -306,8 +307,8 @@ def library_lines(study: Path) -> list[str]:
     """Claim 3 with the vector as the unit across the vector library (`results.library`)."""
     from steerlens.results.library import analyse, format_analysis
 
-    runs = [Path(study) / r for r in ("caa", "methods") if (Path(study) / r / "summary.json").exists()]
-    md = format_analysis(analyse(runs, Path(study) / "layer_scan.json"))
+    runs = [Path(study) / r for r in ("caa", "methods") if (Path(study) / r / SUMMARY_FILE).exists()]
+    md = format_analysis(analyse(runs, Path(study) / LAYER_SCAN_FILE))
     return [f"## Claim 3 across the vector library — `{study}`", "",
             "Design, budget and analysis rules committed before the run: `docs/library.md`.", "",
             *_demoted(md.replace("# Vector library: ", "# "), 2), ""]
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/findings.md")
     args = p.parse_args(argv)
     for run in args.runs:
-        if not (Path(run) / "config.json").exists():
+        if not (Path(run) / CONFIG_FILE).exists():
             print(f"error: {run} is not a run directory (no config.json)")
             return 2
     atomic_write_text(Path(args.out), render(args.runs, args.discussion, args.library))

@@ -34,6 +34,7 @@ from scipy import stats
 
 from steerlens.results.summary import NULL_KINDS
 from steerlens.rundir import read_json
+from steerlens.schema import LIBRARY_FILE, LIBRARY_PAGE, LIBRARY_TEXT, SUMMARY_FILE
 
 OUTCOMES = {"nonrefusal": "Δ non-refusal", "harm": "Δ harmful compliance (ASR)"}
 SAME_KIND = ("shuffled", "covariance", "pair_diff")
@@ -218,7 +219,7 @@ def analyse(runs: list[Path], scan: Path | None = None) -> dict:
     unit is a vector under one attack (the study audits one, `none`)."""
     units, nulls, seen = [], [], set()
     for run in runs:
-        s = read_json(Path(run) / "summary.json")
+        s = read_json(Path(run) / SUMMARY_FILE)
         units += vector_units(s, Path(run).name)
         for n in null_units(s, Path(run).name):
             if (n["attack"], n["setting"]) not in seen:  # model-level nulls: the same cells in every run
@@ -310,6 +311,6 @@ def write_analysis(out: Path, a: dict) -> None:
     """library.json, library.md and library.html (regenerable from the runs' files)."""
     from steerlens.rundir import atomic_write_text, write_json
 
-    write_json(Path(out) / "library.json", a)
-    atomic_write_text(Path(out) / "library.md", format_analysis(a) + "\n")
-    atomic_write_text(Path(out) / "library.html", library_page(a))
+    write_json(Path(out) / LIBRARY_FILE, a)
+    atomic_write_text(Path(out) / LIBRARY_TEXT, format_analysis(a) + "\n")
+    atomic_write_text(Path(out) / LIBRARY_PAGE, library_page(a))

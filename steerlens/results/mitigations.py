@@ -27,10 +27,19 @@ from steerlens.results.stats import discordant
 from steerlens.results.summary import load_run_data
 from steerlens.results.verdicts import ALPHA, OUTCOMES, fix_verdict
 from steerlens.rundir import atomic_write_text, read_json, write_json
+from steerlens.schema import (
+    CELLS_DIR,
+    CONFIG_FILE,
+    COSTS_FILE,
+    FIX_SUFFIX,
+    GATE_FILE,
+    MITIGATIONS_DIR,
+    MITIGATIONS_FILE,
+    MITIGATIONS_TEXT,
+    SUMMARY_FILE,
+)
 
 KEEP_BAR = 0.8
-FIX_SUFFIX = {"perp1": "+v_perp1", "perpk": "+v_perpk", "compensate": "+v_comp", "gate": "+v_gated",
-              "learned": "+v_learned"}
 N_BOOT = 2000
 
 
@@ -110,8 +119,8 @@ def capability(p: dict[str, list[float]], setting: str) -> dict:
 
 def _cells(run: Path) -> dict:
     cells = dict(load_run_data(run).cells)
-    m = run / "mitigations"
-    if (m / "cells").exists():
+    m = run / MITIGATIONS_DIR
+    if (m / CELLS_DIR).exists():
         cells.update(load_run_data_cells(m))
     return cells
 
@@ -121,7 +130,7 @@ def load_run_data_cells(path: Path) -> dict:
     from steerlens.results.summary import _merge_harm
 
     cells = {}
-    for p in sorted((path / "cells").glob("*.json")):
+    for p in sorted((path / CELLS_DIR).glob("*.json")):
         c = read_json(p)
         cells[(c["attack"], c["setting"])] = c
     _merge_harm(path, cells)
@@ -171,12 +180,12 @@ def _fix_record(cells, costs, attacks, vector, tag, fix, margin) -> dict:
 def summarize_mitigations(run: str | Path) -> dict:
     """Every (vector, dose) with its raw cells and each fix's record."""
     run = Path(run)
-    m = run / "mitigations"
-    summary = read_json(run / "summary.json")
+    m = run / MITIGATIONS_DIR
+    summary = read_json(run / SUMMARY_FILE)
     margin = summary["design"]["minimum_detectable_delta_asr"]
     cells = _cells(run)
-    costs = read_json(m / "costs.json") if (m / "costs.json").exists() else {}
-    mcfg = read_json(m / "config.json")
+    costs = read_json(m / COSTS_FILE) if (m / COSTS_FILE).exists() else {}
+    mcfg = read_json(m / CONFIG_FILE)
     fixes = mcfg["mitigations"]
     attacks = sorted(mcfg.get("attacks") or {a for a, _ in cells if a != "benign"})
     out = []
@@ -190,7 +199,7 @@ def summarize_mitigations(run: str | Path) -> dict:
                                   for c, p in costs.get("capability", {}).items() if f"{tag}+v" in p},
                "fixes": [_fix_record(cells, costs, attacks, f["vector"], tag, x, margin) for x in fixes]}
         out.append(rec)
-    gate = read_json(m / "gate.json") if (m / "gate.json").exists() else None
+    gate = read_json(m / GATE_FILE) if (m / GATE_FILE).exists() else None
     return {"run": str(run), "margin": margin, "alpha": ALPHA, "keep_bar": KEEP_BAR,
             "attacks": attacks, "fixes": fixes, "vectors": out, "gate": gate,
             "n_tests_bh": adjust(out)}
@@ -264,6 +273,6 @@ def format_mitigations(s: dict) -> str:
 
 
 def write_mitigations(run: str | Path, s: dict) -> None:
-    m = Path(run) / "mitigations"
-    write_json(m / "mitigations.json", s)
-    atomic_write_text(m / "mitigations.md", format_mitigations(s) + "\n")
+    m = Path(run) / MITIGATIONS_DIR
+    write_json(m / MITIGATIONS_FILE, s)
+    atomic_write_text(m / MITIGATIONS_TEXT, format_mitigations(s) + "\n")

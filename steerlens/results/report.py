@@ -12,14 +12,15 @@ import argparse
 import html
 import json
 import statistics
-import sys
 from pathlib import Path
 
+from steerlens.errors import cli_main
 from steerlens.results import figures as F
 from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, current_summary, load_run_data
 from steerlens.results.text import points, steered_tokens
-from steerlens.rundir import atomic_write_text, read_json
+from steerlens.rundir import atomic_write_text, open_run, read_json
+from steerlens.schema import JUDGEMENTS_DIR, MITIGATIONS_DIR, MITIGATIONS_FILE, REPORT_FILE
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1300px;padding:12px 20px;color:#222}
@@ -153,7 +154,7 @@ def judges_block(run: Path, data: RunData) -> tuple[str, dict]:
     labels = {data.config.get("judge", "run"): {f"{a}__{s}": c.get("jailbroken")
                                                   for (a, s), c in data.cells.items()}}
     rows = []
-    for path in sorted((run / "judgements").glob("*.json")) if (run / "judgements").is_dir() else []:
+    for path in sorted((run / JUDGEMENTS_DIR).glob("*.json")) if (run / JUDGEMENTS_DIR).is_dir() else []:
         j = read_json(path)
         labels[path.stem] = {k: c["jailbroken"] for k, c in j["cells"].items()}
         ov = j["overall"]
@@ -238,7 +239,7 @@ SECTIONS = (
 def fixes_block(run: Path) -> str:
     """What fixes it, at what cost (`python -m steerlens.audit.mitigate RUN`): the Pareto view
     per attack and outcome, and the table; empty when the run has no mitigations."""
-    path = Path(run) / "mitigations" / "mitigations.json"
+    path = Path(run) / MITIGATIONS_DIR / MITIGATIONS_FILE
     if not path.exists():
         return ""
     from steerlens.results.mitigations import format_mitigations
@@ -274,7 +275,7 @@ def write_report(run: str | Path) -> Path:
     """Write RUN/report.html from the run's summary (with any later harm labels) and cells."""
     run = Path(run)
     page = render(run, current_summary(run), load_run_data(run))
-    path = run / "report.html"
+    path = run / REPORT_FILE
     atomic_write_text(path, page)
     return path
 
@@ -284,13 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m steerlens.results.report", description=__doc__.split("\n")[0])
     p.add_argument("run", help="run directory of a finished audit (its --out)")
     args = p.parse_args(argv)
-    if not (Path(args.run) / "summary.json").is_file():
-        print(f"error: {args.run} holds no finished audit (no summary.json)\n  fix: pass an "
-              "audit's --out directory; finish a killed one with its command plus --resume",
-              file=sys.stderr)
-        return 2
-    print(write_report(args.run))
-    return 0
+    return cli_main(lambda: write_report(open_run(args.run).root), str)
 
 
 if __name__ == "__main__":

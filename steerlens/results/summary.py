@@ -32,6 +32,16 @@ from steerlens.results.stats import (
 )
 from steerlens.results.verdicts import ALPHA, NO_SHIFT, OUTCOMES, fix_verdict, null_test, shift_verdict
 from steerlens.rundir import read_json
+from steerlens.schema import (
+    CELLS_DIR,
+    CONFIG_FILE,
+    DOSE_FILE,
+    HARM_LABELS,
+    OVERLAP_FILE,
+    REFUSAL_FILE,
+    SUBSPACE_FILE,
+    SUMMARY_FILE,
+)
 
 NULL_KINDS = ("random", "shuffled", "covariance", "pair_diff",  # generated nulls, by kind
               "random_matched")  # a deployed vector's own (audit.deployed)
@@ -52,7 +62,7 @@ class RunData:
 
 def _merge_harm(run: Path, cells: dict) -> dict | None:
     """Cells get `harmful` from RUN/judgements/harm.json (the harm judge's labels), if any."""
-    path = run / "judgements" / "harm.json"
+    path = run / HARM_LABELS
     if not path.exists():
         return None
     j = read_json(path)
@@ -68,13 +78,13 @@ def load_run_data(run: str | Path) -> RunData:
     the harm judge's labels when the run has them)."""
     run = Path(run)
     cells = {}
-    for p in sorted((run / "cells").glob("*.json")):
+    for p in sorted((run / CELLS_DIR).glob("*.json")):
         c = read_json(p)
         cells[(c["attack"], c["setting"])] = c
     harm = _merge_harm(run, cells)
     opt = lambda name: read_json(run / name) if (run / name).exists() else {}  # noqa: E731
-    return RunData(read_json(run / "config.json")["config"], cells, opt("overlap.json"), opt("dose.json"),
-                   opt("refusal.json"), opt("subspace.json"), harm)
+    return RunData(read_json(run / CONFIG_FILE)["config"], cells, opt(OVERLAP_FILE), opt(DOSE_FILE),
+                   opt(REFUSAL_FILE), opt(SUBSPACE_FILE), harm)
 
 
 def _mean(xs) -> float:
@@ -481,8 +491,8 @@ def current_summary(run: str | Path) -> dict:
     were added after it was written (`steerlens rejudge RUN --judge harm`) or it predates the
     two-outcome format."""
     run = Path(run)
-    stored = read_json(run / "summary.json")
+    stored = read_json(run / SUMMARY_FILE)
     has_harm = "harm" in stored.get("design", {}).get("outcomes", [])
-    if has_harm or not (run / "judgements" / "harm.json").is_file():
+    if has_harm or not (run / HARM_LABELS).is_file():
         return stored
     return summarize(load_run_data(run))

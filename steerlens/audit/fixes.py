@@ -1,0 +1,168 @@
+"""The fixes of a finished audit's vectors (`audit.mitigate`): what a mitigation run computes
+(`MitigateConfig`), each fix's transform, calibrated only on data that is not JBB and saved
+once under `RUN/mitigations/`, and their settings (`audit.settings` builds ⊥1 and ⊥k exactly
+as the grid does):
+  perp1 / perpk  orthogonalised at the steering layer (against the direction / the subspace);
+  compensate     downstream compensation on held-out harmful prompts (`harmful_val`);
+  gate           CAST's condition gate, its point chosen on the refusal train prompts;
+  learned        the vector less a learned safety component (`methods.learned`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+
+from steerlens.audit.artefacts import Refusal
+from steerlens.audit.config import AuditConfig
+from steerlens.audit.flags import opt
+from steerlens.audit.settings import FIX_KINDS, Frame, Kind, Setting, dosed, fix_setting, vector_setting
+from steerlens.audit.stages import instructions
+from steerlens.core.geometry import unit
+from steerlens.core.steering import Steering, addition, as_float, combine
+from steerlens.core.tensorfile import load_tensors, save_tensors
+from steerlens.datasets.behaviours import behaviour_split
+from steerlens.methods.learned import learned_component
+from steerlens.methods.mitigations import Condition, compensation, find_condition_point, gated
+from steerlens.rundir import RunStore
+from steerlens.schema import CONDITION_TENSORS, compensation_file, learned_file
+
+MITIGATIONS = tuple(FIX_KINDS)
+
+
+@dataclass(frozen=True)
+class MitigateConfig:
+    """What the mitigate stage computes (its hash guards a resumed run)."""
+
+    mitigations: tuple[str, ...] = opt(MITIGATIONS, f"some of {', '.join(MITIGATIONS)} (default: all)",
+                                       nargs="+")
+    n_capability: int = opt(100, "MMLU and TruthfulQA items each (both answer orders)", type=int)
+    n_calibration: int = opt(32, "held-out harmful prompts (harmful_val) that calibrate the "
+                             "compensation", type=int)
+    learned_steps: int = opt(10, "optimisation steps of the learned safety component", type=int)
+    learned_harmful: int = opt(8, "harmful train prompts in the learned component's objective",
+                               type=int)
+    learned_items: int = opt(4, "training A/B items of the behaviour (both orders) the learned "
+                             "component keeps", type=int)
+    learned_lr: float = opt(0.05, "learning rate of the learned component", type=float)
+    seed: int = opt(0, "seed of the capability items' sample", type=int)
+    attacks: tuple[str, ...] = opt((), "only these of the run's attacks (default: all of them)",
+                                   nargs="+")
+    vectors: tuple[str, ...] = opt((), "only these of the run's vectors, e.g. those that lower "
+                                   "refusal (default: all)", nargs="+")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _log(msg: str) -> None:
+    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
+
+
+def _save_condition(c: Condition, path) -> None:
+    meta = {"layer": c.layer, "threshold": c.threshold, "comparator": c.comparator, "f1": c.f1}
+    save_tensors(path, {"direction": c.direction}, meta)
+
+
+def _load_condition(path) -> Condition:
+    t, meta = load_tensors(path)
+    return Condition(t["direction"], meta["layer"], meta["threshold"], meta["comparator"], meta["f1"])
+
+
+def condition(store: RunStore, model, cfg: AuditConfig, ref: Refusal) -> Condition:
+    """CAST's condition point on the refusal train prompts (never JBB), saved once."""
+    def compute() -> Condition:
+        n = cfg.n_refusal_train
+        return find_condition_point(model, instructions("harmful_train", n, cfg.seed),
+                                    instructions("harmless_train", n, cfg.seed),
+                                    range(1, ref.layer + 1), system=cfg.system,
+                                    batch_size=cfg.batch_size)
+
+    return store.cached(CONDITION_TENSORS, compute, _save_condition, _load_condition)
+
+
+def compensated(store: RunStore, model, cfg: AuditConfig, mcfg: MitigateConfig, ref: Refusal,
+                tag: str, v: torch.Tensor) -> Steering:
+    """Downstream compensation of `v`, its per-layer multipliers saved (`compensation/`)."""
+    rd, L = ref.direction, ref.layer
+    later = [k for k in rd.layers if k > L]
+    add = addition(v.float().to(model.cfg.device), L)
+
+    def compute() -> dict:
+        calib = instructions("harmful_val", mcfg.n_calibration, cfg.seed + 1)
+        s = compensation(model, add, {k: rd.at(k) for k in later}, later, calib, cfg.system,
+                         cfg.batch_size)
+        return {"layers": later, "multipliers": [float(a.multiplier) for a in s.interventions[1:]],
+                "n_calibration": len(calib)}
+
+    rec = store.cached_json(compensation_file(tag), compute)
+    return combine(add, *[addition(as_float(unit(rd.at(k)), model), k, m)
+                          for k, m in zip(rec["layers"], rec["multipliers"])])
+
+
+def learned(store: RunStore, model, cfg: AuditConfig, mcfg: MitigateConfig, ref: Refusal,
+            name: str, sv, tag: str, v: torch.Tensor) -> torch.Tensor:
+    """`v` less its learned safety component (`learned/{tag}.safetensors`, curve in its meta)."""
+    def compute():
+        items = behaviour_split(sv.meta.get("behaviour", name), "generate")[-mcfg.learned_items:]
+        harmful = instructions("harmful_train", mcfg.learned_harmful, cfg.seed + 2)
+        _log(f"learned safety component: {tag} ({mcfg.learned_steps} steps)")
+        return learned_component(model, v, ref.layer, harmful, items, unit(ref.direction.at(ref.layer)),
+                                 mcfg.learned_steps, mcfg.learned_lr, system=cfg.system)
+
+    def save(comp, path) -> None:
+        save_tensors(path, {"direction": comp.direction},
+                     {"curve": comp.curve, "best_step": comp.best_step})
+
+    u = store.cached(learned_file(tag), compute, save, lambda p: load_tensors(p)[0]["direction"]).to(v)
+    return v - (v @ u) * u
+
+
+def has_behaviour(sv) -> bool:
+    """A vector of a CAA behaviour (its held-out items measure what a fix keeps)."""
+    return sv.meta.get("kind") == "caa" or bool(sv.meta.get("method"))
+
+
+@dataclass
+class _Fixes:
+    """What every fix of one run needs."""
+
+    store: RunStore
+    model: object
+    cfg: AuditConfig
+    mcfg: MitigateConfig
+    ref: Refusal
+    frame: Frame
+    cond: Condition | None = None
+
+    def steering(self, fix: str, name: str, sv, tag: str, v: torch.Tensor) -> Steering | None:
+        """A fix's steering (None for ⊥1 and ⊥k, which `settings.fix_setting` builds)."""
+        if fix == "compensate":
+            return compensated(self.store, self.model, self.cfg, self.mcfg, self.ref, tag, v)
+        if fix == "gate":
+            return gated(self.frame.add(v), self.cond)
+        if fix == "learned":
+            return self.frame.add(learned(self.store, self.model, self.cfg, self.mcfg, self.ref,
+                                          name, sv, tag, v))
+        return None
+
+
+def mitigation_settings(store: RunStore, model, cfg: AuditConfig, mcfg: MitigateConfig,
+                        ref: Refusal, sub, vectors, scale: float) -> list[Setting]:
+    """Per vector and audited dose the raw +v and each chosen fix (the run may hold some of
+    their cells already: perp1 and perpk in the standard presets)."""
+    c = _Fixes(store, model, cfg, mcfg, ref, Frame.of(model, ref, sub))
+    if "gate" in mcfg.mitigations:
+        c.cond = condition(store, model, cfg, ref)
+    out = []
+    for d in cfg.doses:
+        for name, sv in vectors.vectors.items():
+            tag, v = f"{name}@{d:g}", dosed(sv.at(ref.layer), d, scale)
+            out.append(vector_setting(c.frame, name, d, Kind.PLUS, v))
+            for m in mcfg.mitigations:
+                if m == "learned" and not has_behaviour(sv):
+                    continue  # no behaviour items to keep the effect on (a --vector file)
+                out.append(fix_setting(c.frame, name, d, m, v, c.steering(m, name, sv, tag, v)))
+    return out
