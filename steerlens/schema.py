@@ -45,6 +45,15 @@ MITIGATIONS_TEXT = "mitigations.md"
 FIX_SUFFIX = {"perp1": "+v_perp1", "perpk": "+v_perpk", "compensate": "+v_comp", "gate": "+v_gated",
               "learned": "+v_learned"}
 
+# -- the two outcomes (`results.verdicts` names them) -------------------------------------------
+# each outcome's labels in a cell (and in a judgements file): the refusal judge's "jailbroken" is
+# the NON-REFUSAL label, the harm judge's "harmful" the harmful-compliance label
+OUTCOME_LABELS = {"nonrefusal": "jailbroken", "harm": "harmful"}
+# each outcome's rate in a summary written now; summaries written before held "asr" for both
+# (`results.summary.read_summary` maps them)
+RATE_KEYS = {"nonrefusal": "non_refusal", "harm": "harmful"}
+OLD_RATE_KEY = "asr"
+
 # -- a study directory (`audit.study`) -----------------------------------------------------------
 LAYER_SCAN_FILE = "layer_scan.json"
 STUDY_TIMINGS_FILE = "study_timings.json"

@@ -108,15 +108,33 @@ def embedded_model():
         pytest.skip(f"embedded model unavailable: {e}")
 
 
+def _flag_groups(argv) -> list[list[str]]:
+    out: list[list[str]] = []
+    for a in argv:
+        if a.startswith("--"):
+            out.append([a])
+        else:
+            out[-1].append(a)
+    return out
+
+
 def audit_args(model_dir, out, *extra):
     """A small audit on the tiny model: 2 behaviours x 2 attacks x 4 goals, 4 new tokens.
-    The random model never refuses, so Arditi's filter is off and every layer is a candidate."""
+    The random model never refuses, so Arditi's filter is off and every layer is a candidate.
+    A flag in `extra` replaces the same flag of these (the CLI takes each option once)."""
+    given = _flag_groups(extra)
+    flags = {g[0] for g in given}
+    base = [a for g in _flag_groups(_base_args(model_dir, out)) if g[0] not in flags for a in g]
+    return base + [a for g in given for a in g]
+
+
+def _base_args(model_dir, out):
     return ["--model", model_dir, "--out", str(out), "--behaviours", "sycophancy", "refusal",
             "--attacks", "none", "refusal_suppression", "--doses", "2", "--dose-sweep", "-2", "2",
             "--n-goals", "4", "--n-benign", "2", "--max-new-tokens", "4", "--device", "cpu",
             "--n-caa-items", "4", "--n-null-screen", "4", "--n-null-generate", "2",
             "--n-refusal-train", "8", "--n-refusal-val", "4", "--no-refusal-filter",
-            "--refusal-layer-stride", "1", "--batch-size", "4", "--no-harm-judge", *extra]
+            "--refusal-layer-stride", "1", "--batch-size", "4", "--no-harm-judge"]
 
 
 @pytest.fixture(scope="session")

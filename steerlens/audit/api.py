@@ -57,7 +57,7 @@ def study(out: str | Path = "runs/library", resume: bool = False, **overrides: A
     from steerlens.audit.flags import config_of
     from steerlens.audit.study import StudyConfig, run_study
 
-    return run_study(Path(out), config_of(StudyConfig, overrides, "study"), resume)
+    return run_study(out, config_of(StudyConfig, overrides, "study"), resume)
 
 
 def load_run(path: str | Path) -> AuditResult:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from steerlens.audit.config import AuditConfig
+from steerlens.audit.config import AuditConfig, file_vector_name
 from steerlens.core.geometry import check_vector
 from steerlens.core.tensorfile import load_tensors, save_tensors
 from steerlens.core.vectors import SteeringVector
@@ -96,5 +95,5 @@ def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
         if not all(0 <= lay <= model.cfg.n_layers for lay in sv.layers):
             raise SteerlensError(f"vector {path} has layers {sv.layers} (resid_pre) beyond the "
                                  f"model's {model.cfg.n_layers}", fix="use a vector for this model")
-        out[f"file:{Path(path).stem}"] = sv
+        out[file_vector_name(path)] = sv  # unique: config.validate
     return out

@@ -11,11 +11,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from steerlens._version import __version__
 from steerlens.audit.flags import add_flags, check_known, flag_fields, given, opt
+from steerlens.audit.options import (
+    EPILOG,
+    OnceAction,
+    check_values,
+    normalise_fields,
+    normalise_value,
+    read_negative_numbers,
+    specs_from_parser,
+)
 from steerlens.audit.presets import MEASURED_LAYERS, PRESETS
 from steerlens.errors import SteerlensError
 
@@ -106,6 +116,9 @@ class AuditConfig:
         "set_control coeff, llama.cpp --control-vector-scaled, steering-vectors multiplier, "
         "IBM behavior_vector_strength)", nargs="+", type=float)
 
+    def __post_init__(self) -> None:
+        normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
+
     def to_json(self) -> dict:
         d = asdict(self)
         return {k: v for k, v in d.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
@@ -165,25 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Does this steering vector weaken the model's refusals, why, and does "
                     "orthogonalisation fix it? CAA vectors (or your own) against the refusal "
                     "direction and subspace, JailbreakBench ASR under template attacks, a null "
-                    "of random directions, and the mitigations.")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                    "of random directions, and the mitigations.", epilog=EPILOG)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", action=OnceAction,
                    help="sizes: quick (a verdict in ~10 min on 2 CPU cores), standard (all 100 "
                         "goals, 3 behaviours, 2 attacks), paper (the paper's grid, for GPUs), "
                         "library and library-methods (the vector library: python -m "
                         "steerlens.audit.study)")
     add_flags(p, AuditConfig, lambda text: text.replace("{judges}", ", ".join(_judge_names())))
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 "
-                   "on CPU, bfloat16 on CUDA); geometry is always float32/float64")
+    p.add_argument("--device", default=None, action=OnceAction,
+                   help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default=None, action=OnceAction, help="float32 | bfloat16 | float16 "
+                   "(default: float32 on CPU, bfloat16 on CUDA); geometry is always float32/float64")
     _add_run_options(p)
-    return p
+    return read_negative_numbers(p)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options of how and where the audit runs, not of what it measures."""
-    p.add_argument("--batch-size", type=int, default=0,
+    p.add_argument("--batch-size", type=int, default=0, action=OnceAction,
                    help="prompts per batch (default 0: from free memory, at most 16 on CPU, 64 on CUDA)")
-    p.add_argument("--out", default="runs/audit", help="run directory")
+    p.add_argument("--out", default="runs/audit", action=OnceAction, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--no-harm-judge", action="store_true",
@@ -194,41 +208,35 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "baseline, null and validation cells, harm labels) instead of taking "
                         "them from the reuse store under the cache directory "
                         "($STEERLENS_REUSE_DIR)")
-    p.add_argument("--backend", choices=["local", "ray"], default="local",
+    p.add_argument("--backend", choices=["local", "ray"], default="local", action=OnceAction,
                    help="run evaluation cells here (default) or as Ray actors")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
-    p.add_argument("--ray-workers", type=int, default=None, help="Ray actors (default: one per GPU/CPU)")
-
-
-def _check_judge(name: str) -> None:
-    from steerlens.judges.registry import JUDGES
-
-    if name not in JUDGES:
-        raise SteerlensError(f"unknown judge {name!r}", fix=f"use one of: {', '.join(JUDGES)}")
+    p.add_argument("--address", default=None, action=OnceAction,
+                   help="Ray cluster address (default: a local Ray)")
+    p.add_argument("--ray-workers", type=int, default=None, action=OnceAction,
+                   help="Ray actors (default: one per GPU/CPU)")
 
 
 _TUPLES = ("behaviours", "attacks", "doses", "dose_sweep", "methods", "vector_settings",
            "screen_doses", "multipliers")
 VECTOR_SETTINGS = ("plus", "minus", "perp1", "perpk")
+# Bounds of the integer options (None: no upper bound); --layer's upper bound needs the model.
+RANGES = {"n_goals": (1, 100), "n_benign": (0, 100), "n_caa_items": (2, None),
+          "n_behaviour_test": (1, None), "n_refusal_train": (1, None), "n_refusal_val": (1, None),
+          "refusal_layer_stride": (1, None), "max_new_tokens": (1, None), "n_null_screen": (0, None),
+          "n_null_generate": (0, None), "n_shuffled": (0, None), "n_category": (0, None),
+          "k": (1, None), "seed": (0, None), "layer": (0, None), "n_null_covariance": (0, None),
+          "n_null_pairs": (0, None)}
 
 
-def _check_study_fields(cfg: AuditConfig) -> None:
-    from steerlens.methods.extraction import METHODS
+def flag_of(name: str) -> str:
+    """The command-line flag of an `AuditConfig` field (what error messages name)."""
+    f = next(f for f in fields(AuditConfig) if f.name == name)
+    return f.metadata.get("flag", "--" + name.replace("_", "-"))
 
-    for m in cfg.methods:
-        if m not in METHODS:
-            raise SteerlensError(f"unknown extraction method {m!r}",
-                                 fix=f"use one of: {', '.join(METHODS)}")
-    for s in cfg.vector_settings:
-        if s not in VECTOR_SETTINGS:
-            raise SteerlensError(f"unknown vector setting {s!r}",
-                                 fix=f"use some of: {', '.join(VECTOR_SETTINGS)}")
-    if "plus" not in cfg.vector_settings:
-        raise SteerlensError("--vector-settings must include plus (every verdict rests on +v)",
-                             fix="e.g. --vector-settings plus")
-    if min(cfg.n_null_covariance, cfg.n_null_pairs) < 0 or any(d <= 0 for d in cfg.screen_doses):
-        raise SteerlensError("null counts must be 0 or more and screen doses positive",
-                             fix="e.g. --n-null-covariance 10 --screen-doses 0.05 0.3")
+
+def file_vector_name(path: str) -> str:
+    """The name under which a --vector file is audited (its file name without the suffix)."""
+    return f"file:{Path(path).stem}"
 
 
 # the run options by their CLI dest names: (RunOptions field, value from the given one)
@@ -263,6 +271,9 @@ def audit_options(preset: str = "quick", out: str | Path = "runs/audit",
     """An audit's config and run options from the CLI's options by their dest names (the
     Python API's keywords); a name that is no option is an error naming it."""
     check_known(values, {f.name for f in flag_fields(AuditConfig)} | set(RUN_OPTIONS), "audit")
+    specs = specs_from_parser(build_parser())  # the rule of audit.options, before any model
+    values = check_values(specs, values)
+    preset, out = normalise_value(specs["preset"], preset), normalise_value(specs["out"], out)
     return audit_config(preset, **values), run_options(out, **values)
 
 
@@ -271,37 +282,81 @@ def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]
     return audit_options(**vars(args))
 
 
-def validate(cfg: AuditConfig) -> None:
-    """Fail before any model work on inputs that cannot be right."""
+def _named(flag: str, check) -> None:
+    """Run `check`, its error prefixed with the flag whose value failed it."""
+    try:
+        check()
+    except SteerlensError as e:
+        raise SteerlensError(f"{flag}: {e.problem}", fix=e.fix) from None
+
+
+def _check_in(flag: str, values, known, what: str, fix: str) -> None:
+    for v in values:
+        if v not in known:
+            raise SteerlensError(f"{flag}: unknown {what} {v!r}", fix=f"{fix}: {', '.join(known)}")
+
+
+def _check_names(cfg: AuditConfig) -> None:
+    """Behaviours, attacks, judge, methods and vector settings that exist."""
     from steerlens.datasets.attacks import get_attack
     from steerlens.datasets.behaviours import BEHAVIOURS
+    from steerlens.judges.registry import JUDGES
+    from steerlens.methods.extraction import METHODS
 
-    for b in cfg.behaviours:
-        if b not in BEHAVIOURS:
-            raise SteerlensError(f"unknown behaviour {b!r}", fix=f"choose from: {', '.join(BEHAVIOURS)}")
+    _check_in("--behaviours", cfg.behaviours, list(BEHAVIOURS), "behaviour", "choose from")
     for a in cfg.attacks:
-        get_attack(a)
-    _check_judge(cfg.judge)
-    _check_study_fields(cfg)
+        _named("--attacks", lambda a=a: get_attack(a))
+    _check_in("--judge", [cfg.judge], list(JUDGES), "judge", "use one of")
+    _check_in("--methods", cfg.methods, list(METHODS), "extraction method", "use one of")
+    _check_in("--vector-settings", cfg.vector_settings, VECTOR_SETTINGS, "vector setting",
+              "use some of")
+    if "plus" not in cfg.vector_settings:
+        raise SteerlensError("--vector-settings must include plus (every verdict rests on +v)",
+                             fix="e.g. --vector-settings plus")
+
+
+def _check_numbers(cfg: AuditConfig) -> None:
+    """Integer options within their bounds; doses finite, audited and screened ones positive."""
+    for name, (lo, hi) in RANGES.items():
+        v = getattr(cfg, name)
+        if v is not None and not (lo <= v and (hi is None or v <= hi)):
+            raise SteerlensError(f"{flag_of(name)} {v} out of range",
+                                 fix=f"use {lo}..{hi}" if hi is not None else f"use {lo} or more")
+    doses = [("--doses", cfg.doses, "positive", "e.g. --doses 0.1 (each is audited as +d and -d)"),
+             ("--dose-sweep", cfg.dose_sweep, "non-zero", "e.g. --dose-sweep -0.15 0.15"),
+             ("--screen-doses", cfg.screen_doses, "positive", "e.g. --screen-doses 0.05 0.3")]
+    for flag, values, sign, fix in doses:
+        if not all(math.isfinite(d) and (d > 0 if sign == "positive" else d != 0) for d in values):
+            raise SteerlensError(f"{flag.removeprefix('--')} must be {sign} and finite "
+                                 f"({flag} {' '.join(f'{d:g}' for d in values)})", fix=fix)
+    if not cfg.doses:
+        raise SteerlensError("doses must be positive: none given", fix=doses[0][3])
+
+
+def _check_vector_files(cfg: AuditConfig) -> None:
+    """Files that exist, each audited under its own name."""
+    names: dict[str, str] = {}
     for v in cfg.vectors:
         if not Path(v).is_file():
             raise SteerlensError(f"--vector file {v} not found", fix="check the path")
-    checks = [(1 <= cfg.n_goals <= 100, f"--n-goals {cfg.n_goals} out of range", "use 1..100"),
-              (0 <= cfg.n_benign <= 100, f"--n-benign {cfg.n_benign} out of range", "use 0..100"),
-              (cfg.max_new_tokens >= 1, "--max-new-tokens must be at least 1", "e.g. 64"),
-              (bool(cfg.doses) and all(d > 0 for d in cfg.doses), "doses must be positive",
-               "e.g. --doses 0.1 (each is audited as +d and -d)"),
-              (cfg.dose_unit in DOSE_UNITS, f"unknown dose unit {cfg.dose_unit!r}", "resid or paper"),
-              (bool(cfg.behaviours) or bool(cfg.vectors), "nothing to audit",
-               "name --behaviours or --vector files"),
-              (cfg.protocol == "caa" or bool(cfg.vectors), "--protocol deployed audits "
-               "--vector files, and none is given", "pass --vector FILE (or drop --protocol)"),
-              (cfg.protocol == "caa" or (bool(cfg.multipliers) and all(cfg.multipliers)),
-               "--multipliers must be non-zero", "e.g. --multipliers 0.5 1 1.5"),
-              (cfg.n_caa_items >= 2, "--n-caa-items must be at least 2", "e.g. 64"),
-              (min(cfg.n_null_screen, cfg.n_null_generate, cfg.n_shuffled) >= 0,
-               "null counts (--n-null-screen, --n-null-generate, --n-shuffled) must be 0 or more",
-               "e.g. --n-shuffled 1")]
-    for ok, problem, fix in checks:
-        if not ok:
-            raise SteerlensError(problem, fix=fix)
+        name = file_vector_name(v)
+        if name in names:
+            raise SteerlensError(f"--vector files {names[name]} and {v} would both be audited as "
+                                 f"{name}", fix="rename one of them (a vector is named after its file)")
+        names[name] = v
+
+
+def validate(cfg: AuditConfig) -> None:
+    """Fail before any model work on inputs that cannot be right; each message names the flag."""
+    _check_names(cfg)
+    _check_vector_files(cfg)
+    _check_numbers(cfg)
+    if cfg.dose_unit not in DOSE_UNITS:
+        raise SteerlensError(f"--dose-unit: unknown dose unit {cfg.dose_unit!r}", fix="resid or paper")
+    if not (cfg.behaviours or cfg.vectors):
+        raise SteerlensError("nothing to audit", fix="name --behaviours or --vector files")
+    if cfg.protocol == "deployed" and not cfg.vectors:
+        raise SteerlensError("--protocol deployed audits --vector files, and none is given",
+                             fix="pass --vector FILE (or drop --protocol)")
+    if cfg.protocol == "deployed" and not (cfg.multipliers and all(cfg.multipliers)):
+        raise SteerlensError("--multipliers must be non-zero", fix="e.g. --multipliers 0.5 1 1.5")

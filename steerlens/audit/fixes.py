@@ -18,6 +18,7 @@ import torch
 from steerlens.audit.artefacts import Refusal
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.flags import opt
+from steerlens.audit.options import normalise_fields
 from steerlens.audit.settings import FIX_KINDS, Frame, Kind, Setting, dosed, fix_setting, vector_setting
 from steerlens.audit.stages import instructions
 from steerlens.core.geometry import unit
@@ -52,6 +53,9 @@ class MitigateConfig:
                                    nargs="+")
     vectors: tuple[str, ...] = opt((), "only these of the run's vectors, e.g. those that lower "
                                    "refusal (default: all)", nargs="+")
+
+    def __post_init__(self) -> None:
+        normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import field, fields
 from typing import Any
 
+from steerlens.audit.options import flag_kwargs
 from steerlens.errors import SteerlensError
 
 
@@ -30,10 +31,11 @@ def flag_name(f) -> str:
 
 def add_flags(p: argparse.ArgumentParser, cls, text: Callable[[str], str] = str) -> None:
     """One flag per field of `cls` with help metadata; every default None, so what is not
-    given keeps the config's default (or a preset's); `text` fills the help's placeholders."""
+    given keeps the config's default (or a preset's); `text` fills the help's placeholders.
+    Lists accumulate over repeated flags and single values are given once (`audit.options`)."""
     for f in flag_fields(cls):
         kw = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
-        p.add_argument(flag_name(f), dest=f.name, default=None, help=text(f.metadata["help"]), **kw)
+        p.add_argument(flag_name(f), dest=f.name, default=None, **flag_kwargs(text(f.metadata["help"]), **kw))
 
 
 def given(cls, values: Mapping[str, Any]) -> dict[str, Any]:

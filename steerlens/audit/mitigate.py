@@ -34,6 +34,7 @@ from steerlens.audit.finished import AUDITED, FinishedRun, open_audited, run_con
 from steerlens.audit.fixes import MITIGATIONS, MitigateConfig, condition, has_behaviour, mitigation_settings
 from steerlens.audit.flags import add_flags, config_of
 from steerlens.audit.grid import Block, by_owner, plan_jobs, run_jobs
+from steerlens.audit.options import EPILOG, Spec, normalise_value
 from steerlens.audit.settings import Kind, Setting
 from steerlens.audit.stages import harm_stage, readout
 from steerlens.core.generation import next_token_logits_grid
@@ -66,13 +67,29 @@ def _log(msg: str) -> None:
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
+def check_config(mcfg: MitigateConfig) -> None:
+    """Known mitigations and sane sizes (no run needed); each message names its option."""
+    if not isinstance(mcfg, MitigateConfig):
+        raise SteerlensError(f"mitigate takes a MitigateConfig; got {type(mcfg).__name__}",
+                             fix="pass MitigateConfig(mitigations=(...), ...) or use steerlens.mitigate")
+    bad = [m for m in mcfg.mitigations if m not in MITIGATIONS]
+    if bad or not mcfg.mitigations:
+        raise SteerlensError(f"--mitigations: {f'unknown mitigation(s) {bad}' if bad else 'none given'}",
+                             fix=f"use some of: {', '.join(MITIGATIONS)}")
+    sizes = {"--n-capability": mcfg.n_capability, "--n-calibration": mcfg.n_calibration,
+             "--learned-steps": mcfg.learned_steps, "--learned-harmful": mcfg.learned_harmful,
+             "--learned-items": mcfg.learned_items}
+    for flag, n in sizes.items():
+        if n < 1:
+            raise SteerlensError(f"{flag} {n}: mitigate sizes must be at least 1",
+                                 fix="e.g. --n-capability 100")
+
+
 def check(run: str | Path, mcfg: MitigateConfig) -> ReadOnlyStore:
     """Fail before loading anything: a finished run, known mitigations, sane sizes, no other
     mitigation run in its directory; returns the run, opened read-only."""
-    store = open_run(run)
-    bad = [m for m in mcfg.mitigations if m not in MITIGATIONS]
-    if bad or not mcfg.mitigations:
-        raise SteerlensError(f"unknown mitigation(s) {bad}", fix=f"use some of: {', '.join(MITIGATIONS)}")
+    check_config(mcfg)
+    store = open_run(normalise_value(Spec("run"), run))
     ran = run_config(store).attacks
     if set(mcfg.attacks) - set(ran):
         raise SteerlensError(f"--attacks {list(mcfg.attacks)}: the run audited {list(ran)}",
@@ -87,8 +104,6 @@ def check(run: str | Path, mcfg: MitigateConfig) -> ReadOnlyStore:
                              "position); the fixes here act at one layer after the instruction",
                              fix="pass --vectors with the run's CAA vectors, or audit the file "
                                  "under --protocol caa and mitigate that run")
-    if min(mcfg.n_capability, mcfg.n_calibration, mcfg.learned_harmful, mcfg.learned_items) < 1:
-        raise SteerlensError("mitigate sizes must be at least 1", fix="e.g. --n-capability 100")
     mine = RunStore(store.root / MITIGATIONS_DIR)
     if mine.exists(CONFIG_FILE) and mine.read_json(CONFIG_FILE) != json.loads(
             json.dumps(mcfg.to_json())):
@@ -206,7 +221,7 @@ def run_mitigate(run: str | Path, mcfg: MitigateConfig) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """`steerlens mitigate RUN`: the flags generated from `MitigateConfig`."""
-    p = argparse.ArgumentParser(prog="python -m steerlens.audit.mitigate",
+    p = argparse.ArgumentParser(prog="python -m steerlens.audit.mitigate", epilog=EPILOG,
                                 description="What fixes a finished audit's vectors, at what cost.")
     p.add_argument("run", help="a finished audit run directory")
     add_flags(p, MitigateConfig)

@@ -27,6 +27,7 @@ import torch
 
 from steerlens.audit.config import audit_options
 from steerlens.audit.flags import add_flags, config_of, opt
+from steerlens.audit.options import EPILOG, OnceAction, Spec, check_values, normalise_fields
 from steerlens.audit.run import run_audit
 from steerlens.audit.settings import dosed, random_directions
 from steerlens.audit.stages import instructions
@@ -55,6 +56,9 @@ class StudyConfig:
 
     model: str = opt("qwen2.5-coder-0.5b-instruct", "the model both audits and the scan run on")
     scan: bool = opt(True, "skip the layer-fragility scan", flag="--no-scan", action="store_false")
+
+    def __post_init__(self) -> None:
+        normalise_fields(self)  # every value by the rule of audit.options
 
 
 def _audit(out: Path, preset: str, model: str, resume: bool) -> float:
@@ -112,8 +116,14 @@ def _scan(out: Path, model_name: str) -> None:
                                 batch_size=cfg["batch_size"]))
 
 
-def run_study(out: Path, scfg: StudyConfig = StudyConfig(), resume: bool = False) -> dict:
+def run_study(out: str | Path, scfg: StudyConfig = StudyConfig(), resume: bool = False) -> dict:
     """Both audits, the scan and the analysis; seconds per step in `DIR/study_timings.json`."""
+    if not isinstance(scfg, StudyConfig):
+        raise SteerlensError(f"run_study takes a StudyConfig; got {type(scfg).__name__}",
+                             fix="pass StudyConfig(model=...) or use steerlens.study")
+    checked = check_values({"out": Spec("out"), "resume": Spec("resume", bool)},
+                           {"out": out, "resume": resume})
+    out, resume = Path(checked["out"]), checked["resume"]
     model, scan = scfg.model, scfg.scan
     if out.exists() and not resume:
         raise SteerlensError(f"{out} exists", fix="pass --resume to continue it, or another --out")
@@ -133,9 +143,10 @@ def run_study(out: Path, scfg: StudyConfig = StudyConfig(), resume: bool = False
 
 def main(argv: list[str] | None = None) -> int:
     """`steerlens study`: flags generated from `StudyConfig`, then where the study goes."""
-    p = argparse.ArgumentParser(prog="python -m steerlens.audit.study", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m steerlens.audit.study", epilog=EPILOG,
+                                description=__doc__.split("\n")[0])
     add_flags(p, StudyConfig)
-    p.add_argument("--out", default="runs/library", help="study directory")
+    p.add_argument("--out", default="runs/library", action=OnceAction, help="study directory")
     p.add_argument("--resume", action="store_true", help="continue the study in --out")
     args = p.parse_args(argv)
     return cli_main(lambda: run_study(Path(args.out), config_of(StudyConfig, vars(args)), args.resume),

@@ -11,7 +11,7 @@ splits it into `(` and `A` is read at the letter. CAA's own code reads at the le
 Letter balance (on by default, `balance=False` for plain CAA over the given items): each
 question is used in both answer orders, its two option texts and their letters swapped, so
 the matching answer is A once and B once. Unbalanced sets carry c * (act(A) - act(B)) in the
-vector; balanced ones do not (tests/test_caa.py).
+vector; balanced ones do not (tests/methods/test_caa.py).
 """
 
 from __future__ import annotations

@@ -123,13 +123,13 @@ def validation(summary: dict) -> go.Figure:
     """ASR on JBB with the refusal direction/subspace ablated or the direction added."""
     fig = _fig("Refusal direction on JBB: ablated (ASR must rise), added (must fall)",
                yaxis_title="ASR (%)")
-    base = next((r for r in summary["rows"] if r["kind"] == "baseline" and "asr" in r), None)
+    base = next((r for r in summary["rows"] if r["kind"] == "baseline" and "non_refusal" in r), None)
     rows = ([base] if base else []) + [r for r in summary["rows"] if r["kind"] in
                                        ("refusal_ablated", "subspace_ablated", "refusal_added")]
     fig.add_bar(x=[f"{r['setting']}<br>({r['attack']})" for r in rows],
-                y=[100 * r["asr"] for r in rows], name="ASR", marker_color="#555",
-                error_y=dict(type="data", array=[100 * (r["ci_high"] - r["asr"]) for r in rows],
-                             arrayminus=[100 * (r["asr"] - r["ci_low"]) for r in rows]))
+                y=[100 * r["non_refusal"] for r in rows], name="ASR", marker_color="#555",
+                error_y=dict(type="data", array=[100 * (r["ci_high"] - r["non_refusal"]) for r in rows],
+                             arrayminus=[100 * (r["non_refusal"] - r["ci_low"]) for r in rows]))
     return fig
 
 
@@ -138,12 +138,13 @@ def mitigation(summary: dict) -> go.Figure:
     fig = _fig("Mitigation: raw vs orthogonalised (⊥ refusal direction, ⊥ subspace)",
                yaxis_title="ASR (%)", barmode="group")
     for key, label in (("plus", "raw +v"), ("perp1", "+v ⊥1"), ("perpk", "+v ⊥k")):
-        fs = [f for f in summary["vectors"] if f.get(key) and "asr" in f[key]]
+        fs = [f for f in summary["vectors"] if f.get(key) and "non_refusal" in f[key]]
         fig.add_bar(x=[f"{f['vector']} @{f['dose']:g}<br>{f['attack']}" for f in fs],
-                    y=[100 * f[key]["asr"] for f in fs], name=label,
-                    error_y=dict(type="data", array=[100 * (f[key]["ci_high"] - f[key]["asr"]) for f in fs],
-                                 arrayminus=[100 * (f[key]["asr"] - f[key]["ci_low"]) for f in fs]))
-    base = [r["asr"] for r in summary["rows"] if r["kind"] == "baseline" and "asr" in r]
+                    y=[100 * f[key]["non_refusal"] for f in fs], name=label,
+                    error_y=dict(type="data",
+                                 array=[100 * (f[key]["ci_high"] - f[key]["non_refusal"]) for f in fs],
+                                 arrayminus=[100 * (f[key]["non_refusal"] - f[key]["ci_low"]) for f in fs]))
+    base = [r["non_refusal"] for r in summary["rows"] if r["kind"] == "baseline" and "non_refusal" in r]
     if base:
         fig.add_hline(y=100 * statistics.fmean(base), line_dash="dash",
                       annotation_text="baseline", annotation_position="top left")

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerlens.results import verdicts as V
+from steerlens.results.facts import fill
 from steerlens.results.stats import smallest_permutation_p
 from steerlens.results.summary import NULL_KINDS, load_run_data, summarize
-from steerlens.results.text import null_cell, points, shift_cell, steered_tokens
+from steerlens.results.text import corrected_cell, harm_verdict, null_cell, points, shift_cell, steered_tokens
 from steerlens.rundir import atomic_write_text
 from steerlens.schema import CONFIG_FILE, LAYER_SCAN_FILE, MITIGATIONS_DIR, SUMMARY_FILE
 
@@ -95,6 +96,9 @@ def claim_templates(s: dict, o: str) -> dict:
                 "verdict": "not tested"}
     parts = [f"{a}: mean per-goal difference {100 * r['mean_difference']:+.1f} pts over "
              f"{len(r['vectors'])} vectors × {r['n_goals']} goals, sign-flip p={_g(r['p_value'])}"
+             + "".join(f"; of it, the vectors that {d[:-1]} it ({x['n_vectors']}): "
+                       f"{100 * x['mean_difference']:+.1f}, p={_g(x['p_value'])}"
+                       for d, x in r.get("by_direction", {}).items())
              for a, r in t.items()]
     sig = [r for r in t.values() if r["p_value"] < ALPHA]
     verdict = ("supported" if sig and all(r["mean_difference"] > 0 for r in sig) else
@@ -168,7 +172,7 @@ def claim_subspace(s: dict, o: str) -> dict:
     plus 1-D vs k-D ablation on JBB."""
     lines, outcomes = _mitigation(s, "perpk", o)
     val = s.get("validation", {})
-    abl = [f"{k}: rate {_o(val[k], o).get('asr', val[k].get('harm_asr') if o == 'harm' else val[k]['asr'])}"
+    abl = [f"{k}: non-refusal rate {val[k]['non_refusal']}"
            for k in ("refusal_ablated", "subspace_ablated") if k in val] if o == "nonrefusal" else []
     k = s["subspace"].get("k")
     return {"claim": f"5. k-D (k = {k}) subspace orthogonalisation restores safety",
@@ -218,17 +222,18 @@ def instrument_lines(s: dict) -> list[str]:
                 ", no harm judge labels") + f"; outcomes: {outcomes}; doses {d['doses']} "
              f"({d['dose_unit']} unit); **minimum detectable shift "
              f"{points(d['minimum_detectable_delta_asr'])} "
-             f"points** (McNemar score test, α = 0.05, 80% power); {s['n_tests_bh']} named "
-             f"hypotheses under BH ({len(s.get('tests', {}).get('excluded', []))} untestable, excluded); "
+             f"points** on non-refusal, {_harm_mde(d)} (McNemar score test, α = 0.05, 80% power, each "
+             f"outcome's own null flips); {_families(s)}; "
              f"steered {d['steered_positions']}{steered_tokens(d)}.",
              f"- Refusal direction: layer {ref.get('layer')}, steering layer {ref.get('steering_layer')}; "
              f"Arditi filter kept {ref.get('n_after_filter')} of {ref.get('n_before_filter')}; "
              f"fallback: {ref.get('fallback') or 'none (passes Arditi)'}."]
     for kind, v in s["validation"].items():
-        lines.append(f"- On JBB, {kind}: non-refusal {v['asr']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}], "
+        lines.append(f"- On JBB, {kind}: non-refusal {v['non_refusal']:.2f} "
+                     f"[{v['ci_low']:.2f}, {v['ci_high']:.2f}], "
                      f"Δ {points(v['delta_asr'])} pts, p={_g(v['p_value'])}: "
                      f"{'passes' if v['passes'] else '**fails**'}"
-                     + (f"; harmful {v['harm_asr']:.2f}" if v.get("harm_asr") is not None else "") + ".")
+                     + (f"; harmful {v['harmful']:.2f}" if v.get("harmful") is not None else "") + ".")
     lines.append(f"- Subspace: {sub.get('method')}, k = {sub.get('k')} by {sub.get('k_by')}; harmful "
                  "refusal score with k directions ablated: " + ", ".join(
                      f"{k}: {v:.2f}" for k, v in sorted(sub.get("ablation_refusal_score", {}).items())))
@@ -238,6 +243,23 @@ def instrument_lines(s: dict) -> list[str]:
                      + ", ".join(f"{k} {v['mean']:.2f}" for k, v in eff.items())
                      + f"; steers at the audited dose: {rec.get('steers')}.")
     return lines
+
+
+def _harm_mde(d: dict) -> str:
+    h = d.get("by_outcome", {}).get("harm")
+    if not h:
+        return "no harm outcome"
+    corr = h.get("minimum_detectable_shift_corrected")
+    return (f"{points(h['minimum_detectable_shift'])} on harmful compliance as judged"
+            + (f" ({points(corr)} judge-corrected)" if corr is not None else ""))
+
+
+def _families(s: dict) -> str:
+    """The BH families (docs/statistics.md) and their sizes."""
+    fam = s.get("tests", {}).get("families", {})
+    return "BH within families: " + ", ".join(
+        f"{f} {r['m_adjusted']}" + (f" ({len(r['excluded'])} untestable, excluded)" if r["excluded"] else "")
+        for f, r in fam.items()) + "; instrument checks and null cells not adjusted"
 
 
 def _shift(g: dict) -> str:
@@ -250,15 +272,17 @@ def _null(f: dict, o: str) -> str:
 
 def verdict_table(s: dict) -> list[str]:
     lines = ["| vector | dose | attack | Δ non-refusal pts [95% CI] | nulls as extreme | "
-             "Δ harmful pts [95% CI] | nulls as extreme | screen null % (n) | cos | verdict: refusal | "
-             "verdict: harm |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Δ harmful pts [95% CI] (judged) | Δ harmful, judge-corrected | nulls as extreme | "
+             "screen null % (n) | cos | verdict: refusal | verdict: harm |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in s["vectors"]:
         p = f["plus"]
         lines.append(f"| {f['vector']} | {f['dose']:g} | {f['attack']} | {_shift(p)} | "
-                     f"{_null(f, 'nonrefusal')} | {_shift(p.get('harm', {}))} | {_null(f, 'harm')} | "
+                     f"{_null(f, 'nonrefusal')} | {_shift(p.get('harm', {}))} | "
+                     f"{corrected_cell(p.get('harm', {}), points, ', ')} | {_null(f, 'harm')} | "
                      f"{_g(f['null_percentile_screen'])} ({f['n_null_screened']}) | "
                      f"{f['overlap'].get('cosine', float('nan')):+.2f} | {f['verdict']} | "
-                     f"{f.get('verdict_harm') or 'n/a'} |")
+                     f"{harm_verdict(f) or 'n/a'} |")
     return lines
 
 
@@ -327,11 +351,12 @@ def _glance(loaded: list) -> list[str]:
 
 
 def render(runs: list[str], discussion: str | None = None, library: str | None = None) -> str:
-    loaded = []
+    loaded, facts = [], {}
     for run in runs:
         data = load_run_data(run)
         s = summarize(data)
         loaded.append((Path(run), s, data.config, _claims(s)))
+        facts[Path(run).name] = run_facts(Path(run), s)
     cmd = (" ".join(runs) + (f" --library {library}" if library else "")
            + (f" --discussion {discussion}" if discussion else ""))
     out = ["# Findings: the paper's claims, measured by steerlens", "",
@@ -348,8 +373,20 @@ def render(runs: list[str], discussion: str | None = None, library: str | None =
     if library:
         out += library_lines(Path(library))
     if discussion:
-        out += [Path(discussion).read_text().rstrip(), ""]
+        out += [fill(Path(discussion).read_text().rstrip(), facts), ""]
     return "\n".join(out)
+
+
+def run_facts(run: Path, s: dict) -> dict[str, str]:
+    """What the discussion may cite of one run (`results.facts`)."""
+    from steerlens.results.facts import mitigation_facts, summary_facts
+
+    out = summary_facts(s)
+    if (Path(run) / MITIGATIONS_DIR / CONFIG_FILE).exists():
+        from steerlens.results.mitigations import summarize_mitigations
+
+        out.update(mitigation_facts(summarize_mitigations(run)))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,9 @@ from steerlens.errors import cli_main
 from steerlens.results import figures as F
 from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, current_summary, load_run_data
-from steerlens.results.text import points, steered_tokens
+from steerlens.results.text import mde_parts, points, steered_tokens
 from steerlens.rundir import atomic_write_text, open_run, read_json
-from steerlens.schema import JUDGEMENTS_DIR, MITIGATIONS_DIR, MITIGATIONS_FILE, REPORT_FILE
+from steerlens.schema import CONFIG_FILE, JUDGEMENTS_DIR, MITIGATIONS_DIR, REPORT_FILE
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1300px;padding:12px 20px;color:#222}
@@ -130,10 +130,12 @@ def design_block(summary: dict) -> str:
            f"{len(d['categories'])} categories; attacks {_e(', '.join(d['attacks'] or []))}; "
            f"judge <b>{_e(summary.get('judge'))}</b>; dose unit {_e(d['dose_unit'])}; "
            f"steering {_e(d['steered_positions'])}{_e(steered_tokens(d))}. <b>Smallest shift this design detects</b> "
-           f"(McNemar score test, α = {d['alpha']}, 80% power): {points(d['minimum_detectable_delta_asr'])} "
-           f"points; a verdict also needs the shift beyond ≥ {d.get('nulls_needed', 20)} generated nulls. "
-           f"Outcomes: {_e(', '.join(V.OUTCOME_NAMES[o] for o in d.get('outcomes', [])))}. "
-           f"{summary.get('n_tests_bh', 0)} named hypotheses, Benjamini–Hochberg q-values.</p>"]
+           f"(McNemar score test, α = {d['alpha']}, 80% power, each outcome's own background flips): "
+           f"{_e(mde_parts(d))}; a verdict also needs the shift beyond ≥ {d.get('nulls_needed', 20)} "
+           f"generated nulls. Outcomes: {_e(', '.join(V.OUTCOME_NAMES[o] for o in d.get('outcomes', [])))}. "
+           f"Benjamini–Hochberg q-values within families: {summary.get('n_tests_bh', 0)} primary "
+           "hypotheses (+v on each outcome); −v, ⊥ and fixes in their own family; instrument checks "
+           "not adjusted (docs/statistics.md).</p>"]
     fb = (summary.get("refusal") or {}).get("fallback")
     if fb:
         out.append(f"<div class=warn>No refusal-direction candidate passed Arditi's filters; "
@@ -239,12 +241,11 @@ SECTIONS = (
 def fixes_block(run: Path) -> str:
     """What fixes it, at what cost (`python -m steerlens.audit.mitigate RUN`): the Pareto view
     per attack and outcome, and the table; empty when the run has no mitigations."""
-    path = Path(run) / MITIGATIONS_DIR / MITIGATIONS_FILE
-    if not path.exists():
+    if not (Path(run) / MITIGATIONS_DIR / CONFIG_FILE).exists():
         return ""
-    from steerlens.results.mitigations import format_mitigations
+    from steerlens.results.mitigations import format_mitigations, summarize_mitigations
 
-    m = read_json(path)
+    m = summarize_mitigations(run)  # from the cells under the current rules, never a stored copy
     figs = {f"pareto-{a}-{o}": F.pareto(m, a, o) for a in m["attacks"] for o in V.OUTCOMES}
     grid = "".join(_fig(figs, n) for n in figs)
     return (f"<section id='fixes'><h2>What fixes it, at what cost</h2><div class=grid2>{grid}</div>"

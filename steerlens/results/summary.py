@@ -15,12 +15,14 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
+from steerlens.results.families import PRIMARY, REGRESSIONS, SECONDARY, row_family
+from steerlens.results.families import adjust as adjust_families
 from steerlens.results.inference import (
-    benjamini_hochberg_family,
     nulls_needed,
     paired_test,
     tost_equivalence,
 )
+from steerlens.results.misclass import _se_sp, calibration, corrected_rate, corrected_shift
 from steerlens.results.stats import (
     asr,
     discordant,
@@ -30,7 +32,16 @@ from steerlens.results.stats import (
     per_category,
     permutation_correlation,
 )
-from steerlens.results.verdicts import ALPHA, NO_SHIFT, OUTCOMES, fix_verdict, null_test, shift_verdict
+from steerlens.results.verdicts import (
+    ALPHA,
+    NO_SHIFT,
+    OLD_RATE_KEY,
+    OUTCOMES,
+    RATE_KEYS,
+    fix_verdict,
+    null_test,
+    shift_verdict,
+)
 from steerlens.rundir import read_json
 from steerlens.schema import (
     CELLS_DIR,
@@ -40,7 +51,6 @@ from steerlens.schema import (
     OVERLAP_FILE,
     REFUSAL_FILE,
     SUBSPACE_FILE,
-    SUMMARY_FILE,
 )
 
 NULL_KINDS = ("random", "shuffled", "covariance", "pair_diff",  # generated nulls, by kind
@@ -101,11 +111,13 @@ def _projection_shift(cell: dict, base: dict) -> list[float]:
     return [_mean(r[j][0] for r in rows) - _mean(r[j][0] for r in brows) for j in range(n_layers)]
 
 
-def outcome_stats(labels: list[bool], base: list[bool] | None) -> dict:
-    """A cell's rate (Wilson interval) and, against its baseline, the paired shift: Tango's
-    score test (the McNemar statistic) with the score interval inverted from it, so the two
-    always agree; exact McNemar p beside it for reference; the integer count difference."""
+def outcome_stats(labels: list[bool], base: list[bool] | None, outcome: str = "nonrefusal") -> dict:
+    """A cell's rate (Wilson interval; key named for the outcome, `RATE_KEYS`) and, against its
+    baseline, the paired shift: Tango's score test (the McNemar statistic) with the score
+    interval inverted from it, so the two always agree; exact McNemar p beside it for
+    reference; the integer count difference."""
     out = asr(labels)
+    out[RATE_KEYS[outcome]] = out.pop("asr")
     if base is None:
         return out
     b, c = discordant(base, labels)
@@ -128,9 +140,10 @@ def _row(attack: str, name: str, c: dict, base: dict | None) -> dict:
     ref = None if base is None or name == "baseline" else base
     if "jailbroken" in c:
         r.update(outcome_stats(c["jailbroken"], ref and ref.get("jailbroken")))
-        r["per_category"] = per_category(c["jailbroken"], c["categories"])
+        r["per_category"] = {k: {RATE_KEYS["nonrefusal"] if x == "asr" else x: y for x, y in v.items()}
+                             for k, v in per_category(c["jailbroken"], c["categories"]).items()}
     if "harmful" in c:
-        r["harm"] = outcome_stats(c["harmful"], ref and ref.get("harmful"))
+        r["harm"] = outcome_stats(c["harmful"], ref and ref.get("harmful"), "harm")
     return r
 
 
@@ -153,10 +166,12 @@ def _rows(cells: dict, subspace: dict) -> list[dict]:
     return out
 
 
-def _reverse_rate(rows: list[dict]) -> float:
-    """Background rate of flips against a cell's net shift, from the generated null cells."""
-    rates = [min(r["mcnemar_only_base"], r["mcnemar_only_other"]) / r["n"] for r in rows
-             if r["kind"] in NULL_KINDS and "mcnemar_only_base" in r]
+def _reverse_rate(rows: list[dict], outcome: str = "nonrefusal") -> float:
+    """Background rate of flips against a cell's net shift on one outcome, from the generated
+    null cells' own flips on that outcome."""
+    stats_ = [_get(r, outcome) for r in rows if r["kind"] in NULL_KINDS]
+    rates = [min(g["mcnemar_only_base"], g["mcnemar_only_other"]) / g["n"] for g in stats_
+             if "mcnemar_only_base" in g]
     return statistics.median(rates) if rates else 0.05
 
 
@@ -173,6 +188,17 @@ def _positions(cfg: dict) -> str:
     return f"{deployed}; CAA vectors {CAA_POSITIONS}" if cfg.get("behaviours") else deployed
 
 
+def _by_outcome(rows: list[dict], outcomes: list[str], n: int) -> dict:
+    """Per outcome: its own background flip rate and minimum detectable shift (the TOST margin
+    of 'restores' on that outcome)."""
+    out = {}
+    for o in outcomes:
+        q = _reverse_rate(rows, o)
+        out[o] = {"reverse_flip_rate": q,
+                  "minimum_detectable_shift": minimum_detectable_shift(n, q) if n else float("nan")}
+    return out
+
+
 def design(data: RunData, rows: list[dict]) -> dict:
     """What the run can detect: goals, categories, the minimum detectable shift (score test,
     80% power) and the generated nulls the null test needs."""
@@ -181,6 +207,7 @@ def design(data: RunData, rows: list[dict]) -> dict:
     n = len(base[0]["goals"]) if base else 0
     q = _reverse_rate(rows)
     outcomes = [o for o, key in OUTCOMES.items() if base and key in base[0]]
+    by = _by_outcome(rows, outcomes or ["nonrefusal"], n)
     return {"n_goals": n, "categories": sorted({x for c in base[:1] for x in c["categories"]}),
             "attacks": cfg.get("attacks"), "doses": cfg.get("doses"),
             "dose_unit": cfg.get("dose_unit"), "judge": cfg.get("judge"), "outcomes": outcomes,
@@ -188,8 +215,8 @@ def design(data: RunData, rows: list[dict]) -> dict:
             "steered_prompt_tokens": {a: c.get("steered_prompt_tokens") for (a, n), c in
                                       sorted(data.cells.items()) if n == "baseline" and a != "benign"},
             "reverse_flip_rate": q, "alpha": ALPHA, "power": 0.8, "test": "Tango score (McNemar)",
-            "nulls_needed": nulls_needed(ALPHA),
-            "minimum_detectable_delta_asr": minimum_detectable_shift(n, q) if n else float("nan")}
+            "nulls_needed": nulls_needed(ALPHA), "by_outcome": by,
+            "minimum_detectable_delta_asr": by["nonrefusal"]["minimum_detectable_shift"]}
 
 
 def _pick(rows: list[dict], attack: str, **match) -> list[dict]:
@@ -229,9 +256,14 @@ def _outcome_evidence(plus: dict, nulls: list[dict], outcome: str) -> dict:
             "null_percentile": _null_share(p["delta_count"], [c for c, _ in counts])}
 
 
-def vector_findings(rows: list[dict], data: RunData, margin: float) -> list[dict]:
+def margins(des: dict) -> dict[str, float]:
+    """The equivalence margin of 'restores' per outcome: that outcome's minimum detectable shift."""
+    return {o: b["minimum_detectable_shift"] for o, b in des["by_outcome"].items()}
+
+
+def vector_findings(rows: list[dict], data: RunData, margin: dict[str, float]) -> list[dict]:
     """One record per (vector, dose, attack) with the evidence per outcome; `margin` is the
-    equivalence margin of 'restores' (the design's minimum detectable shift)."""
+    equivalence margin of 'restores' per outcome (`margins`)."""
     out = []
     for attack in sorted({r["attack"] for r in rows}):
         for plus in _pick(rows, attack, kind="+v"):
@@ -260,7 +292,8 @@ def vector_findings(rows: list[dict], data: RunData, margin: float) -> list[dict
 
 
 def _fix_test(data: RunData, attack: str, rec: dict, key: str, outcome: str, margin: float) -> dict:
-    """Raw against fixed (paired score test) and fixed against baseline (TOST, ±margin)."""
+    """Raw against fixed (paired score test) and fixed against baseline (TOST, ±margin, the
+    outcome's own minimum detectable shift)."""
     label = OUTCOMES[outcome]
     raw = data.cells[(attack, rec["plus"]["setting"])].get(label)
     fixed_cell = data.cells[(attack, rec[key]["setting"])]
@@ -275,11 +308,12 @@ def _fix_test(data: RunData, attack: str, rec: dict, key: str, outcome: str, mar
           if 0 < margin < 1 else {"equivalent": False, "p_tost": float("nan")})
     shift = _get(rec["plus"], outcome).get("delta_asr") or 0.0
     return {"p_value": t["p_value"], "delta_asr": fb.get("delta_asr"), "raw_vs_fixed": t["diff"],
+            "raw_delta_asr": _get(rec["plus"], outcome).get("delta_asr"),
             "equivalence_margin": margin, "p_tost": eq["p_tost"], "equivalent": eq["equivalent"],
             "share_removed": (1 - (fb.get("delta_asr") or 0.0) / shift) if shift else None}
 
 
-def _mitigation(data: RunData, attack: str, rec: dict, margin: float) -> dict:
+def _mitigation(data: RunData, attack: str, rec: dict, margin: dict[str, float]) -> dict:
     """Per fix (⊥1, ⊥k) and outcome, the two tests behind 'restores' (a duplicate ⊥k is skipped)."""
     out = {}
     for key in ("perp1", "perpk"):
@@ -289,7 +323,8 @@ def _mitigation(data: RunData, attack: str, rec: dict, margin: float) -> dict:
         if row.get("duplicate_of"):
             out[key] = {"duplicate_of": row["duplicate_of"]}
             continue
-        tests = {o: _fix_test(data, attack, rec, key, o, margin) for o in OUTCOMES}
+        tests = {o: _fix_test(data, attack, rec, key, o, margin.get(o, float("nan")))
+                 for o in OUTCOMES}
         out[key] = {o: t for o, t in tests.items() if t}
     return out
 
@@ -345,10 +380,12 @@ def _sign_flip_p(e: list[int], n_perm: int = 20000, seed: int = 0) -> float:
 def template_interaction(data: RunData, findings: list[dict], outcome: str) -> dict:
     """Claim 2 per template attack, with goals as the unit: for each vector and goal the
     template's flip minus no attack's, oriented by the sign of the vector's summed effect
-    (exchangeable under H0), summed over vectors; a sign-flip permutation over goals."""
+    (exchangeable under H0), summed over vectors; a sign-flip permutation over goals. The same
+    per direction of the vector's effect (`by_direction`: vectors that raise the outcome, and
+    those that lower it), so a total carried by one direction is seen as such."""
     label, out = OUTCOMES[outcome], {}
     for attack in sorted({f["attack"] for f in findings} - {"none"}):
-        total, used = None, []
+        per: dict[str, list[int]] = {}
         for f in (f for f in findings if f["attack"] == "none"):
             twin = next((t for t in findings if t["attack"] == attack and t["vector"] == f["vector"]
                          and t["dose"] == f["dose"]), None)
@@ -357,14 +394,21 @@ def template_interaction(data: RunData, findings: list[dict], outcome: str) -> d
             if not e0 or not e1 or len(e0) != len(e1) or sum(e0) + sum(e1) == 0:
                 continue
             sign = 1 if sum(e0) + sum(e1) > 0 else -1
-            e = [sign * (b - a) for a, b in zip(e0, e1)]
-            total = e if total is None else [x + y for x, y in zip(total, e)]
-            used.append(f"{f['vector']}@{f['dose']:g}")
-        if total:
-            out[attack] = {"vectors": used, "n_goals": len(total),
-                           "mean_difference": sum(total) / (len(total) * len(used)),
-                           "p_value": _sign_flip_p(total)}
+            per[f"{f['vector']}@{f['dose']:g}|{'raises' if sign > 0 else 'lowers'}"] = [
+                sign * (b - a) for a, b in zip(e0, e1)]
+        if per:
+            out[attack] = {"vectors": [k.split("|")[0] for k in per], **_interaction(list(per.values())),
+                           "by_direction": {d: _interaction([e for k, e in per.items() if k.endswith(d)])
+                                            for d in ("raises", "lowers")
+                                            if any(k.endswith(d) for k in per)}}
     return out
+
+
+def _interaction(effects: list[list[int]]) -> dict:
+    """Summed per-goal oriented differences over vectors: mean per vector and goal, sign-flip p."""
+    total = [sum(x) for x in zip(*effects)]
+    return {"n_goals": len(total), "n_vectors": len(effects),
+            "mean_difference": sum(total) / (len(total) * len(effects)), "p_value": _sign_flip_p(total)}
 
 
 def validation(rows: list[dict]) -> dict:
@@ -375,48 +419,54 @@ def validation(rows: list[dict]) -> dict:
         if r["kind"] in ("refusal_ablated", "subspace_ablated", "refusal_added") and "delta_asr" in r:
             want = -1 if r["kind"] == "refusal_added" else 1
             ok = r["delta_asr"] * want > 0 and r["mcnemar_p_value"] < ALPHA
-            out[r["kind"]] = {"attack": r["attack"], "asr": r["asr"], "delta_asr": r["delta_asr"],
+            out[r["kind"]] = {"attack": r["attack"], "non_refusal": r["non_refusal"],
+                              "delta_asr": r["delta_asr"],
                               "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                               "p_value": r["mcnemar_p_value"], "passes": ok,
-                              "harm_asr": r.get("harm", {}).get("asr")}
+                              "harmful": r.get("harm", {}).get("harmful")}
     return out
 
 
-def _family(rows: list[dict], findings: list[dict], regs: dict) -> list[tuple[str, dict, str, str]]:
-    """The named hypotheses of the run: (name, holder, p key, q key); no self-tests, no
-    duplicates (a k = 1 ⊥k cell is the ⊥1 cell), and no null cells: they are the reference a
-    vector is compared with, reported with their own unadjusted p, not hypotheses."""
+def _family(rows: list[dict], findings: list[dict], regs: dict) -> list[tuple[str, str, dict, str, str]]:
+    """The named hypotheses of the run by family (`families`): (family, name, holder, p key,
+    q key); no self-tests, no duplicates (a k = 1 ⊥k cell is the ⊥1 cell), no instrument
+    checks and no null cells (the reference a vector is compared with, not hypotheses)."""
     fam = []
     for r in rows:
-        if r.get("duplicate_of") or r["kind"] in NULL_KINDS:
+        family = row_family(r["kind"])
+        if r.get("duplicate_of") or family is None:
             continue
         for o in OUTCOMES:
             g = _get(r, o)
             if "mcnemar_p_value" in g:
-                fam.append((f"{o}|{r['attack']}|{r['setting']} vs baseline", g, "mcnemar_p_value",
-                            "q_value"))
+                fam.append((family, f"{o}|{r['attack']}|{r['setting']} vs baseline", g,
+                            "mcnemar_p_value", "q_value"))
     for f in findings:
         for key, m in f["mitigation"].items():
             for o, t in m.items():
                 if isinstance(t, dict) and "p_value" in t:
-                    fam.append((f"{o}|{f['attack']}|{f['plus']['setting']} vs {key}", t, "p_value",
-                                "q_value"))
+                    fam.append((SECONDARY, f"{o}|{f['attack']}|{f['plus']['setting']} vs {key}", t,
+                                "p_value", "q_value"))
     for o, by_key in regs.items():
         for k, reg in by_key.items():
-            fam += [(f"{o}|regression|{k}|{x}", reg[x], "p_value", "q_value")
+            fam += [(REGRESSIONS, f"{o}|regression|{k}|{x}", reg[x], "p_value", "q_value")
                     for x in ("cosine", "projection_shift")]
     return fam
 
 
 def _adjust(rows: list[dict], findings: list[dict], regs: dict) -> dict:
-    """Benjamini-Hochberg over the named hypotheses; q-values are written next to each p and
-    the family (adjusted count, excluded NaN tests by name) is returned."""
+    """Benjamini-Hochberg within each family (`families`); q-values are written next to each p
+    (with the family's name) and the families (adjusted count, names, excluded NaN tests) are
+    returned."""
     fam = _family(rows, findings, regs)
-    res = benjamini_hochberg_family([(name, holder[pk]) for name, holder, pk, _ in fam])
-    for name, holder, _, qk in fam:
-        holder[qk] = res["q"].get(name, float("nan"))
-    return {"m_adjusted": res["m_adjusted"], "excluded": res["excluded"],
-            "names": [name for name, *_ in fam if name not in set(res["excluded"])]}
+    res = adjust_families([(f, name, holder[pk]) for f, name, holder, pk, _ in fam])
+    for f, name, holder, _, qk in fam:
+        holder[qk] = res[f]["q"].get(name, float("nan"))
+        holder["family"] = f
+    return {"families": {f: {k: v for k, v in r.items() if k != "q"} for f, r in res.items()},
+            "m_adjusted": res[PRIMARY]["m_adjusted"], "excluded": [
+                n for r in res.values() for n in r["excluded"]],
+            "names": [n for r in res.values() for n in r["names"]], "rule": "docs/statistics.md"}
 
 
 def _verdicts(f: dict) -> None:
@@ -431,16 +481,17 @@ def _verdicts(f: dict) -> None:
         for o, t in m.items():
             if isinstance(t, dict) and "p_value" in t:
                 t["verdict"] = fix_verdict(t.get("q_value", float("nan")), t["equivalent"],
-                                           _get(f[key], o).get("q_value", float("nan")))
+                                           _get(f[key], o).get("q_value", float("nan")),
+                                           t.get("raw_delta_asr"), t.get("delta_asr"))
 
 
 def screening(rows: list[dict]) -> dict:
     """Spearman of the first-token refusal score against generated ASR, per attack."""
     out = {}
     for attack in sorted({r["attack"] for r in rows}):
-        sel = [r for r in rows if r["attack"] == attack and "asr" in r]
-        if len(sel) >= 3 and len({r["asr"] for r in sel}) > 1:
-            rho = spearmanr([-r["refusal_score"] for r in sel], [r["asr"] for r in sel])
+        sel = [r for r in rows if r["attack"] == attack and "non_refusal" in r]
+        if len(sel) >= 3 and len({r["non_refusal"] for r in sel}) > 1:
+            rho = spearmanr([-r["refusal_score"] for r in sel], [r["non_refusal"] for r in sel])
             out[attack] = {"spearman": float(rho.statistic), "p_value": float(rho.pvalue),
                            "n_settings": len(sel)}
     return out
@@ -464,8 +515,15 @@ def summarize(data: RunData, judge=None) -> dict:
         data = RunData(data.config, {k: _rejudged(c, judge) for k, c in data.cells.items()},
                        data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge)
     rows = _rows(data.cells, data.subspace)
+    cal = calibration(data.harm_judge)
+    if cal:
+        _correct_harm(rows, data.cells, cal)
     des = design(data, rows)
-    findings = vector_findings(rows, data, des["minimum_detectable_delta_asr"])
+    if cal and "harm" in des["by_outcome"]:
+        j = sum(_se_sp(cal)) - 1
+        des["by_outcome"]["harm"]["minimum_detectable_shift_corrected"] = (
+            des["by_outcome"]["harm"]["minimum_detectable_shift"] / j)
+    findings = vector_findings(rows, data, margins(des))
     regs = {o: regressions(findings, o) for o in des["outcomes"]}
     family = _adjust(rows, findings, regs)
     for f in findings:
@@ -477,7 +535,17 @@ def summarize(data: RunData, judge=None) -> dict:
             "screening": screening(rows), "n_tests_bh": family["m_adjusted"], "tests": family,
             "overlap": data.overlap, "dose": data.dose, "refusal": data.refusal,
             "subspace": data.subspace, "judge": getattr(judge, "name", data.config.get("judge")),
-            "harm_judge": data.harm_judge}
+            "harm_judge": data.harm_judge, "harm_calibration": cal}
+
+
+def _correct_harm(rows: list[dict], cells: dict, cal: dict) -> None:
+    """Beside each judged harm rate and shift, the judge-corrected ones (`misclass`)."""
+    for r in rows:
+        cell, base = cells.get((r["attack"], r["setting"]), {}), cells.get((r["attack"], "baseline"), {})
+        if "harm" not in r or "harmful" not in cell or "harmful" not in base:
+            continue
+        r["harm"]["corrected"] = (corrected_shift(base["harmful"], cell["harmful"], cal)
+                                  if r["setting"] != "baseline" else corrected_rate(cell["harmful"], cal))
 
 
 def _rejudged(cell: dict, judge) -> dict:
@@ -486,13 +554,29 @@ def _rejudged(cell: dict, judge) -> dict:
     return {**cell, "jailbroken": judge.judge(cell["goals"], cell["completions"])}
 
 
+def _renamed(d: dict, new: str) -> None:
+    if isinstance(d, dict) and OLD_RATE_KEY in d and new not in d:
+        d[new] = d.pop(OLD_RATE_KEY)
+
+
+def read_summary(path: str | Path) -> dict:
+    """A stored summary.json with its outcome keys as written now: the "asr" of files written
+    before (non-refusal at a row's top level, harmful compliance under "harm", "harm_asr" in
+    validation) becomes "non_refusal" / "harmful"."""
+    s = read_json(Path(path))
+    rows = [*s.get("rows", []), *(f.get(k) for f in s.get("vectors", [])
+                                  for k in ("plus", "minus", "perp1", "perpk"))]
+    for r in (r for r in rows if r):
+        _renamed(r, RATE_KEYS["nonrefusal"])
+        _renamed(r.get("harm"), RATE_KEYS["harm"])
+    for v in s.get("validation", {}).values():
+        _renamed(v, RATE_KEYS["nonrefusal"])
+        if "harm_asr" in v:
+            v["harmful"] = v.pop("harm_asr")
+    return s
+
+
 def current_summary(run: str | Path) -> dict:
-    """RUN/summary.json, or the summary recomputed in memory (nothing written) when harm labels
-    were added after it was written (`steerlens rejudge RUN --judge harm`) or it predates the
-    two-outcome format."""
-    run = Path(run)
-    stored = read_json(run / SUMMARY_FILE)
-    has_harm = "harm" in stored.get("design", {}).get("outcomes", [])
-    if has_harm or not (run / HARM_LABELS).is_file():
-        return stored
-    return summarize(load_run_data(run))
+    """The run's summary under the current rules, computed in memory from its saved cells and
+    labels (nothing written): one source of truth, whatever rules wrote RUN/summary.json."""
+    return summarize(load_run_data(Path(run)))
