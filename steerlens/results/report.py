@@ -57,6 +57,11 @@ def _mean(xs) -> float | None:
     return statistics.fmean(xs) if xs else None
 
 
+def _cos(x) -> str:
+    """A cosine, "n/a" when the run did not record it."""
+    return "n/a" if x is None or x != x else f"{x:+.2f}"
+
+
 def _behaviour_cell(f: dict) -> str:
     eff = (f.get("behaviour") or {}).get("effect") or {}
     up, base = eff.get(f"{f['dose']:+g}"), eff.get("unsteered")
@@ -98,7 +103,8 @@ def verdict_table(summary: dict) -> str:
     """One row per vector, dose and attack: the answer, why, the mitigation, the checks."""
     head = ("<tr><th>vector</th><th>dose</th><th>attack</th><th>verdict</th>"
             "<th>Δ non-refusal pts [95% CI] (null %, n generated)</th><th>Δ harmful compliance (ASR)</th>"
-            "<th>null % (refusal score)</th><th>q</th><th>cos(v, r)</th>"
+            "<th>null % (refusal score)</th><th>q</th><th>cos(v, r)</th><th>cos(v, polarity)</th>"
+            "<th>cos(v, letter)</th>"
             "<th>in subspace</th><th>projection shift (null %)</th><th>ΔASR ⊥1 (p vs raw)</th>"
             "<th>ΔASR ⊥k (p vs raw)</th><th>p(matching) unsteered → steered</th>"
             "<th>benign false refusals</th></tr>")
@@ -115,6 +121,7 @@ def verdict_table(summary: dict) -> str:
             f"<td class=num>{_harm_cell(f)}</td>"
             f"<td class=num>{_int(f['null_percentile_screen'])}</td><td class=num>{_p(p.get('q_value'))}</td>"
             f"<td class=num>{ov.get('cosine', float('nan')):+.2f}</td>"
+            f"<td class=num>{_cos(ov.get('polarity_cos'))}</td><td class=num>{_cos(ov.get('letter_cos'))}</td>"
             f"<td class=num>{ov.get('fraction_in_subspace', float('nan')):.2f}</td>"
             f"<td class=num>{'n/a' if shift is None else f'{shift:+.2f}'} "
             f"({_int(f.get('null_percentile_projection'))})</td>"

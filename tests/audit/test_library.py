@@ -228,7 +228,8 @@ def test_grouped_behaviour_effect_equals_each_vector_alone(library_run, tiny_mod
 
 
 def test_committed_library_runs_are_the_presets():
-    """results/library-0.5b's two runs are exactly the library presets (their config hashes),
+    """results/library-0.5b's two runs are exactly the library presets with the letter balance
+    of the time (their config hashes),
     and its committed analysis is what `results.library` computes from their files."""
     from pathlib import Path
 
@@ -236,7 +237,8 @@ def test_committed_library_runs_are_the_presets():
 
     root = Path(__file__).resolve().parents[2] / "results" / "library-0.5b"
     for sub, preset in (("caa", "library"), ("methods", "library-methods")):
-        cfg, _ = config_from_args(build_parser().parse_args(["--preset", preset]))
+        cfg, _ = config_from_args(build_parser().parse_args(["--preset", preset,
+                                                             "--balance", "letter"]))
         assert cfg.hash == json.loads((root / sub / "config.json").read_text())["hash"], sub
     a = analyse([root / "caa", root / "methods"], root / "layer_scan.json")
     saved = json.loads((root / "library.json").read_text())

@@ -50,7 +50,7 @@ def test_reuse_record_says_what_was_reused(three_runs):
     other = json.loads((three_runs["other"] / "reuse.json").read_text())["artefacts"]
     fresh = json.loads((three_runs["fresh"] / "reuse.json").read_text())
     assert fresh["store"] is None
-    shared = {"refusal", "subspace", "cells:none:model", "cells:none:validation",
+    shared = {"refusal", "subspace", "polarity", "cells:none:model", "cells:none:validation",
               "cells:benign:model"}
     assert shared <= set(warm) and all(warm[k]["reused"] for k in shared)
     assert not any(other[k]["reused"] for k in shared)  # the first run computed them
@@ -76,6 +76,18 @@ def test_no_reuse_writes_nothing_to_the_store(tiny_model_dir, tmp_path, monkeypa
 
 def _key(kind: str, inputs: dict, env: dict | None = None) -> str:
     return reuse.Reuse(Path("/nonexistent"), env or {"e": 1}).key(kind, inputs)
+
+
+@pytest.mark.parametrize("field, other", [("system", "Be brief."), ("batch_size", 3)])
+def test_polarity_key_has_each_config_field_and_its_data(field, other, monkeypatch):
+    from steerlens.audit import polarity
+
+    cfg = AuditConfig(behaviours=("refusal",))
+    base = _key("polarity", polarity.polarity_inputs(cfg))
+    assert base != _key("polarity", polarity.polarity_inputs(replace(cfg, **{field: other})))
+    assert base == _key("polarity", polarity.polarity_inputs(replace(cfg, balance="letter")))
+    monkeypatch.setattr(polarity, "POLARITY_DATA", "polarity/test.json")
+    assert base != _key("polarity", polarity.polarity_inputs(cfg))
 
 
 def _block_key(cfg, store, block, scale=1.0):

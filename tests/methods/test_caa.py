@@ -55,7 +55,7 @@ def test_balanced_vector_is_zero_at_the_embeddings(tiny_model):
     """At resid_pre of layer 0 each pair differs only in its answer token's embedding: the
     balanced vector is exactly zero there, the unbalanced one is c * (E_A - E_B)."""
     items = load_caa("survival-instinct")[:6]  # unbalanced letters
-    v = caa_vector(tiny_model, items, [0, 2], "s", batch_size=4)
+    v = caa_vector(tiny_model, items, [0, 2], "s", balance="letter", batch_size=4)
     assert float(v.at(0).abs().max()) == 0.0 and float(v.at(2).norm()) > 0
     plain = caa_vector(tiny_model, items, [0], "s", balance=False, batch_size=4)
     assert float(plain.at(0).norm()) > 0
@@ -145,11 +145,11 @@ def test_label_shuffled_null_cancels_the_behaviour():
 
 @pytest.mark.embedded
 def test_embedded_balanced_vector_equals_plain_hf(embedded_model):
-    """The exactness issue's case: the default (balanced, resid_pre) vector on 4 items is
+    """The exactness issue's case: the letter-balanced (resid_pre) vector on 4 items is
     non-zero and equals plain HF forwards on the whole strings, on any installed transformers
     (it was exactly zero with transformers 5.24 before the cache shim)."""
     items = load_caa("corrigible-neutral-HHH")[:4]
-    v = caa_vector(embedded_model, items, [10, 14], batch_size=8)
+    v = caa_vector(embedded_model, items, [10, 14], balance="letter", batch_size=8)
     ref = _hf_reference(embedded_model, balanced(items), [10, 14], offset=0)
     norms = v.vectors.norm(dim=-1)
     assert float(norms.min()) > 0.1, norms

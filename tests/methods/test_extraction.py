@@ -168,5 +168,7 @@ def test_extract_checks_its_arguments(tiny_model):
         extract(acts, [1, 2], "pca")
     with pytest.raises(SteerlensError, match="layers given"):
         extract(acts, [1], "pca_diff")
-    sv = extract(acts, [1, 2], "actadd", behaviour="openness", pair=1)
-    assert sv.meta == {"kind": "actadd", "behaviour": "openness", "n_pairs": 2, "pair": 1}
+    sv = extract(acts, [1, 2], "actadd", behaviour="openness", pair=1, balance="letter")
+    assert sv.meta == {"kind": "actadd", "behaviour": "openness", "n_pairs": 2, "pair": 1,
+                       "balance": "letter", "polarity_counts": {"yes": 1, "no": 1, "other": 0},
+                       "polarity_method": "none"}
