@@ -176,6 +176,7 @@ class RunOptions:
     device: str | None = None  # requested (None: cuda if available)
     dtype: str | None = None  # requested (None: fp32 on CPU, bf16 on CUDA)
     batch_size: int = 0  # requested (0: from free memory)
+    mediation: bool = False  # mediated shares of the first-token effect (audit.mediation)
 
 
 def _judge_names() -> list[str]:
@@ -222,6 +223,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "baseline, null and validation cells, harm labels) instead of taking "
                         "them from the reuse store under the cache directory "
                         "($STEERLENS_REUSE_DIR)")
+    p.add_argument("--mediation", action="store_true",
+                   help="also measure, for every +v and generated null, the share of its "
+                        "first-token refusal-score effect that runs through the refusal "
+                        "direction and subspace (directional activation patching; "
+                        "mediation.json; about 1 + 2 x 4 tail passes per setting)")
     p.add_argument("--backend", choices=["local", "ray"], default="local", action=OnceAction,
                    help="run evaluation cells here (default) or as Ray actors")
     p.add_argument("--address", default=None, action=OnceAction,
@@ -257,7 +263,8 @@ def file_vector_name(path: str) -> str:
 RUN_OPTIONS = {"resume": ("resume", bool), "no_report": ("report", lambda v: not v),
                "no_harm_judge": ("harm_judge", lambda v: not v), "no_reuse": ("reuse", lambda v: not v),
                "backend": ("backend", str), "address": ("address", str), "ray_workers": ("workers", int),
-               "device": ("device", str), "dtype": ("dtype", str), "batch_size": ("batch_size", int)}
+               "device": ("device", str), "dtype": ("dtype", str), "batch_size": ("batch_size", int),
+               "mediation": ("mediation", bool)}
 
 
 def audit_config(preset: str = "quick", **values) -> AuditConfig:

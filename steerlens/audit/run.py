@@ -12,6 +12,8 @@ killed run resumes where it stopped and reaches the same bytes):
   settings   +v, -v, ⊥1, ⊥k, nulls, refusal validation              -> settings.json
   grid       JBB goals x attacks x settings: generated, judged, screened -> cells/*.json
   harm       the harm judge over every completion (second outcome)  -> judgements/harm.json
+  mediation  (--mediation) share of each +v's and null's first-token effect through the
+             refusal direction and subspace, by layer band           -> mediation.json
   summary    verdicts, null percentiles, power, BH over all tests   -> summary.json
   report     the dashboard                                           -> report.html
 
@@ -138,6 +140,10 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
                                      stages.readout(model, ref, sub), reuse, dose["scale"]))
     if opts.harm_judge:
         clock("harm", lambda: stages.harm_stage(store, model, reuse))
+    if opts.mediation:
+        from steerlens.audit.mediation import mediation_stage
+
+        clock("mediation", lambda: mediation_stage(store, model, cfg, ref, sub, settings))
     reuse.write_record(store)
     summary = stages.summary_stage(store)
     store.write_json(MANIFEST_FILE, manifest(cfg, model))

@@ -48,6 +48,7 @@ from steerlens.schema import (
     CONFIG_FILE,
     DOSE_FILE,
     HARM_LABELS,
+    MEDIATION_FILE,
     OVERLAP_FILE,
     REFUSAL_FILE,
     SUBSPACE_FILE,
@@ -68,6 +69,7 @@ class RunData:
     refusal: dict = field(default_factory=dict)
     subspace: dict = field(default_factory=dict)
     harm_judge: dict | None = None  # settings of the judge behind the cells' `harmful` labels
+    mediation: dict = field(default_factory=dict)  # mediation.json (--mediation), if any
 
 
 def _merge_harm(run: Path, cells: dict) -> dict | None:
@@ -94,7 +96,7 @@ def load_run_data(run: str | Path) -> RunData:
     harm = _merge_harm(run, cells)
     opt = lambda name: read_json(run / name) if (run / name).exists() else {}  # noqa: E731
     return RunData(read_json(run / CONFIG_FILE)["config"], cells, opt(OVERLAP_FILE), opt(DOSE_FILE),
-                   opt(REFUSAL_FILE), opt(SUBSPACE_FILE), harm)
+                   opt(REFUSAL_FILE), opt(SUBSPACE_FILE), harm, opt(MEDIATION_FILE))
 
 
 def _mean(xs) -> float:
@@ -513,7 +515,8 @@ def summarize(data: RunData, judge=None) -> dict:
     first (the data is copied, nothing is written)."""
     if judge is not None:
         data = RunData(data.config, {k: _rejudged(c, judge) for k, c in data.cells.items()},
-                       data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge)
+                       data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge,
+                       data.mediation)
     rows = _rows(data.cells, data.subspace)
     cal = calibration(data.harm_judge)
     if cal:
@@ -528,7 +531,7 @@ def summarize(data: RunData, judge=None) -> dict:
     family = _adjust(rows, findings, regs)
     for f in findings:
         _verdicts(f)
-    return {"design": des, "rows": rows, "vectors": findings,
+    out = {"design": des, "rows": rows, "vectors": findings,
             "regressions": regs.get("nonrefusal", {}), "regressions_harm": regs.get("harm", {}),
             "templates": {o: template_interaction(data, findings, o) for o in des["outcomes"]},
             "validation": validation(rows), "benign": benign(data.cells),
@@ -536,6 +539,7 @@ def summarize(data: RunData, judge=None) -> dict:
             "overlap": data.overlap, "dose": data.dose, "refusal": data.refusal,
             "subspace": data.subspace, "judge": getattr(judge, "name", data.config.get("judge")),
             "harm_judge": data.harm_judge, "harm_calibration": cal}
+    return {**out, "mediation": data.mediation} if data.mediation else out
 
 
 def _correct_harm(rows: list[dict], cells: dict, cal: dict) -> None:
