@@ -16,6 +16,8 @@ COMMANDS = {
     "study": ("steerlens.audit.study", "the vector-library study: two audits, the layer scan, "
               "the analysis"),
     "report": ("steerlens.results.report", "rebuild a run's dashboard from its saved files"),
+    "export": ("steerlens.audit.export", "write a run's vector or static fix as a GGUF, "
+               "steering-vectors or .svec file"),
     "rejudge": ("steerlens.judges.rejudge", "re-judge a run's saved completions with another judge"),
     "findings": ("steerlens.results.findings", "regenerate docs/findings.md from committed runs"),
     "judges": ("steerlens.judges.calibration", "calibrate or train a judge against JBB's labels"),

@@ -116,6 +116,17 @@ class AuditConfig:
         "one; docs/polarity.md), letter (both answer orders only), none (the items as given: "
         "the paper's plain CAA)", choices=BALANCES)
 
+    protocol: str = opt(
+        "caa", "how --vector files are audited: caa (default: at --layer only, after the "
+        "instruction, dose in residual-norm fractions) or deployed (as the file's library "
+        "applies it: every layer in the file, every position, at --multipliers in the "
+        "library's own units, against random nulls with the vector's per-layer norms; "
+        "audit.deployed)", choices=("caa", "deployed"))
+    multipliers: tuple[float, ...] = opt(
+        (1.0,), "--protocol deployed: the coefficients audited, in the library's units (repeng "
+        "set_control coeff, llama.cpp --control-vector-scaled, steering-vectors multiplier, "
+        "IBM behavior_vector_strength)", nargs="+", type=float)
+
     def __post_init__(self) -> None:
         normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
 
@@ -147,7 +158,7 @@ class AuditConfig:
 LEGACY_VALUES = {"balance": "letter"}
 ADDED_FIELDS = {f.name: f.default for f in fields(AuditConfig)
                 if f.name in ("methods", "vector_settings", "screen_doses", "n_null_covariance",
-                              "n_null_pairs")}
+                              "n_null_pairs", "protocol", "multipliers")}
 
 
 @dataclass(frozen=True)
@@ -226,7 +237,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 _TUPLES = ("behaviours", "attacks", "doses", "dose_sweep", "methods", "vector_settings",
-           "screen_doses")
+           "screen_doses", "multipliers")
 VECTOR_SETTINGS = ("plus", "minus", "perp1", "perpk")
 # Bounds of the integer options (None: no upper bound); --layer's upper bound needs the model.
 RANGES = {"n_goals": (1, 100), "n_benign": (0, 100), "n_caa_items": (2, None),
@@ -261,6 +272,8 @@ def audit_config(preset: str = "quick", **values) -> AuditConfig:
     if preset not in PRESETS:
         raise SteerlensError(f"unknown preset {preset!r}", fix=f"use one of: {', '.join(PRESETS)}")
     merged = {**PRESETS[preset], **given(AuditConfig, values)}
+    if merged.get("protocol") == "deployed" and values.get("behaviours") is None:
+        merged["behaviours"] = ()  # the preset's CAA behaviours only when named (--behaviours)
     merged["vectors"] = tuple(str(Path(v)) for v in merged.get("vectors", ()))
     if merged.get("layer") is None:
         merged["layer"] = MEASURED_LAYERS.get(merged.get("model", AuditConfig.model))
@@ -366,3 +379,8 @@ def validate(cfg: AuditConfig) -> None:
                              fix=f"use one of: {', '.join(BALANCES)}")
     if not (cfg.behaviours or cfg.vectors):
         raise SteerlensError("nothing to audit", fix="name --behaviours or --vector files")
+    if cfg.protocol == "deployed" and not cfg.vectors:
+        raise SteerlensError("--protocol deployed audits --vector files, and none is given",
+                             fix="pass --vector FILE (or drop --protocol)")
+    if cfg.protocol == "deployed" and not (cfg.multipliers and all(cfg.multipliers)):
+        raise SteerlensError("--multipliers must be non-zero", fix="e.g. --multipliers 0.5 1 1.5")

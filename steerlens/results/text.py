@@ -73,7 +73,8 @@ def verdict_lines(summary: dict) -> list[str]:
     for f in summary["vectors"]:
         p = f["plus"]
         verdict = f["verdict"] + (f"; harm: {harm_verdict(f)}" if f.get("verdict_harm") else "")
-        lines.append(f"{f['vector']:<24} {f['dose']:>5g} {f['attack']:<20} {shift_cell(p):<30} "
+        dose = f"x{f['dose']:g}" if f.get("protocol") == "deployed" else f"{f['dose']:g}"
+        lines.append(f"{f['vector']:<24} {dose:>5} {f['attack']:<20} {shift_cell(p):<30} "
                      f"{null_cell(f, 'nonrefusal'):>5} {shift_cell(p.get('harm', {})):<31} "
                      f"{null_cell(f, 'harm'):>5} {corrected_cell(p.get('harm', {})):<20} "
                      f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} "

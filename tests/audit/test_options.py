@@ -32,6 +32,7 @@ AUDIT_LISTS = {
     "vector_settings": ["plus", "minus", "perp1"],
     "screen_doses": ["0.05", "0.1", "0.3"],
     "vectors": ["a.safetensors", "b.safetensors", "c.gguf"],
+    "multipliers": ["0.5", "1", "1.5"],
 }
 
 
@@ -84,7 +85,8 @@ def test_repeated_flags_reach_the_recorded_config(name, files, monkeypatch):
     flag = _flag(name)
     cfg, msg = _audit(["--out", str(files / "run"), flag, v1, v2, flag, v3])
     assert msg is None, msg
-    want = [float(v) for v in (v1, v2, v3)] if "dose" in name else [v1, v2, v3]
+    want = ([float(v) for v in (v1, v2, v3)] if "dose" in name or name == "multipliers"
+            else [v1, v2, v3])
     assert list(getattr(cfg, name)) == want
     recorded = json.loads(json.dumps(cfg.to_json()))  # the "config" run_audit writes to config.json
     assert recorded[name] == want and AuditConfig.from_json(recorded) == cfg
