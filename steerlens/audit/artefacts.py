@@ -95,5 +95,5 @@ def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
         if not all(0 <= lay <= model.cfg.n_layers for lay in sv.layers):
             raise SteerlensError(f"vector {path} has layers {sv.layers} (resid_pre) beyond the "
                                  f"model's {model.cfg.n_layers}", fix="use a vector for this model")
-        out[file_vector_name(path)] = sv  # unique: config.validate
+        out[file_vector_name(path)] = sv  # unique: validation.validate
     return out

@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 
 from steerlens._version import __version__
-from steerlens.audit.config import AuditConfig, RunOptions, audit_config, build_parser, run_options, validate
+from steerlens.audit.config import AuditConfig, RunOptions, audit_config, build_parser, run_options
 from steerlens.audit.grid import grid_stage
 from steerlens.audit.reuse import open_reuse
+from steerlens.audit.validation import validate
 from steerlens.errors import SteerlensError, cli_main
 from steerlens.rundir import RunStore
 from steerlens.schema import CONFIG_FILE, MANIFEST_FILE, REPORT_FILE, TIMINGS_FILE
@@ -118,7 +119,7 @@ class _Clock:
 
 def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     """Run (or resume) the whole audit and return the summary."""
-    from steerlens.audit import stages
+    from steerlens.audit import stages, vector_stages
     from steerlens.audit.polarity import polarity_stage
 
     validate(cfg)
@@ -132,9 +133,9 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     ref = clock("refusal", lambda: stages.refusal_stage(store, model, cfg, reuse))
     sub = clock("subspace", lambda: stages.subspace_stage(store, model, cfg, ref, reuse))
     pol = clock("polarity", lambda: polarity_stage(store, model, cfg, reuse))
-    vectors = clock("vectors", lambda: stages.vector_stage(store, model, cfg, ref, files, pol))
-    dose = clock("dose", lambda: stages.dose_stage(store, model, cfg, ref, vectors))
-    stages.overlap_stage(store, ref, sub, vectors, pol)
+    vectors = clock("vectors", lambda: vector_stages.vector_stage(store, model, cfg, ref, files, pol))
+    dose = clock("dose", lambda: vector_stages.dose_stage(store, model, cfg, ref, vectors))
+    vector_stages.overlap_stage(store, ref, sub, vectors, pol)
     settings = stages.settings_stage(store, model, cfg, ref, sub, vectors, dose["scale"])
     clock("grid", lambda: grid_stage(store, model, cfg, opts, settings,
                                      stages.readout(model, ref, sub), reuse, dose["scale"]))

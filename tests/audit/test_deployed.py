@@ -142,7 +142,8 @@ def _fixes_of_deployed_vectors_are_refused(run):
 
 def test_deployed_config_flags_and_checks(tmp_path):
     """Old runs keep their hash; deployed drops the preset's behaviours unless named."""
-    from steerlens.audit.config import AuditConfig, build_parser, config_from_args, validate
+    from steerlens.audit.config import AuditConfig, build_parser, config_from_args
+    from steerlens.audit.validation import validate
     from steerlens.errors import SteerlensError
 
     f = tmp_path / "cv.gguf"

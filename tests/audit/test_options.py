@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from steerlens.audit import mitigate
-from steerlens.audit.config import AuditConfig, build_parser, config_from_args, validate
+from steerlens.audit.config import AuditConfig, build_parser, config_from_args
 from steerlens.audit.fixes import MITIGATIONS, MitigateConfig
 from steerlens.audit.flags import config_of
 from steerlens.audit.options import LIST_RULE, ListAction, specs_from_dataclass
+from steerlens.audit.validation import validate
 from steerlens.errors import SteerlensError
 
 # Per list option of the audit: three distinct valid values, spread over repeated flags below.
