@@ -172,8 +172,8 @@ def test_a_fix_that_crosses_baseline_never_restores():
     m = s["vectors"][0]["mitigation"]["perp1"]["nonrefusal"]
     assert m["q_value"] < 0.05 and m["equivalent"]
     assert m["verdict"] != V.RESTORES and m["verdict"] != V.PARTLY
-    assert s["vectors"][0]["plus"]["delta_asr"] == pytest.approx(0.04)
-    assert m["delta_asr"] == pytest.approx(-0.02)
+    assert s["vectors"][0]["plus"]["delta_non_refusal"] == pytest.approx(0.04)
+    assert m["delta_non_refusal"] == pytest.approx(-0.02)
     assert V.fix_verdict(0.01, True, 0.5, -0.02, 0.03) == V.DOES_NOT  # -2 -> +3 (the 1.5B case)
     assert V.fix_verdict(0.01, True, 0.5, 0.20, 0.25) == V.DOES_NOT  # away from baseline
     assert V.fix_verdict(0.01, True, 0.5, 0.20, 0.02) == V.RESTORES
@@ -214,7 +214,7 @@ def test_two_outcomes_are_named_and_tested():
     f = s["vectors"][0]
     assert s["design"]["outcomes"] == ["nonrefusal", "harm"]
     assert f["verdict_harm"] == V.RAISES["harm"] and f["verdict"] == V.RAISES["nonrefusal"]
-    assert math.isclose(f["plus"]["harm"]["delta_asr"], 0.2)
+    assert math.isclose(f["plus"]["harm"]["delta_harmful"], 0.2)
 
 
 def test_answer_states_how_far_the_harm_judge_can_be_trusted():

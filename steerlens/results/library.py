@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from steerlens.results.summary import NULL_KINDS
+from steerlens.results.summary import NULL_KINDS, read_summary
 from steerlens.rundir import read_json
-from steerlens.schema import LIBRARY_FILE, LIBRARY_PAGE, LIBRARY_TEXT, SUMMARY_FILE
+from steerlens.schema import DELTA_KEYS, LIBRARY_FILE, LIBRARY_PAGE, LIBRARY_TEXT, SUMMARY_FILE
 
 OUTCOMES = {"nonrefusal": "Δ non-refusal", "harm": "Δ harmful compliance (ASR)"}
 SAME_KIND = ("shuffled", "covariance", "pair_diff")
@@ -43,7 +43,7 @@ N_PERM = 20000
 
 def _outcome(row: dict, outcome: str) -> float | None:
     g = row if outcome == "nonrefusal" else row.get("harm", {})
-    return g.get("delta_asr")
+    return g.get(DELTA_KEYS[outcome])
 
 
 def _later(shift: list[float]) -> float:
@@ -97,7 +97,7 @@ def null_units(summary: dict, run: str) -> list[dict]:
              "projection_shift": _later(r.get("projection_shift", [])),
              "refusal_score_shift": r.get("refusal_score_shift"),
              "nonrefusal": _outcome(r, "nonrefusal"), "harm": _outcome(r, "harm")}
-            for r in summary["rows"] if r["kind"] in NULL_KINDS and "delta_asr" in r]
+            for r in summary["rows"] if r["kind"] in NULL_KINDS and DELTA_KEYS["nonrefusal"] in r]
 
 
 def _perm_corr(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
@@ -219,7 +219,7 @@ def analyse(runs: list[Path], scan: Path | None = None) -> dict:
     unit is a vector under one attack (the study audits one, `none`)."""
     units, nulls, seen = [], [], set()
     for run in runs:
-        s = read_json(Path(run) / SUMMARY_FILE)
+        s = read_summary(Path(run) / SUMMARY_FILE)  # old keys mapped to the names written now
         units += vector_units(s, Path(run).name)
         for n in null_units(s, Path(run).name):
             if (n["attack"], n["setting"]) not in seen:  # model-level nulls: the same cells in every run
