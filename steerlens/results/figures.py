@@ -26,7 +26,7 @@ COLORS = {V.RAISES["nonrefusal"]: "#d62728", V.LOWERS["nonrefusal"]: "#1f77b4",
 
 def _fig(title: str, **layout) -> go.Figure:
     fig = go.Figure()
-    fig.update_layout(**{**LAYOUT, "title": dict(text=title, x=0, y=0.98, yanchor="top",
+    fig.update_layout(**{**LAYOUT, "title": dict(text=title, x=0, y=1, yanchor="top", pad=dict(t=10),
                                                   font=dict(size=14)), **layout})
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
@@ -47,7 +47,7 @@ def delta_non_refusal(summary: dict) -> go.Figure:
         p = f["plus"]
         if NR not in p:
             continue
-        labels.append(f"{f['vector']} @{f['dose']:g}<br>{f['attack']}")
+        labels.append(f"{f['vector']} @{f['dose']:g} · {f['attack']}")
         ys.append(100 * p[NR])
         lo.append(100 * (p[NR] - p["delta_ci_low"]))
         hi.append(100 * (p["delta_ci_high"] - p[NR]))
@@ -59,6 +59,7 @@ def delta_non_refusal(summary: dict) -> go.Figure:
                     mode="markers", marker=dict(color="#7f7f7f", size=9, symbol="x"),
                     name="null directions (generated)", text=[r["setting"] for r in nulls])
     fig.add_hline(y=0, line_color="black", line_width=1)
+    fig.update_xaxes(tickangle=-40)
     return fig
 
 
@@ -122,8 +123,9 @@ def projection_shift(summary: dict) -> go.Figure:
                         legendgroup=r["kind"], visible=True if r["kind"] in ("+v", "-v") or null
                         else "legendonly")
     fig.add_hline(y=0, line_color="black", line_width=1)
-    fig.update_layout(height=520, legend=dict(orientation="h", yanchor="top", y=-0.15, font=dict(size=10)),
-                      margin=dict(b=60))
+    # many settings: the legend below the axis, in its own margin (on top it would cover the title)
+    fig.update_layout(height=680, margin=dict(b=260),
+                      legend=dict(orientation="h", yanchor="top", y=-0.28, font=dict(size=10)))
     return fig
 
 
@@ -147,7 +149,7 @@ def mitigation(summary: dict) -> go.Figure:
                yaxis_title="non-refusal rate (%)", barmode="group")
     for key, label in (("plus", "raw +v"), ("perp1", "+v ⊥1"), ("perpk", "+v ⊥k")):
         fs = [f for f in summary["vectors"] if f.get(key) and "non_refusal" in f[key]]
-        fig.add_bar(x=[f"{f['vector']} @{f['dose']:g}<br>{f['attack']}" for f in fs],
+        fig.add_bar(x=[f"{f['vector']} @{f['dose']:g} · {f['attack']}" for f in fs],
                     y=[100 * f[key]["non_refusal"] for f in fs], name=label,
                     error_y=dict(type="data",
                                  array=[100 * (f[key]["ci_high"] - f[key]["non_refusal"]) for f in fs],
@@ -156,7 +158,7 @@ def mitigation(summary: dict) -> go.Figure:
     if base:
         fig.add_hline(y=100 * statistics.fmean(base), line_dash="dash",
                       annotation_text="unsteered baseline", annotation_position="top left")
-    fig.update_xaxes(tickangle=-30)
+    fig.update_xaxes(tickangle=-40)
     return fig
 
 
@@ -183,7 +185,7 @@ def cosine_scatter(summary: dict) -> go.Figure:
     """Per vector: its antisymmetric non-refusal shift against cosine with the refusal direction."""
     fig = _fig("Why: Δ non-refusal (½(+v − −v))<br>against cos(v, refusal direction)",
                xaxis_title="cosine with the refusal direction",
-               yaxis_title="½(Δ non-refusal +v − −v), pts")
+               yaxis_title="½(Δ+v − Δ−v) non-refusal, pts")
     for key, reg in summary["regressions"].items():
         xs = reg["cosine"].get("x") or [summary["overlap"].get(v, {}).get("cosine") for v in reg["vectors"]]
         fig.add_scatter(x=xs, y=[100 * y for y in reg["effect"]], mode="markers+text",
@@ -241,6 +243,11 @@ FIX_COLORS = {"perp1": "#1f77b4", "perpk": "#17becf", "compensate": "#2ca02c", "
               "learned": "#d62728"}
 
 
+def _side(kept: float) -> str:
+    """A point's label toward the plot's middle, so names near its edges stay inside it."""
+    return "top left" if kept > 0.9 else "top right" if kept < 0.6 else "top center"
+
+
 def pareto(msummary: dict, attack: str, outcome: str = "nonrefusal") -> go.Figure:
     """Per vector and fix: share of the raw shift removed (safety restored) against the share
     of the behaviour effect kept; the top-right corner is a fix that works and costs nothing."""
@@ -253,7 +260,8 @@ def pareto(msummary: dict, attack: str, outcome: str = "nonrefusal") -> go.Figur
     for fix in dict.fromkeys(p["fix"] for p in pts):
         sel = [p for p in pts if p["fix"] == fix]
         fig.add_scatter(x=[p["kept"] for p in sel], y=[p["restored"] for p in sel], mode="markers+text",
-                        name=fix, text=[p["vector"] for p in sel], textposition="top center",
+                        name=fix, text=[p["vector"] for p in sel], cliponaxis=False,
+                        textposition=[_side(p["kept"]) for p in sel],
                         marker=dict(size=11, color=FIX_COLORS.get(fix)),
                         hovertext=[p["verdict"] for p in sel])
     fig.add_vline(x=0.8, line_dash="dot", annotation_text="keep bar 0.8")

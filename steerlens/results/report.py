@@ -126,13 +126,13 @@ def verdict_table(summary: dict) -> str:
             f"<tr class='{VERDICT_CLASS.get(f['verdict'], '')}'><td>{_e(f['vector'])}</td>"
             f"<td class=num>{f['dose']:g}</td><td>{_e(f['attack'])}</td>"
             f"<td class=verdict>{_e(f['verdict'])}</td><td class=num>{ci}</td>"
-            f"<td class=num>{_p(p.get('q_value'))}</td><td class=num>{_harm_cell(f)}</td>"
+            f"<td class=num>{_p(p.get('q_value'))}</td><td>{_harm_cell(f)}</td>"
             f"<td class=num>{_int(f['null_percentile_screen'])}</td>"
             f"<td class=num>{ov.get('cosine', float('nan')):+.2f}</td>"
             f"<td class=num>{ov.get('fraction_in_subspace', float('nan')):.2f}</td>"
             f"<td class=num>{'n/a' if shift is None else f'{shift:+.2f}'} "
             f"({_int(f.get('null_percentile_projection'))})</td>"
-            f"<td class=num>{_mitigation_cell(f, 'perp1')}</td><td class=num>{_mitigation_cell(f, 'perpk')}</td>"
+            f"<td>{_mitigation_cell(f, 'perp1')}</td><td>{_mitigation_cell(f, 'perpk')}</td>"
             f"<td>{_behaviour_cell(f)}</td><td class=num>{_benign_cell(summary, f)}</td></tr>")
     return f"<div class=scroll><table id=verdicts>{head}{''.join(rows)}</table></div>"
 
