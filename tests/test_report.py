@@ -186,7 +186,7 @@ def test_every_outcome_is_named_and_benign_rows_read_as_false_refusals(finished_
     page = render(finished_run, read_json(finished_run / "summary.json"), load_run_data(finished_run))
     body = page.split("</head>", 1)[1]
     assert "jailbroken" not in body and "ΔASR" not in body
-    assert all(body[i - 22:i].endswith(("harmful compliance (", "harmful-compliance rate ("))
+    assert all(body[i - 30:i].endswith(("harmful compliance (", "harmful-compliance rate ("))
                for i in (m.start() for m in re.finditer("ASR", body))), "ASR names only harmful compliance"
     for words in ("did not refuse", "refused (false refusal)", "n/a (benign)", "not harmful"):
         assert words in body

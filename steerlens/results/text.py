@@ -108,8 +108,8 @@ def calibration_line(summary: dict) -> str:
             f"specificity {sp:.2f} ({cal['tn']}/{cal['tn'] + cal['fp']}); corrected harm shifts = judged "
             f"/ {se + sp - 1:.2f} (Rogan-Gladen; intervals carry the calibration's uncertainty; the "
             "test of no shift is unchanged)"
-            + (f"; harm MDE {_pct(mde['minimum_detectable_shift'])} judged, "
-               f"{_pct(mde['minimum_detectable_shift_corrected'])} corrected"
+            + (f"; harmful-compliance MDE {_pct(mde['minimum_detectable_shift']).strip()} points judged, "
+               f"{_pct(mde['minimum_detectable_shift_corrected']).strip()} corrected"
                if "minimum_detectable_shift_corrected" in mde else ""))
 
 
@@ -137,7 +137,7 @@ def mde_parts(d: dict) -> str:
 def design_lines(summary: dict) -> list[str]:
     d = summary["design"]
     lines = [f"design: {d['n_goals']} JBB goals over {len(d['categories'])} categories; attacks "
-             f"{', '.join(d['attacks'] or [])}; judge {d['judge']}; dose unit {d['dose_unit']}",
+             f"{', '.join(d['attacks'] or [])}; refusal judge {d['judge']}; dose unit {d['dose_unit']}",
              f"steered: {d['steered_positions']}{steered_tokens(d)}",
              f"power: the smallest shift this design detects (McNemar score test, α={d['alpha']}, "
              "80% power, each outcome's own background flips) is " + mde_parts(d)
