@@ -30,6 +30,7 @@ from steerlens.audit.presets import MEASURED_LAYERS, PRESETS
 from steerlens.errors import SteerlensError
 
 DOSE_UNITS = ("resid", "paper")
+BALANCES = ("polarity", "letter", "none")  # methods.polarity.BALANCES
 
 @dataclass(frozen=True)
 class AuditConfig:
@@ -104,18 +105,30 @@ class AuditConfig:
                                  "residual activations at the steering layer", type=int)
     n_null_pairs: int = opt(0, "generated null directions: differences of random prompt pairs' "
                             "activations (ActAdd-shaped)", type=int)
+    # The default changed what runs compute, so it is recorded; the value every run made before
+    # the field had ("letter", `LEGACY_VALUES`) is left out of config.json and the hash, so
+    # those runs' commands give their hash with `--balance letter`, and from_json reads a
+    # config without the field as "letter".
+    balance: str = opt(
+        "polarity", "what the vectors are balanced for: polarity (default: every item in both "
+        "answer orders, and items whose matching answer is Yes-like and No-like weighed "
+        "equally, or the neutral polarity direction projected out where a set has too few of "
+        "one; docs/polarity.md), letter (both answer orders only), none (the items as given: "
+        "the paper's plain CAA)", choices=BALANCES)
 
     def __post_init__(self) -> None:
         normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
 
     def to_json(self) -> dict:
         d = asdict(self)
-        return {k: v for k, v in d.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
+        return {k: v for k, v in d.items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+                and not (k in LEGACY_VALUES and v == LEGACY_VALUES[k])}
 
     @classmethod
     def from_json(cls, d: dict) -> AuditConfig:
         """The config saved in a run's config.json (JSON lists back to tuples)."""
         names = {f.name for f in fields(cls)}
+        d = {"balance": "letter", **d}  # runs before the field: letter-balanced vectors
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
 
     @property
@@ -131,6 +144,7 @@ class AuditConfig:
         return replace(self, device=device, dtype=dtype, batch_size=batch_size)
 
 
+LEGACY_VALUES = {"balance": "letter"}
 ADDED_FIELDS = {f.name: f.default for f in fields(AuditConfig)
                 if f.name in ("methods", "vector_settings", "screen_doses", "n_null_covariance",
                               "n_null_pairs")}
@@ -340,5 +354,8 @@ def validate(cfg: AuditConfig) -> None:
     _check_numbers(cfg)
     if cfg.dose_unit not in DOSE_UNITS:
         raise SteerlensError(f"--dose-unit: unknown dose unit {cfg.dose_unit!r}", fix="resid or paper")
+    if cfg.balance not in BALANCES:
+        raise SteerlensError(f"--balance: unknown balance {cfg.balance!r}",
+                             fix=f"use one of: {', '.join(BALANCES)}")
     if not (cfg.behaviours or cfg.vectors):
         raise SteerlensError("nothing to audit", fix="name --behaviours or --vector files")

@@ -77,10 +77,24 @@ def mean_ci(x: Sequence[float], confidence: float = 0.95) -> dict:
     return {"mean": m, "ci_low": m - half, "ci_high": m + half, "n": n}
 
 
+def by_group(p: Float[Tensor, "prompt"], base: Float[Tensor, "prompt"], groups: Sequence[str]
+             ) -> dict[str, dict]:
+    """Mean p(matching) and its shift from `base` per group of items (`groups[i]` names item
+    i; its two prompts, both answer orders, are rows 2i and 2i + 1)."""
+    out = {}
+    for g in dict.fromkeys(groups):
+        rows = torch.tensor([2 * i + k for i, x in enumerate(groups) if x == g for k in (0, 1)])
+        out[g] = {"mean": float(p[rows].mean()), "shift": float((p[rows] - base[rows]).mean()),
+                  "n_items": len(rows) // 2}
+    return out
+
+
 def behaviour_effect(model, items: Sequence[ABItem], settings: dict[str, Steering],
-                     batch_size: int = 16, system: str | None = None) -> dict[str, dict]:
+                     batch_size: int = 16, system: str | None = None,
+                     groups: Sequence[str] | None = None) -> dict[str, dict]:
     """p(matching) with its CI per setting, on both orders of each held-out item; for steered
-    settings also the paired test against the unsteered model."""
+    settings also the paired test against the unsteered model and, with `groups` (one name
+    per item, e.g. its matching answer's polarity), the shift per group (`by_group`)."""
     ans = answer_prompts(model.tokenizer, items, system)
     grid = next_token_logits_grid(model, ans.prompts, {"unsteered": Steering(), **settings},
                                   batch_size)
@@ -92,4 +106,6 @@ def behaviour_effect(model, items: Sequence[ABItem], settings: dict[str, Steerin
         test = stats.ttest_1samp(diff.numpy(), 0.0) if len(diff) > 1 else None
         out[name] = {**mean_ci(p.tolist()), "shift": float(diff.mean()),
                      "p_value": float(test.pvalue) if test is not None else float("nan")}
+        if groups is not None:
+            out[name]["by_polarity"] = by_group(p, base, groups)
     return out

@@ -21,6 +21,9 @@ from steerlens.schema import JUDGE_FILE, REFUSAL_TENSORS, SUBSPACE_TENSORS, cell
 # after-instruction settings together (`generation.generate_grid`).
 JOB_SETTINGS = 8
 MODEL_OWNERS = ("model", "validation")  # blocks that no audited vector touches
+# `balance` (what vectors are balanced for) is not among them: no model-level block holds an
+# audited vector; the one way vectors reach these cells, the dose scale under `--dose-unit
+# paper` (the mean vector norm), is in the key itself (`scale`).
 _HARMFUL_FIELDS = ("n_goals", "judge", "max_new_tokens", "system", "batch_size", "seed",
                    "n_null_screen", "n_null_generate", "doses", "dose_unit", "n_null_covariance",
                    "n_null_pairs")

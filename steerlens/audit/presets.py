@@ -67,6 +67,6 @@ PRESETS: dict[str, dict] = {
 
 
 # Steering layers measured for the embedded models: where their CAA vectors move their own
-# behaviour (benchmarks/caa_layer_scan.py; docs/caa_layer_scan*.json). Used when --layer is not
+# behaviour (experiments/caa_layer_scan.py; docs/caa_layer_scan*.json). Used when --layer is not
 # given; any other model steers at its refusal direction's layer unless --layer says otherwise.
 MEASURED_LAYERS = {"qwen2.5-coder-0.5b-instruct": 14, "qwen2.5-coder-1.5b-instruct": 18}

@@ -5,6 +5,7 @@ killed run resumes where it stopped and reaches the same bytes):
   config     validate the arguments, load the model, check layers and vector files, write config.json
   refusal    Arditi's filter, difference in means and selection     -> refusal_direction.safetensors
   subspace   contrastive refusal subspace, k by ablation effect     -> refusal_subspace.safetensors
+  polarity   answer-polarity direction (neutral yes/no questions)   -> polarity_direction.safetensors
   vectors    balanced CAA vectors and label-shuffled nulls          -> vectors/*.safetensors
   dose       dose unit; behaviour effect of each vector per dose    -> dose.json
   overlap    cosine and subspace fraction per vector and layer      -> overlap.json
@@ -14,9 +15,9 @@ killed run resumes where it stopped and reaches the same bytes):
   summary    verdicts, null percentiles, power, BH over all tests   -> summary.json
   report     the dashboard                                           -> report.html
 
-Model-level artefacts (refusal direction and dose unit, subspace, the cells no audited vector
-touches, harm labels) come from the reuse store when an earlier run computed exactly the same
-thing (`audit.reuse`; reuse.json says what was reused; --no-reuse recomputes).
+Model-level artefacts (refusal direction and dose unit, subspace, polarity direction, the
+cells no audited vector touches, harm labels) come from the reuse store when an earlier run
+computed exactly the same thing (`audit.reuse`; reuse.json says what was reused; --no-reuse recomputes).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class _Clock:
 def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     """Run (or resume) the whole audit and return the summary."""
     from steerlens.audit import stages
+    from steerlens.audit.polarity import polarity_stage
 
     validate(cfg)
     check_not_overwriting(opts)
@@ -127,9 +129,10 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     reuse = clock("reuse key", lambda: open_reuse(model, cfg.device, cfg.dtype, opts.reuse))
     ref = clock("refusal", lambda: stages.refusal_stage(store, model, cfg, reuse))
     sub = clock("subspace", lambda: stages.subspace_stage(store, model, cfg, ref, reuse))
-    vectors = clock("vectors", lambda: stages.vector_stage(store, model, cfg, ref, files))
+    pol = clock("polarity", lambda: polarity_stage(store, model, cfg, reuse))
+    vectors = clock("vectors", lambda: stages.vector_stage(store, model, cfg, ref, files, pol))
     dose = clock("dose", lambda: stages.dose_stage(store, model, cfg, ref, vectors))
-    stages.overlap_stage(store, ref, sub, vectors)
+    stages.overlap_stage(store, ref, sub, vectors, pol)
     settings = stages.settings_stage(store, model, cfg, ref, sub, vectors, dose["scale"])
     clock("grid", lambda: grid_stage(store, model, cfg, opts, settings,
                                      stages.readout(model, ref, sub), reuse, dose["scale"]))

@@ -102,7 +102,7 @@ def collect_last(
 
     Rows that differ only in their last id (a CAA pair: the same question answered `(A` or
     `(B`) share one pass over the stem; each ending is one step from a copy of its cache.
-    Equal to `collect_resid(..., positions=[-1])` (tests/test_activations.py).
+    Equal to `collect_resid(..., positions=[-1])` (tests/core/test_activations.py).
     """
     layers = check_layers(model, layers)
     stop = stop_layer(model, layers)

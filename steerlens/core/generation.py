@@ -2,7 +2,7 @@
 
 A prompt row is `prefix + body + tail` (see `steerlens.core.prompts`): the prefix is shared by every
 row, the tail follows the user's message and is where after-instruction steering acts. Cost
-levers, each exact (tests/test_generation.py compares with a naive full-recompute path):
+levers, each exact (tests/core/test_generation.py compares with a naive full-recompute path):
 - the prefix is run once and its KV cache forked per batch;
 - settings that leave the prompt's own activations untouched (additions after the
   instruction) share one cache of the bodies per batch; each runs only its tail and decode;

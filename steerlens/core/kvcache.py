@@ -2,7 +2,7 @@
 
 Every chat prompt of a set starts with the same ids (the chat header, an attack template's
 head): `PromptSet.prefix`, derived from the ids themselves. Running it once and extending a
-copy of its cache is exact up to float rounding (tests/test_kvcache.py compares logits and
+copy of its cache is exact up to float rounding (tests/core/test_kvcache.py compares logits and
 activations with the full pass).
 """
 

@@ -8,7 +8,7 @@ segment-wise tokenization would both get wrong.
 
 Shared prefixes (the chat header, an attack template's head) are derived from the token ids,
 as their longest common prefix, never by tokenizing segments apart; the KV-cache sharing
-built on them is exact (tests/test_kvcache.py).
+built on them is exact (tests/core/test_kvcache.py).
 
 Steering positions: the *tail* of a row is everything after the user's message (the
 end-of-turn and assistant-header tokens, plus any assistant prefill). CAA steers from there

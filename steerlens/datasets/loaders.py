@@ -87,6 +87,21 @@ class Template:
     placeholder: str = "[INSERT PROMPT HERE]"
 
 
+_OPTION = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]?", re.M)
+
+
+def option_spans(question: str) -> dict[str, tuple[int, int]]:
+    """Character span of each option's text in an A/B question, by letter (from its `(X)`
+    marker to the next one)."""
+    marks = list(_OPTION.finditer(question))
+    spans = {}
+    for k, m in enumerate(marks):
+        end = marks[k + 1].start() if k + 1 < len(marks) else len(question)
+        text_end = end - 1 if question[end - 1: end] == "\n" and k + 1 < len(marks) else end
+        spans[m.group(1)] = (m.end(), text_end)
+    return spans
+
+
 def _need_str(path: Path, row: int, field: str, value) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DataError(
@@ -219,6 +234,17 @@ def load_capability(name: str, path: Path | None = None) -> list[ABItem]:
         raise DataError(f"unknown capability set {name!r}", fix=f"use one of: {', '.join(CAPABILITY_SETS)}")
     path = Path(path) if path else data_dir() / "caa" / "test" / CAPABILITY_SETS[name]
     return _ab_items(path, "prompt", "correct", "incorrect", "correct and incorrect")
+
+
+def load_polarity(split: str = "train", path: Path | None = None) -> list[ABItem]:
+    """The neutral yes/no questions of `data/polarity` (written for steerlens; 200 train, 40
+    test, true answers half Yes, half No) as `ABItem(question, true letter, other letter)`:
+    for the answer-polarity direction (`methods.polarity`)."""
+    if split not in ("train", "test"):
+        raise DataError(f"unknown polarity split {split!r}", fix="use 'train' or 'test'")
+    path = Path(path) if path else data_dir() / "polarity" / f"{split}.json"
+    return _ab_items(path, "question", "answer_matching_behavior", "answer_not_matching_behavior",
+                     "true and false answers")
 
 
 def load_gptfuzzer_templates(path: Path | None = None) -> dict[int, Template]:

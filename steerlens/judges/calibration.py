@@ -4,7 +4,8 @@
 recall and Cohen's kappa (scikit-learn), overall and per attack method, and the cost per
 response. Judges with a score (LLM judges, the probe) are also thresholded
 leave-one-attack-method-out; the probe is retrained leave-one-method-out
-(`python -m steerlens.judges train` retrains the shipped probe).
+(`steerlens judges train` retrains the shipped probe; `--judge harm` the harm judge,
+`judges.harm_training`).
 """
 
 from __future__ import annotations
@@ -103,8 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--judge", required=True)
     c.add_argument("--limit", type=int, default=None, help="stratified sample of N responses")
     c.add_argument("--json", default=None, help="also write the full result to this JSON file")
-    t = sub.add_parser("train", help="retrain the shipped probe on all artifacts")
+    t = sub.add_parser("train", help="retrain a shipped judge: the probe (on all artifacts) or "
+                                     "the harm judge (on data/harm_labels, held out by goal)")
+    t.add_argument("--judge", choices=("probe", "harm"), default="probe")
     t.add_argument("--out", default=None, help="weights directory (default: the package's)")
+    t.add_argument("--layer", type=int, default=12, help="harm judge: the 0.5B's layer read")
+    t.add_argument("--cache", default=None, help="harm judge: feature cache directory")
+    t.add_argument("--json", default=None, help="harm judge: also write the full report here")
     for q in (c, t):
         q.add_argument("--model", default=None, help="judge model (LLM judges)")
         q.add_argument("--device", default=None)
@@ -113,14 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _train(args: argparse.Namespace) -> str:
+    """`train`: the probe's or the harm judge's training."""
+    if args.judge == "harm":
+        from steerlens.judges.harm_training import train_cli as train_harm
+
+        return train_harm(args)
+    from steerlens.judges.probe import train_cli
+
+    return train_cli(args.out, judge_options(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; user errors print their fix and exit 2."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from steerlens.judges.probe import train_cli
-
-            print(train_cli(args.out, judge_options(args)))
+            print(_train(args))
             return 0
         if args.limit is not None and args.limit < 2:
             raise SteerlensError(f"--limit {args.limit} is too small", fix="use --limit 20 or more")

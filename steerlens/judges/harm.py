@@ -5,7 +5,7 @@ response) pair is put to the model as a judging question (`HARM_PROMPT`, after J
 rubric) and the last token's `resid_pre` at one layer is scored by logistic regression. It was
 fit on steerlens' own blind three-class labels of the embedded models' completions
 (`data/harm_labels/`), split by goal; layer, C and threshold were chosen by cross-validation
-over the training goals only (`benchmarks/harm_judge_fit.py`, `docs/judges.md`). Runs on CPU
+over the training goals only (`judges.harm_training`, `docs/judges.md`). Runs on CPU
 with no hub; the weights ship in `steerlens/judges/weights/harm.*`.
 """
 
@@ -68,10 +68,9 @@ def save_weights(out: Path, layer: int, coef: np.ndarray, intercept: float, choi
     out.mkdir(parents=True, exist_ok=True)
     save_file({"coef": np.asarray(coef, np.float32), "intercept": np.array([intercept], np.float32)},
               str(out / "harm.safetensors"))
-    labels = (Path(__file__).resolve().parents[2] / "data/harm_labels/labels.jsonl").read_bytes()
     meta = {"model": JUDGE_MODEL, "layer": layer, "site": "resid_pre", "C": choice["C"],
             "pca_k": choice["k"], "threshold": choice["threshold"], "cv_kappa": choice["cv_kappa"],
-            "labels_sha256": hashlib.sha256(labels).hexdigest(), "n_train": report["n_rows"],
+            "labels_sha256": report["labels_sha256"], "n_train": report["n_rows"],
             "held_out_by_goal": report["judges"]["harm"]["labels_held_out_by_goal"],
             "jbb_artifacts_kappa": report["judges"]["harm"]["jbb_artifacts_kappa"]}
     (out / "harm.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -131,7 +130,7 @@ def load_harm_judge(model=None, threshold: float | None = None,
     d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     if not (d / "harm.safetensors").is_file():
         raise ModelError(f"no harm-judge weights in {d}",
-                         fix="python benchmarks/harm_judge_fit.py --save steerlens/judges/weights")
+                         fix="steerlens judges train --judge harm")
     w = load_file(str(d / "harm.safetensors"))
     meta = json.loads((d / "harm.json").read_text())
     meta["weights_sha256"] = hashlib.sha256((d / "harm.safetensors").read_bytes()).hexdigest()

@@ -8,15 +8,15 @@ the last token. Qwen's BPE writes `(A` as one token, so that token is read; a to
 splits it into `(` and `A` is read at the letter. CAA's own code reads at the letter of
 `(A)`, which is the same token in both cases.
 
-Letter balance (on by default, `balance=False` for plain CAA over the given items): each
+Letter balance (on by default, `balance="none"` for plain CAA over the given items): each
 question is used in both answer orders, its two option texts and their letters swapped, so
 the matching answer is A once and B once. Unbalanced sets carry c * (act(A) - act(B)) in the
-vector; balanced ones do not (tests/test_caa.py).
+vector; balanced ones do not (tests/methods/test_caa.py). Answer-polarity balance (the default,
+`methods.polarity`) does the same for the matching answer's word, "Yes" or "No".
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,21 +30,10 @@ from steerlens.core.geometry import cosine, orthogonalize
 from steerlens.core.hooks import check_layers
 from steerlens.core.prompts import PromptSet, chat_prompts, longest_common_prefix
 from steerlens.core.vectors import SteeringVector
-from steerlens.datasets.loaders import ABItem
+from steerlens.datasets.loaders import ABItem, option_spans
 from steerlens.errors import SteerlensError
 
-_OPTION = re.compile(r"^[ \t]*\(([A-Z])\)[ \t]?", re.M)
-
-
-def _options(question: str) -> dict[str, tuple[int, int]]:
-    """Character span of each option's text, by letter (from its marker to the next one)."""
-    marks = list(_OPTION.finditer(question))
-    spans = {}
-    for k, m in enumerate(marks):
-        end = marks[k + 1].start() if k + 1 < len(marks) else len(question)
-        text_end = end - 1 if question[end - 1: end] == "\n" and k + 1 < len(marks) else end
-        spans[m.group(1)] = (m.end(), text_end)
-    return spans
+_options = option_spans
 
 
 def swap_options(item: ABItem) -> ABItem:
@@ -143,6 +132,14 @@ def label_shuffled(diffs: Float[Tensor, "item layer d"], n: int, seed: int = 0
     return torch.stack(out) if out else torch.zeros(0, *diffs.shape[1:])
 
 
+def _balance_name(balance: str | bool) -> str:
+    """`True`/`False` (the older flag) as "letter"/"none"."""
+    from steerlens.methods.polarity import check_balance
+
+    return check_balance({True: "letter", False: "none"}.get(balance, balance)
+                         if isinstance(balance, bool) else balance)
+
+
 @torch.no_grad()
 def caa_vector(
     model,
@@ -150,29 +147,72 @@ def caa_vector(
     layers: Sequence[int],
     behaviour: str = "",
     site: str = "resid_pre",
-    balance: bool = True,
+    balance: str | bool = "polarity",
     system: str | None = None,
     batch_size: int = 16,
+    polarity: SteeringVector | None = None,
 ) -> SteeringVector:
     """CAA: mean over items of act(matching answer) - act(non-matching answer) at the answer.
 
-    With `balance` (default) every item is also used with its options swapped. The metadata
-    records the split-half cosine per layer and the cosine with the letter direction.
+    `balance`: "polarity" (default) uses every item in both answer orders and weighs the items
+    whose matching answer is Yes-like and No-like equally (`methods.polarity`; too few of one:
+    the neutral polarity direction `polarity`, computed here if not given, is projected out);
+    "letter" both orders only (`True` as before); "none" the items as given (`False`: plain
+    CAA, the paper's protocol). The metadata records the split-half cosine per layer, the
+    cosine with the letter direction and, when the polarity direction is known, with it.
     """
+    from steerlens.methods.polarity import polarity_free
+
     if not items:
         raise SteerlensError(f"no A/B items for behaviour {behaviour!r}", fix="pass at least one")
+    balance = _balance_name(balance)
     layers = check_layers(model, layers)
-    used = balanced(items) if balance else list(items)
+    used = list(items) if balance == "none" else balanced(items)
     acts = pair_activations(model, used, layers, site, system, batch_size, desc=f"CAA {behaviour}")
-    vec = acts.diffs.mean(0)
-    halves = split_half_cosine(acts.diffs, group=2 if balance else 1)
+    pol = {}
+
+    def direction():
+        if "v" not in pol:
+            pol["v"] = polarity or polarity_direction(model, layers, site=site, system=system,
+                                                      batch_size=batch_size)
+        return pol["v"].vectors
+
+    vec, plan = polarity_free(acts, balance, direction)
+    halves = split_half_cosine(acts.diffs, group=1 if balance == "none" else 2)
     letter_cos = cosine(vec, acts.letter_direction()).float()
     meta = {"kind": "caa", "behaviour": behaviour, "model": getattr(model, "steerlens_name", ""),
             "position": "last token of the assistant's answer '(A' / '(B'",
-            "n_items": len(items), "balance": balance, "n_prompts": 2 * len(used),
+            "n_items": len(items), "n_prompts": 2 * len(used),
             "split_half_cosine": [round(float(x), 6) for x in halves],
-            "letter_cosine": [round(float(x), 6) for x in letter_cos]}
+            "letter_cosine": [round(float(x), 6) for x in letter_cos], **plan.meta()}
+    if polarity is not None or pol:
+        meta["polarity_cosine"] = [round(float(x), 6) for x in cosine(vec, direction()).float()]
     return SteeringVector(vec, layers, site, meta)
+
+
+@torch.no_grad()
+def polarity_direction(model, layers: Sequence[int], items: Sequence[ABItem] | None = None,
+                       site: str = "resid_pre", system: str | None = None,
+                       batch_size: int = 16) -> SteeringVector:
+    """The answer-polarity direction per layer: mean act("Yes") - act("No") over the neutral
+    questions (default: `load_polarity("train")`), each in both answer orders, read as CAA
+    reads (`pair_activations`); the design is in `methods.polarity`'s docstring."""
+    from collections import Counter
+
+    from steerlens.datasets.loaders import load_polarity
+    from steerlens.methods.polarity import item_polarity, yes_no_difference
+
+    items = list(items) if items is not None else load_polarity("train")
+    used = balanced(items)
+    acts = pair_activations(model, used, layers, site, system, batch_size, desc="polarity")
+    vec = yes_no_difference(acts.matching, acts.not_matching, used)
+    truth = Counter(item_polarity(it) for it in items)
+    meta = {"kind": "polarity", "model": getattr(model, "steerlens_name", ""),
+            "position": "last token of the assistant's answer '(A' / '(B'",
+            "n_items": len(items), "n_prompts": 2 * len(used),
+            "true_yes": truth.get("yes", 0), "true_no": truth.get("no", 0),
+            "letter_cosine": [round(float(x), 6) for x in cosine(vec, acts.letter_direction()).float()]}
+    return SteeringVector(vec, list(layers), site, meta)
 
 
 # -- the behaviour effect's readout: p(matching answer) on held-out items ---------------------

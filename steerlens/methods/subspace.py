@@ -11,7 +11,7 @@ contrasts of subsets of harmful prompts against the harmless mean:
 - `stacked_subspace`: directions from several layers or positions.
 Candidates are orthonormalised greedily (the one with the largest part outside the basis so
 far comes next), so variance that no contrast owns never enters: a PCA of harmful activations
-would return it first (tests/test_subspace.py, planted example). The dimension k is chosen by
+would return it first (tests/methods/test_subspace.py, planted example). The dimension k is chosen by
 ablation effect on validation prompts (`choose_k_by_ablation`).
 """
 

@@ -16,7 +16,7 @@ docs/statistics.md; pure).
 Separate families, each with its own false-discovery rate, follow Efron (2008, "Simultaneous
 inference: when should hypothesis testing problems be combined?", Ann. Appl. Stat. 2:197-223);
 BH controls the FDR of each family at alpha for independent or positively dependent p-values
-(Benjamini & Yekutieli 2001); `tests/test_families.py` checks it by simulation.
+(Benjamini & Yekutieli 2001); `tests/results/test_hypothesis_families.py` checks it by simulation.
 """
 
 from __future__ import annotations

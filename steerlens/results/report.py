@@ -65,6 +65,11 @@ def _mean(xs) -> float | None:
     return statistics.fmean(xs) if xs else None
 
 
+def _cos(x) -> str:
+    """A cosine, "n/a" when the run did not record it."""
+    return "n/a" if x is None or x != x else f"{x:+.2f}"
+
+
 def _behaviour_cell(f: dict) -> str:
     eff = (f.get("behaviour") or {}).get("effect") or {}
     up, base = eff.get(f"{f['dose']:+g}"), eff.get("unsteered")
@@ -110,7 +115,8 @@ def verdict_table(summary: dict) -> str:
     head = ("<tr><th>vector</th><th>dose</th><th>attack</th><th>verdict on non-refusal</th>"
             "<th>Δ non-refusal pts [95% CI] (null %, n generated)</th><th>q (non-refusal)</th>"
             "<th>Δ harmful compliance (ASR) pts [95% CI], q, nulls; verdict</th>"
-            "<th>null % (first-token refusal score)</th><th>cos(v, r)</th>"
+            "<th>null % (first-token refusal score)</th><th>cos(v, r)</th><th>cos(v, polarity)</th>"
+            "<th>cos(v, letter)</th>"
             "<th>in subspace</th><th>refusal-projection shift (null %)</th>"
             "<th>⊥1: Δ vs baseline pts (q raw vs fixed; verdict)</th>"
             "<th>⊥k: Δ vs baseline pts (q raw vs fixed; verdict)</th><th>p(matching) unsteered → steered</th>"
@@ -129,6 +135,7 @@ def verdict_table(summary: dict) -> str:
             f"<td class=num>{_p(p.get('q_value'))}</td><td>{_harm_cell(f)}</td>"
             f"<td class=num>{_int(f['null_percentile_screen'])}</td>"
             f"<td class=num>{ov.get('cosine', float('nan')):+.2f}</td>"
+            f"<td class=num>{_cos(ov.get('polarity_cos'))}</td><td class=num>{_cos(ov.get('letter_cos'))}</td>"
             f"<td class=num>{ov.get('fraction_in_subspace', float('nan')):.2f}</td>"
             f"<td class=num>{'n/a' if shift is None else f'{shift:+.2f}'} "
             f"({_int(f.get('null_percentile_projection'))})</td>"

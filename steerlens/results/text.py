@@ -70,10 +70,12 @@ def null_cell(f: dict, outcome: str, num=None) -> str:
 
 def verdict_lines(summary: dict) -> list[str]:
     """One line per (vector, dose, attack): each outcome's shift, the generated nulls at least as
-    extreme (k/m), and each outcome's verdict."""
+    extreme (k/m), the vector's cosine with the refusal direction (`cos`) and with the
+    answer-polarity direction (`pol`, "Yes" minus "No"; n/a for runs before it), whether it
+    steers its behaviour, and each outcome's verdict."""
     head = (f"{'vector':<24} {'dose':>5} {'attack':<20} {'Δ non-refusal pts [95% CI] q':<30} "
             f"{'nulls':>5} {'Δ harmful compliance pts [95% CI] q':<35} {'nulls':>5} "
-            f"{'Δ harmful, judge-corrected':<26} {'cos':>6} {'steers':>6}  verdict")
+            f"{'Δ harmful, judge-corrected':<26} {'cos':>6} {'pol':>6} {'steers':>6}  verdict")
     lines = [head, "-" * len(head)]
     for f in summary["vectors"]:
         p = f["plus"]
@@ -82,7 +84,8 @@ def verdict_lines(summary: dict) -> list[str]:
         lines.append(f"{f['vector']:<24} {f['dose']:>5g} {f['attack']:<20} {shift_cell(p):<30} "
                      f"{null_cell(f, 'nonrefusal'):>5} {shift_cell(p.get('harm', {})):<35} "
                      f"{null_cell(f, 'harm'):>5} {corrected_cell(p.get('harm', {})):<26} "
-                     f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} {_behaviour(f):>6}  {verdict}")
+                     f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} "
+                     f"{_num(f['overlap'].get('polarity_cos'), '+.2f'):>6} {_behaviour(f):>6}  {verdict}")
     return lines
 
 
