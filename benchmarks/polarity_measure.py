@@ -12,7 +12,7 @@ item in both answer orders. Plain CAA: the original orders only (the paper's pro
 Polarity direction: all 200 train questions of `data/polarity`, both orders. The behaviour
 check steers at dose 0.15 of the mean residual norm of harmful prompts at layer 14
 (results/findings-0.5b-resid/refusal.json, the audit's dose unit) on the first `--n-test`
-held-out items, and applies `audit.stages._steers` (both polarities where the held-out items
+held-out items, and applies `audit.vector_stages._steers` (both polarities where the held-out items
 have at least 3 of each).
 """
 
@@ -91,7 +91,8 @@ def check(model, behaviour: str, layer: int, named: dict, scale: float, dose: fl
           n_test: int) -> dict:
     """p(matching) per polarity under +-dose of each named direction, and the verdict."""
     from steerlens.audit.evaluate import behaviour_effect
-    from steerlens.audit.stages import _steers, dosed, polarity_check
+    from steerlens.audit.settings import dosed
+    from steerlens.audit.vector_stages import _steers, polarity_check
     from steerlens.core.steering import addition
     from steerlens.datasets.behaviours import behaviour_split
     from steerlens.methods.polarity import item_polarity

@@ -65,7 +65,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    from steerlens.audit.stages import load_refusal
+    from steerlens.audit.artefacts import Refusal
     from steerlens.core.models import load_model
     from steerlens.rundir import read_json, write_json
 
@@ -80,7 +80,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     run = Path(args.run)
     cfg = read_json(run / "config.json")["config"]
-    ref = load_refusal(run / "refusal_direction.safetensors")
+    ref = Refusal.load(run / "refusal_direction.safetensors")
     model = load_model(cfg["model"], device="cpu")
     out = Path(args.out)
     results = read_json(out)["behaviours"] if out.exists() else {}

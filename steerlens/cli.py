@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from steerlens.errors import ArgumentParser
+
 # subcommand -> (module with main(argv), one line of help)
 COMMANDS = {
     "audit": ("steerlens.audit.run", "run or resume an audit (python -m steerlens.audit)"),
@@ -14,6 +16,8 @@ COMMANDS = {
     "study": ("steerlens.audit.study", "the vector-library study: two audits, the layer scan, "
               "the analysis"),
     "report": ("steerlens.results.report", "rebuild a run's dashboard from its saved files"),
+    "export": ("steerlens.audit.export", "write a run's vector or static fix as a GGUF, "
+               "steering-vectors or .svec file"),
     "rejudge": ("steerlens.judges.rejudge", "re-judge a run's saved completions with another judge"),
     "findings": ("steerlens.results.findings", "regenerate docs/findings.md from committed runs"),
     "judges": ("steerlens.judges.calibration", "calibrate or train a judge against JBB's labels"),
@@ -21,7 +25,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="steerlens", description="Audit activation steering vectors "
+    p = ArgumentParser(prog="steerlens", description="Audit activation steering vectors "
                                 "for safety: one subcommand per job.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, text) in COMMANDS.items():

@@ -1,6 +1,20 @@
-"""User-facing errors: a message that names the problem and the fix, never a bare traceback."""
+"""User-facing errors: a message that names the problem and the fix, never a bare traceback.
+
+Every entry point prints them one way, on stderr, and exits 2:
+
+    steerlens: error: <problem>
+      fix: <fix>
+
+(`cli_main` for a command's body, `ArgumentParser` for its flags.) docs/errors.md lists every
+kind of error by module; tests/test_errors.py checks it against the raise sites.
+"""
 
 from __future__ import annotations
+
+import argparse
+import sys
+
+PREFIX = "steerlens: error: "
 
 
 class SteerlensError(Exception):
@@ -20,14 +34,28 @@ class ModelError(SteerlensError):
     """A model that cannot be found, verified or loaded."""
 
 
-def cli_main(compute, show) -> int:
-    """A command's body: `show(compute())` and exit 0, or the error's one line and exit 2."""
-    import sys
-
+def cli_main(compute, show, interrupted: str | None = None) -> int:
+    """A command's body: `show(compute())` printed and exit 0, or the error and exit 2; with
+    `interrupted`, Ctrl-C prints that line and exits 130."""
     try:
         result = compute()
     except SteerlensError as e:
-        print(f"steerlens: error: {e}", file=sys.stderr)
+        print(f"{PREFIX}{e}", file=sys.stderr)
         return 2
-    print(show(result))
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(f"steerlens: interrupted; {interrupted}", file=sys.stderr)
+        return 130
+    text = show(result)
+    if text is not None:
+        print(text)
     return 0
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the one error style: a bad flag is `steerlens: error: ...`, its fix the
+    command's --help, exit 2 (argparse's own code)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PREFIX}{message}\n  fix: see `{self.prog} --help`\n")

@@ -29,6 +29,9 @@ SUMMARY_FILE = "summary.json"  # results.summary
 MANIFEST_FILE = "manifest.json"  # versions and data digests
 TIMINGS_FILE = "timings.json"  # seconds per stage (never a result)
 REPORT_FILE = "report.html"  # results.report
+MEDIATION_FILE = "mediation.json"  # mediated shares (--mediation, audit.mediation)
+MEDIATION_DIR = "mediation"  # per attack and setting, the per-goal scores behind them
+POLARITY_TENSORS = "polarity_direction.safetensors"  # the answer-polarity direction, if any
 
 # -- a mitigation run, under RUN/mitigations/ (`audit.mitigate`) --------------------------------
 MITIGATIONS_DIR = "mitigations"
@@ -68,6 +71,11 @@ STUDY_TIMINGS_FILE = "study_timings.json"
 LIBRARY_FILE = "library.json"  # results.library
 LIBRARY_TEXT = "library.md"
 LIBRARY_PAGE = "library.html"
+
+
+def mediation_name(attack: str, setting: str) -> str:
+    """One setting's per-goal mediation scores under the attack ("baseline": the unsteered)."""
+    return f"{MEDIATION_DIR}/{attack}__{setting}.json"
 
 
 def cell_name(attack: str, setting: str) -> str:

@@ -90,6 +90,10 @@ def load_vector_files(cfg: AuditConfig, model) -> dict[str, SteeringVector]:
                   flush=True)
         if cfg.layer is None or cfg.layer not in sv.layers:
             raise SteerlensError(f"vector {path} needs a steering layer it has (resid_pre layers "
-                                 f"{sv.layers})", fix="pass --layer with one of them")
-        out[file_vector_name(path)] = sv  # unique: config.validate
+                                 f"{sv.layers})", fix="pass --layer with one of them (under "
+                                 "--protocol deployed: the layer its geometry is read at)")
+        if not all(0 <= lay <= model.cfg.n_layers for lay in sv.layers):
+            raise SteerlensError(f"vector {path} has layers {sv.layers} (resid_pre) beyond the "
+                                 f"model's {model.cfg.n_layers}", fix="use a vector for this model")
+        out[file_vector_name(path)] = sv  # unique: validation.validate
     return out

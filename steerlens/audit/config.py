@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from steerlens.audit.options import (
     specs_from_parser,
 )
 from steerlens.audit.presets import MEASURED_LAYERS, PRESETS
-from steerlens.errors import SteerlensError
+from steerlens.errors import ArgumentParser, SteerlensError
 
 DOSE_UNITS = ("resid", "paper")
 BALANCES = ("polarity", "letter", "none")  # methods.polarity.BALANCES
@@ -116,6 +115,17 @@ class AuditConfig:
         "one; docs/polarity.md), letter (both answer orders only), none (the items as given: "
         "the paper's plain CAA)", choices=BALANCES)
 
+    protocol: str = opt(
+        "caa", "how --vector files are audited: caa (default: at --layer only, after the "
+        "instruction, dose in residual-norm fractions) or deployed (as the file's library "
+        "applies it: every layer in the file, every position, at --multipliers in the "
+        "library's own units, against random nulls with the vector's per-layer norms; "
+        "audit.deployed)", choices=("caa", "deployed"))
+    multipliers: tuple[float, ...] = opt(
+        (1.0,), "--protocol deployed: the coefficients audited, in the library's units (repeng "
+        "set_control coeff, llama.cpp --control-vector-scaled, steering-vectors multiplier, "
+        "IBM behavior_vector_strength)", nargs="+", type=float)
+
     def __post_init__(self) -> None:
         normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
 
@@ -147,7 +157,7 @@ class AuditConfig:
 LEGACY_VALUES = {"balance": "letter"}
 ADDED_FIELDS = {f.name: f.default for f in fields(AuditConfig)
                 if f.name in ("methods", "vector_settings", "screen_doses", "n_null_covariance",
-                              "n_null_pairs")}
+                              "n_null_pairs", "protocol", "multipliers")}
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,7 @@ class RunOptions:
     device: str | None = None  # requested (None: cuda if available)
     dtype: str | None = None  # requested (None: fp32 on CPU, bf16 on CUDA)
     batch_size: int = 0  # requested (0: from free memory)
+    mediation: bool = False  # mediated shares of the first-token effect (audit.mediation)
 
 
 def _judge_names() -> list[str]:
@@ -176,7 +187,7 @@ def _judge_names() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The audit's command line: one flag per `AuditConfig` field with help metadata (every
     default None, so the preset fills what is not given), then the run options."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m steerlens.audit",
         description="Does this steering vector weaken the model's refusals, why, and does "
                     "orthogonalisation fix it? CAA vectors (or your own) against the refusal "
@@ -211,6 +222,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "baseline, null and validation cells, harm labels) instead of taking "
                         "them from the reuse store under the cache directory "
                         "($STEERLENS_REUSE_DIR)")
+    p.add_argument("--mediation", action="store_true",
+                   help="also measure, for every +v and generated null, the share of its "
+                        "first-token refusal-score effect that runs through the refusal "
+                        "direction and subspace (directional activation patching; "
+                        "mediation.json; about 1 + 2 x 4 tail passes per setting)")
     p.add_argument("--backend", choices=["local", "ray"], default="local", action=OnceAction,
                    help="run evaluation cells here (default) or as Ray actors")
     p.add_argument("--address", default=None, action=OnceAction,
@@ -220,17 +236,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 _TUPLES = ("behaviours", "attacks", "doses", "dose_sweep", "methods", "vector_settings",
-           "screen_doses")
+           "screen_doses", "multipliers")
 VECTOR_SETTINGS = ("plus", "minus", "perp1", "perpk")
-# Bounds of the integer options (None: no upper bound); --layer's upper bound needs the model.
-RANGES = {"n_goals": (1, 100), "n_benign": (0, 100), "n_caa_items": (2, None),
-          "n_behaviour_test": (1, None), "n_refusal_train": (1, None), "n_refusal_val": (1, None),
-          "refusal_layer_stride": (1, None), "max_new_tokens": (1, None), "n_null_screen": (0, None),
-          "n_null_generate": (0, None), "n_shuffled": (0, None), "n_category": (0, None),
-          "k": (1, None), "seed": (0, None), "layer": (0, None), "n_null_covariance": (0, None),
-          "n_null_pairs": (0, None)}
-
-
 def flag_of(name: str) -> str:
     """The command-line flag of an `AuditConfig` field (what error messages name)."""
     f = next(f for f in fields(AuditConfig) if f.name == name)
@@ -246,7 +253,8 @@ def file_vector_name(path: str) -> str:
 RUN_OPTIONS = {"resume": ("resume", bool), "no_report": ("report", lambda v: not v),
                "no_harm_judge": ("harm_judge", lambda v: not v), "no_reuse": ("reuse", lambda v: not v),
                "backend": ("backend", str), "address": ("address", str), "ray_workers": ("workers", int),
-               "device": ("device", str), "dtype": ("dtype", str), "batch_size": ("batch_size", int)}
+               "device": ("device", str), "dtype": ("dtype", str), "batch_size": ("batch_size", int),
+               "mediation": ("mediation", bool)}
 
 
 def audit_config(preset: str = "quick", **values) -> AuditConfig:
@@ -254,6 +262,8 @@ def audit_config(preset: str = "quick", **values) -> AuditConfig:
     if preset not in PRESETS:
         raise SteerlensError(f"unknown preset {preset!r}", fix=f"use one of: {', '.join(PRESETS)}")
     merged = {**PRESETS[preset], **given(AuditConfig, values)}
+    if merged.get("protocol") == "deployed" and values.get("behaviours") is None:
+        merged["behaviours"] = ()  # the preset's CAA behaviours only when named (--behaviours)
     merged["vectors"] = tuple(str(Path(v)) for v in merged.get("vectors", ()))
     if merged.get("layer") is None:
         merged["layer"] = MEASURED_LAYERS.get(merged.get("model", AuditConfig.model))
@@ -281,81 +291,3 @@ def audit_options(preset: str = "quick", out: str | Path = "runs/audit",
 def config_from_args(args: argparse.Namespace) -> tuple[AuditConfig, RunOptions]:
     """The preset, overridden by whatever the command line sets."""
     return audit_options(**vars(args))
-
-
-def _named(flag: str, check) -> None:
-    """Run `check`, its error prefixed with the flag whose value failed it."""
-    try:
-        check()
-    except SteerlensError as e:
-        raise SteerlensError(f"{flag}: {e.problem}", fix=e.fix) from None
-
-
-def _check_in(flag: str, values, known, what: str, fix: str) -> None:
-    for v in values:
-        if v not in known:
-            raise SteerlensError(f"{flag}: unknown {what} {v!r}", fix=f"{fix}: {', '.join(known)}")
-
-
-def _check_names(cfg: AuditConfig) -> None:
-    """Behaviours, attacks, judge, methods and vector settings that exist."""
-    from steerlens.datasets.attacks import get_attack
-    from steerlens.datasets.behaviours import BEHAVIOURS
-    from steerlens.judges.registry import JUDGES
-    from steerlens.methods.extraction import METHODS
-
-    _check_in("--behaviours", cfg.behaviours, list(BEHAVIOURS), "behaviour", "choose from")
-    for a in cfg.attacks:
-        _named("--attacks", lambda a=a: get_attack(a))
-    _check_in("--judge", [cfg.judge], list(JUDGES), "judge", "use one of")
-    _check_in("--methods", cfg.methods, list(METHODS), "extraction method", "use one of")
-    _check_in("--vector-settings", cfg.vector_settings, VECTOR_SETTINGS, "vector setting",
-              "use some of")
-    if "plus" not in cfg.vector_settings:
-        raise SteerlensError("--vector-settings must include plus (every verdict rests on +v)",
-                             fix="e.g. --vector-settings plus")
-
-
-def _check_numbers(cfg: AuditConfig) -> None:
-    """Integer options within their bounds; doses finite, audited and screened ones positive."""
-    for name, (lo, hi) in RANGES.items():
-        v = getattr(cfg, name)
-        if v is not None and not (lo <= v and (hi is None or v <= hi)):
-            raise SteerlensError(f"{flag_of(name)} {v} out of range",
-                                 fix=f"use {lo}..{hi}" if hi is not None else f"use {lo} or more")
-    doses = [("--doses", cfg.doses, "positive", "e.g. --doses 0.1 (each is audited as +d and -d)"),
-             ("--dose-sweep", cfg.dose_sweep, "non-zero", "e.g. --dose-sweep -0.15 0.15"),
-             ("--screen-doses", cfg.screen_doses, "positive", "e.g. --screen-doses 0.05 0.3")]
-    for flag, values, sign, fix in doses:
-        if not all(math.isfinite(d) and (d > 0 if sign == "positive" else d != 0) for d in values):
-            raise SteerlensError(f"{flag.removeprefix('--')} must be {sign} and finite "
-                                 f"({flag} {' '.join(f'{d:g}' for d in values)})", fix=fix)
-    if not cfg.doses:
-        raise SteerlensError("doses must be positive: none given", fix=doses[0][3])
-
-
-def _check_vector_files(cfg: AuditConfig) -> None:
-    """Files that exist, each audited under its own name."""
-    names: dict[str, str] = {}
-    for v in cfg.vectors:
-        if not Path(v).is_file():
-            raise SteerlensError(f"--vector file {v} not found", fix="check the path")
-        name = file_vector_name(v)
-        if name in names:
-            raise SteerlensError(f"--vector files {names[name]} and {v} would both be audited as "
-                                 f"{name}", fix="rename one of them (a vector is named after its file)")
-        names[name] = v
-
-
-def validate(cfg: AuditConfig) -> None:
-    """Fail before any model work on inputs that cannot be right; each message names the flag."""
-    _check_names(cfg)
-    _check_vector_files(cfg)
-    _check_numbers(cfg)
-    if cfg.dose_unit not in DOSE_UNITS:
-        raise SteerlensError(f"--dose-unit: unknown dose unit {cfg.dose_unit!r}", fix="resid or paper")
-    if cfg.balance not in BALANCES:
-        raise SteerlensError(f"--balance: unknown balance {cfg.balance!r}",
-                             fix=f"use one of: {', '.join(BALANCES)}")
-    if not (cfg.behaviours or cfg.vectors):
-        raise SteerlensError("nothing to audit", fix="name --behaviours or --vector files")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from steerlens.audit.artefacts import Refusal, Vectors, load_vector_files
 from steerlens.audit.config import AuditConfig
-from steerlens.audit.stages import refusal_stage, subspace_stage, vector_stage
+from steerlens.audit.stages import refusal_stage, subspace_stage
+from steerlens.audit.vector_stages import vector_stage
 from steerlens.errors import SteerlensError
 from steerlens.methods.subspace import RefusalSubspace
 from steerlens.rundir import ReadOnlyStore, open_run

@@ -9,11 +9,17 @@ model's own blocks are the same in every run on the model, and are reused (`audi
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
+from steerlens.audit.backends import Job, run_local, run_ray
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.reuse import Reuse, data_digests, file_digest
+from steerlens.audit.settings import Kind
+from steerlens.datasets.attacks import get_attack
+from steerlens.datasets.loaders import load_jbb, stratified
+from steerlens.judges.registry import get_judge
 from steerlens.rundir import RunStore
 from steerlens.schema import JUDGE_FILE, REFUSAL_TENSORS, SUBSPACE_TENSORS, cell_name
 
@@ -54,9 +60,6 @@ def by_owner(attack: str, goals: list, settings: list) -> list[Block]:
 def blocks(cfg: AuditConfig, settings: dict) -> list[Block]:
     """Every block of the grid: per attack the model's, the validation's (first attack only)
     and each vector's; then benign false refusals (baseline, +v, -v)."""
-    from steerlens.audit.settings import Kind
-    from steerlens.datasets.loaders import load_jbb, stratified
-
     goals = stratified(load_jbb("harmful"), cfg.n_goals)
     out = []
     for i, attack in enumerate(cfg.attacks):
@@ -71,8 +74,6 @@ def blocks(cfg: AuditConfig, settings: dict) -> list[Block]:
 
 def _block_jobs(block: Block, kw: dict) -> list:
     """Chunks of `JOB_SETTINGS` generated settings; screen-only ones ride with the first."""
-    from steerlens.audit.backends import Job
-
     gen = [s for s in block.settings if s.generate]
     screen = [s for s in block.settings if not s.generate]
     chunks = [gen[j: j + JOB_SETTINGS] + (screen if j == 0 else [])
@@ -98,8 +99,6 @@ def block_inputs(cfg: AuditConfig, store: RunStore, block: Block, scale: float,
     nulls only), the judge (judge.json), the refusal direction and subspace (their files'
     sha256: they fix the readout and the validation), the goals' data file, the backend."""
     from dataclasses import asdict
-
-    from steerlens.datasets.attacks import get_attack
 
     benign = block.attack == "benign"
     fields = (_BENIGN_FIELDS if benign else
@@ -143,8 +142,6 @@ class GridProgress:
 
 
 def _log(msg: str) -> None:
-    import sys
-
     print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
@@ -152,8 +149,6 @@ def run_jobs(store: RunStore, model, cfg: AuditConfig, jobs: list, backend: str 
              address: str | None = None, workers: int | None = None) -> None:
     """Run the jobs here or on Ray (`address`, `workers`); each cell is written as soon as its
     job returns."""
-    from steerlens.audit.backends import run_local, run_ray
-
     _log(f"evaluation grid: {len(jobs)} jobs on the {backend} backend")
     runner = (run_ray(jobs, cfg.model, cfg.device, cfg.dtype, address, workers)
               if backend == "ray" else run_local(model, jobs))
@@ -172,8 +167,6 @@ def grid_stage(store: RunStore, model, cfg: AuditConfig, opts, settings: dict, r
                reuse: Reuse | None = None, scale: float = 0.0) -> None:
     """Every cell of the grid; the model-level blocks come from the reuse store when it holds
     them, and are published to it once computed."""
-    from steerlens.judges.registry import get_judge
-
     judge = store.cached_json(JUDGE_FILE, lambda: get_judge(cfg.judge).settings())
     grid = blocks(cfg, settings)
     shared = []

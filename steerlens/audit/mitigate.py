@@ -29,6 +29,7 @@ import torch
 
 from steerlens.audit.artefacts import Vectors
 from steerlens.audit.config import AuditConfig
+from steerlens.audit.deployed import is_deployed
 from steerlens.audit.finished import AUDITED, FinishedRun, open_audited, run_config
 from steerlens.audit.fixes import MITIGATIONS, MitigateConfig, condition, has_behaviour, mitigation_settings
 from steerlens.audit.flags import add_flags, config_of
@@ -42,7 +43,7 @@ from steerlens.core.steering import Steering
 from steerlens.datasets.attacks import get_attack
 from steerlens.datasets.behaviours import behaviour_split
 from steerlens.datasets.loaders import load_capability, load_jbb, stratified
-from steerlens.errors import SteerlensError, cli_main
+from steerlens.errors import ArgumentParser, SteerlensError, cli_main
 from steerlens.methods.caa import answer_prompts, p_matching
 from steerlens.methods.mitigations import Condition, gate_decisions
 from steerlens.methods.refusal import sample
@@ -97,6 +98,12 @@ def check(run: str | Path, mcfg: MitigateConfig) -> ReadOnlyStore:
     if set(mcfg.vectors) - names:
         raise SteerlensError(f"--vectors {list(mcfg.vectors)}: the run audited {sorted(names)}",
                              fix="name vectors the run has, or none for all of them")
+    deployed = [n for n in (mcfg.vectors or names) if is_deployed(run_config(store), n)]
+    if deployed:
+        raise SteerlensError(f"{deployed} were audited as deployed (every layer, every "
+                             "position); the fixes here act at one layer after the instruction",
+                             fix="pass --vectors with the run's CAA vectors, or audit the file "
+                                 "under --protocol caa and mitigate that run")
     mine = RunStore(store.root / MITIGATIONS_DIR)
     if mine.exists(CONFIG_FILE) and mine.read_json(CONFIG_FILE) != json.loads(
             json.dumps(mcfg.to_json())):
@@ -214,7 +221,7 @@ def run_mitigate(run: str | Path, mcfg: MitigateConfig) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """`steerlens mitigate RUN`: the flags generated from `MitigateConfig`."""
-    p = argparse.ArgumentParser(prog="python -m steerlens.audit.mitigate", epilog=EPILOG,
+    p = ArgumentParser(prog="python -m steerlens.audit.mitigate", epilog=EPILOG,
                                 description="What fixes a finished audit's vectors, at what cost.")
     p.add_argument("run", help="a finished audit run directory")
     add_flags(p, MitigateConfig)

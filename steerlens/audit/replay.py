@@ -22,6 +22,7 @@ from steerlens.core.activations import collect_resid
 from steerlens.core.geometry import scalar_projection
 from steerlens.core.prompts import chat_prompts
 from steerlens.errors import SteerlensError
+from steerlens.methods.refusal import refusal_scores
 from steerlens.methods.subspace import RefusalSubspace
 from steerlens.results.summary import RunData, load_run_data
 from steerlens.schema import CONFIG_FILE, DOSE_FILE, REFUSAL_TENSORS, SETTINGS_FILE, SUBSPACE_TENSORS
@@ -95,8 +96,6 @@ def mitigation_scores(model, run: AuditedRun, harmful: Sequence[str], vector: st
                       dose: float | None = None) -> dict[str, float]:
     """Mean first-token refusal score of `harmful` under baseline, +v, +v⊥1 and +v⊥k, each
     the audited setting (the screen the audit itself reads at the first decode step)."""
-    from steerlens.methods.refusal import refusal_scores
-
     dose = run.config.doses[0] if dose is None else dose
     names = {"baseline": "baseline", "+v": f"{vector}@{dose:g}+v",
              "+v⊥1": f"{vector}@{dose:g}+v_perp1", "+v⊥k": f"{vector}@{dose:g}+v_perpk"}

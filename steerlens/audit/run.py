@@ -12,6 +12,8 @@ killed run resumes where it stopped and reaches the same bytes):
   settings   +v, -v, ⊥1, ⊥k, nulls, refusal validation              -> settings.json
   grid       JBB goals x attacks x settings: generated, judged, screened -> cells/*.json
   harm       the harm judge over every completion (second outcome)  -> judgements/harm.json
+  mediation  (--mediation) share of each +v's and null's first-token effect through the
+             refusal direction and subspace, by layer band           -> mediation.json
   summary    verdicts, null percentiles, power, BH over all tests   -> summary.json
   report     the dashboard                                           -> report.html
 
@@ -30,12 +32,13 @@ from pathlib import Path
 import torch
 
 from steerlens._version import __version__
-from steerlens.audit.config import AuditConfig, RunOptions, build_parser, config_from_args, validate
+from steerlens.audit.config import AuditConfig, RunOptions, audit_config, build_parser, run_options
 from steerlens.audit.grid import grid_stage
 from steerlens.audit.reuse import open_reuse
-from steerlens.errors import SteerlensError
+from steerlens.audit.validation import validate
+from steerlens.errors import SteerlensError, cli_main
 from steerlens.rundir import RunStore
-from steerlens.schema import CONFIG_FILE, MANIFEST_FILE, TIMINGS_FILE
+from steerlens.schema import CONFIG_FILE, MANIFEST_FILE, REPORT_FILE, TIMINGS_FILE
 
 
 def _log(msg: str) -> None:
@@ -116,7 +119,7 @@ class _Clock:
 
 def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     """Run (or resume) the whole audit and return the summary."""
-    from steerlens.audit import stages
+    from steerlens.audit import stages, vector_stages
     from steerlens.audit.polarity import polarity_stage
 
     validate(cfg)
@@ -130,14 +133,18 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     ref = clock("refusal", lambda: stages.refusal_stage(store, model, cfg, reuse))
     sub = clock("subspace", lambda: stages.subspace_stage(store, model, cfg, ref, reuse))
     pol = clock("polarity", lambda: polarity_stage(store, model, cfg, reuse))
-    vectors = clock("vectors", lambda: stages.vector_stage(store, model, cfg, ref, files, pol))
-    dose = clock("dose", lambda: stages.dose_stage(store, model, cfg, ref, vectors))
-    stages.overlap_stage(store, ref, sub, vectors, pol)
+    vectors = clock("vectors", lambda: vector_stages.vector_stage(store, model, cfg, ref, files, pol))
+    dose = clock("dose", lambda: vector_stages.dose_stage(store, model, cfg, ref, vectors))
+    vector_stages.overlap_stage(store, ref, sub, vectors, pol)
     settings = stages.settings_stage(store, model, cfg, ref, sub, vectors, dose["scale"])
     clock("grid", lambda: grid_stage(store, model, cfg, opts, settings,
                                      stages.readout(model, ref, sub), reuse, dose["scale"]))
     if opts.harm_judge:
         clock("harm", lambda: stages.harm_stage(store, model, reuse))
+    if opts.mediation:
+        from steerlens.audit.mediation import mediation_stage
+
+        clock("mediation", lambda: mediation_stage(store, model, cfg, ref, sub, settings))
     reuse.write_record(store)
     summary = stages.summary_stage(store)
     store.write_json(MANIFEST_FILE, manifest(cfg, model))
@@ -151,22 +158,18 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg, opts = config_from_args(args)
-        summary = run_audit(cfg, opts)
-    except SteerlensError as e:
-        print(f"steerlens: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("steerlens: interrupted; finished cells are saved, rerun with --resume",
-              file=sys.stderr)
-        return 130
+    opts = run_options(**vars(args))
+    return cli_main(lambda: run_audit(audit_config(**vars(args)), opts),
+                    lambda summary: _answer(summary, opts),
+                    interrupted="finished cells are saved, rerun with --resume")
+
+
+def _answer(summary: dict, opts: RunOptions) -> str:
+    """The answer, and where the run directory and its report are."""
     from steerlens.results.text import format_answer
 
-    print(format_answer(summary))
-    print(f"\nrun directory: {opts.out}"
-          + ("" if not opts.report else f"  (report: {Path(opts.out) / 'report.html'})"))
-    return 0
+    return (format_answer(summary) + f"\n\nrun directory: {opts.out}"
+            + ("" if not opts.report else f"  (report: {Path(opts.out) / REPORT_FILE})"))
 
 
 if __name__ == "__main__":

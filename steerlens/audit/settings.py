@@ -16,8 +16,11 @@ from torch import Tensor
 
 from steerlens.audit.artefacts import Refusal, Vectors
 from steerlens.audit.config import AuditConfig
+from steerlens.audit.deployed import deployed_steering, is_deployed, matched_nulls
 from steerlens.core.geometry import orthogonalize, orthogonalize_subspace, rescale
 from steerlens.core.steering import Steering, ablation, addition
+from steerlens.core.vectors import SteeringVector
+from steerlens.methods.nulls import covariance_directions, pair_differences
 from steerlens.methods.subspace import RefusalSubspace
 from steerlens.schema import FIX_SUFFIX
 
@@ -34,6 +37,7 @@ class Kind(str, Enum):
     SHUFFLED = "shuffled"  # label-shuffled CAA vector (null)
     COVARIANCE = "covariance"  # drawn from the covariance of residual activations (null)
     PAIR_DIFF = "pair_diff"  # difference of a random prompt pair's activations (null)
+    RANDOM_MATCHED = "random_matched"  # random per layer with a deployed vector's norms (null)
     SCREEN = "+v_screen"  # +v at a further dose, screened at the first step only
     COMPENSATED = "+v_comp"  # +v with downstream compensation (audit.mitigate)
     GATED = "+v_gated"  # +v behind CAST's condition gate (audit.mitigate)
@@ -58,10 +62,12 @@ class Setting:
     vector: str | None = None  # the audited vector it belongs to
     dose: float = 0.0  # signed, in the run's dose unit
     generate: bool = True  # False: screened at the first step only (most null directions)
+    protocol: str = "caa"  # "deployed": as the vector's library applies it (audit.deployed)
 
     def meta(self) -> dict:
+        extra = {} if self.protocol == "caa" else {"protocol": self.protocol}
         return {"kind": self.kind.value, "vector": self.vector, "dose": self.dose,
-                "generated": self.generate}
+                "generated": self.generate, **extra}
 
 
 def setting_name(vector: str, dose: float, kind: Kind) -> str:
@@ -133,8 +139,6 @@ def null_directions(cfg: AuditConfig, ref: Refusal, d_model: int) -> dict:
     no harmful-vs-harmless signal); differences of random prompt pairs of the *same* class
     (harmful pairs and harmless pairs alternating: a harmful−harmless pair would be a noisy
     refusal direction). `methods.nulls`."""
-    from steerlens.methods.nulls import covariance_directions, pair_differences
-
     h, ll = ref.harmful.float(), ref.harmless.float()
     within = torch.cat([h - h.mean(0), ll - ll.mean(0)])
     n = cfg.n_null_pairs
@@ -162,16 +166,36 @@ def build_settings(cfg: AuditConfig, model, ref: Refusal, sub: RefusalSubspace, 
     per dose the model-level nulls (random, covariance, prompt-pair differences)."""
     frame, L = Frame.of(model, ref, sub), ref.layer
     nulls = null_directions(cfg, ref, model.cfg.d_model)
+    caa = {n: sv for n, sv in vectors.vectors.items() if not is_deployed(cfg, n)}
     out = [Setting("baseline", Kind.BASELINE)]
-    for d in cfg.doses:
-        for name, sv in vectors.vectors.items():
+    for d in cfg.doses if caa else ():
+        for name, sv in caa.items():
             shuffled = [dosed(n, d, scale) for n in vectors.nulls.get(name, [])]
             out += _vector_settings(cfg, frame, name, dosed(sv.at(L), d, scale), d, shuffled)
         out += _model_nulls(cfg, nulls, d, scale, frame.add)
     for d in cfg.screen_doses:
         out += [Setting(setting_name(name, d, Kind.SCREEN), Kind.SCREEN,
                         frame.add(dosed(sv.at(L), d, scale)), name, d, generate=False)
-                for name, sv in vectors.vectors.items()]
+                for name, sv in caa.items()]
+    for name in (n for n in vectors.vectors if n not in caa):
+        out += deployed_settings(cfg, model, name, vectors.vectors[name])
+    return out
+
+
+def deployed_settings(cfg: AuditConfig, model, name: str, sv: SteeringVector) -> list[Setting]:
+    """`--protocol deployed` (`audit.deployed`): per coefficient the file as its library applies
+    it (`NAME@c+v`, kind +v) and its matched nulls (`NAME@c random_matched<i>`: the first
+    `n_null_generate` generated, the rest screened), all owned by the vector."""
+    n_layers, dev = model.cfg.n_layers, model.cfg.device
+    nulls = matched_nulls(sv, cfg.n_null_screen + cfg.n_null_generate, cfg.seed, name)
+    out = []
+    for c in cfg.multipliers:
+        out.append(Setting(setting_name(name, c, Kind.PLUS), Kind.PLUS,
+                           deployed_steering(sv, c, n_layers, dev), name, c, protocol="deployed"))
+        out += [Setting(f"{name}@{c:g}{Kind.RANDOM_MATCHED.value}{i}", Kind.RANDOM_MATCHED,
+                        deployed_steering(SteeringVector(x, sv.layers), c, n_layers, dev), name, c,
+                        generate=i < cfg.n_null_generate, protocol="deployed")
+                for i, x in enumerate(nulls)]
     return out
 
 

@@ -17,7 +17,6 @@ analysis are written atomically once.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from steerlens.core.models import load_model
 from steerlens.core.prompts import chat_prompts
 from steerlens.core.steering import Steering, addition
 from steerlens.datasets.loaders import load_jbb
-from steerlens.errors import SteerlensError, cli_main
+from steerlens.errors import ArgumentParser, SteerlensError, cli_main
 from steerlens.methods.refusal import refusal_token_ids
 from steerlens.results.library import analyse, format_analysis, write_analysis
 from steerlens.rundir import read_json, write_json
@@ -143,8 +142,8 @@ def run_study(out: str | Path, scfg: StudyConfig = StudyConfig(), resume: bool =
 
 def main(argv: list[str] | None = None) -> int:
     """`steerlens study`: flags generated from `StudyConfig`, then where the study goes."""
-    p = argparse.ArgumentParser(prog="python -m steerlens.audit.study", epilog=EPILOG,
-                                description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m steerlens.audit.study", epilog=EPILOG,
+                       description=__doc__.split("\n")[0])
     add_flags(p, StudyConfig)
     p.add_argument("--out", default="runs/library", action=OnceAction, help="study directory")
     p.add_argument("--resume", action="store_true", help="continue the study in --out")

@@ -129,6 +129,7 @@ def _load_safetensors(path: Path, site: str | None) -> SteeringVector:
             raise SteerlensError(f"{path} holds no 'vectors' tensor or per-layer tensors",
                                  fix="name tensors 'vectors' or by layer number")
         meta = {"source": "per-layer tensors", "file": path.name}
+        site = site or json.loads(header.get(_META_KEY, "{}")).get("site")  # steerlens export
         if site is None:  # no header says where these were read: steering-vectors' convention
             meta["site_assumed"] = ("resid_post (output of decoder layer l, steering-vectors' "
                                     "decoder_block convention): the file does not say")

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any
 
 import numpy as np
 
 from steerlens.datasets.jbb_artifacts import METHODS, artifacts_sha256, load_artifacts
-from steerlens.errors import SteerlensError
+from steerlens.errors import ArgumentParser, SteerlensError, cli_main
 from steerlens.judges.metrics import by_method, lomo_threshold, stratified_sample
 
 
@@ -96,7 +95,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `calibrate` and `train` subcommands."""
-    p = argparse.ArgumentParser(prog="python -m steerlens.judges",
+    p = ArgumentParser(prog="python -m steerlens.judges",
                                 description="Calibrate (or train) jailbreak judges against "
                                             "JailbreakBench's artifact labels.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -133,19 +132,18 @@ def _train(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; user errors print their fix and exit 2."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "train":
-            print(_train(args))
-            return 0
-        if args.limit is not None and args.limit < 2:
-            raise SteerlensError(f"--limit {args.limit} is too small", fix="use --limit 20 or more")
-        result = calibrate(args.judge, judge_options(args), args.limit)
-        print(format_report(result))
-        if args.json:
-            from steerlens.rundir import write_json
+    if args.command == "train":
+        return cli_main(lambda: _train(args), str)
+    return cli_main(lambda: _calibrate_cli(args), format_report)
 
-            write_json(args.json, result)
-    except SteerlensError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+def _calibrate_cli(args) -> dict:
+    """`calibrate` of the command line's judge, written to --json when asked."""
+    if args.limit is not None and args.limit < 2:
+        raise SteerlensError(f"--limit {args.limit} is too small", fix="use --limit 20 or more")
+    result = calibrate(args.judge, judge_options(args), args.limit)
+    if args.json:
+        from steerlens.rundir import write_json
+
+        write_json(args.json, result)
+    return result

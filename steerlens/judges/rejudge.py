@@ -7,7 +7,6 @@ and raw agreement). No other file of the run is touched.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
@@ -18,7 +17,7 @@ import numpy as np
 from sklearn.metrics import cohen_kappa_score
 from tqdm.auto import tqdm
 
-from steerlens.errors import SteerlensError
+from steerlens.errors import ArgumentParser, SteerlensError, cli_main
 from steerlens.rundir import read_json, write_json
 from steerlens.schema import CELLS_DIR, judgement_file
 
@@ -107,9 +106,7 @@ def rejudge(run: str | Path, judge, label: str | None = None, memo: LabelMemo | 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; user errors print their fix and exit 2."""
-    from steerlens.judges.calibration import judge_options
-
-    p = argparse.ArgumentParser(prog="python -m steerlens.judges.rejudge", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m steerlens.judges.rejudge", description=__doc__.split("\n")[0])
     p.add_argument("run", help="run directory (an audit's --out)")
     p.add_argument("--judge", required=True)
     p.add_argument("--name", default=None, help="file name under RUN/judgements/ (default: judge)")
@@ -117,20 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--option", action="append", metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    try:
-        from steerlens.judges.registry import get_judge
+    return cli_main(lambda: _rejudge_cli(args), _written)
 
-        read_cells(Path(args.run))  # fail on a bad run before loading any judge model
-        path = rejudge(args.run, get_judge(args.judge, **judge_options(args)), args.name)
-    except SteerlensError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    res = read_json(path)
-    ov = res["overall"]
+
+def _rejudge_cli(args) -> Path:
+    from steerlens.judges.calibration import judge_options
+    from steerlens.judges.registry import get_judge
+
+    read_cells(Path(args.run))  # fail on a bad run before loading any judge model
+    return rejudge(args.run, get_judge(args.judge, **judge_options(args)), args.name)
+
+
+def _written(path: Path) -> str:
+    ov = read_json(path)["overall"]
     kappa = "n/a" if ov["kappa"] is None else f"{ov['kappa']:.3f}"
-    print(f"wrote {path}: {res['n_completions']} completions, agreement with the run's labels "
-          f"{ov['agreement']}, kappa {kappa}")
-    return 0
+    return (f"wrote {path}: {read_json(path)['n_completions']} completions, agreement with the "
+            f"run's labels {ov['agreement']}, kappa {kappa}")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ random and label-shuffled directions) and the design's power.
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+from steerlens.errors import ArgumentParser, SteerlensError, cli_main
 from steerlens.results import verdicts as V
 from steerlens.results.facts import fill
 from steerlens.results.stats import smallest_permutation_p
@@ -390,20 +390,23 @@ def run_facts(run: Path, s: dict) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="steerlens findings", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="steerlens findings", description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+")
     p.add_argument("--discussion", default=None, help="hand-written markdown appended at the end")
     p.add_argument("--library", default=None,
                    help="a vector-library study directory (python -m steerlens.audit.study)")
     p.add_argument("--out", default="docs/findings.md")
     args = p.parse_args(argv)
+    return cli_main(lambda: _write(args), str)
+
+
+def _write(args) -> Path:
     for run in args.runs:
         if not (Path(run) / CONFIG_FILE).exists():
-            print(f"error: {run} is not a run directory (no config.json)")
-            return 2
+            raise SteerlensError(f"{run} is not a run directory (no config.json)",
+                                 fix="pass audit run directories (their --out)")
     atomic_write_text(Path(args.out), render(args.runs, args.discussion, args.library))
-    print(args.out)
-    return 0
+    return Path(args.out)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ no server is needed. `python -m steerlens.results.report RUN` rebuilds it.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import statistics
 from pathlib import Path
 
-from steerlens.errors import cli_main
+from steerlens.errors import ArgumentParser, cli_main
 from steerlens.results import figures as F
 from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, current_summary, load_run_data
@@ -361,7 +360,7 @@ def write_report(run: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: rebuild RUN/report.html; a directory without a finished run is a one-line error."""
-    p = argparse.ArgumentParser(prog="python -m steerlens.results.report", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m steerlens.results.report", description=__doc__.split("\n")[0])
     p.add_argument("run", help="run directory of a finished audit (its --out)")
     args = p.parse_args(argv)
     return cli_main(lambda: write_report(open_run(args.run).root), str)

@@ -49,6 +49,7 @@ from steerlens.schema import (
     CONFIG_FILE,
     DOSE_FILE,
     HARM_LABELS,
+    MEDIATION_FILE,
     OLD_DELTA_KEY,
     OVERLAP_FILE,
     REFUSAL_FILE,
@@ -56,7 +57,8 @@ from steerlens.schema import (
     SUBSPACE_FILE,
 )
 
-NULL_KINDS = ("random", "shuffled", "covariance", "pair_diff")  # generated nulls, by kind
+NULL_KINDS = ("random", "shuffled", "covariance", "pair_diff",  # generated nulls, by kind
+              "random_matched")  # a deployed vector's own (audit.deployed)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class RunData:
     refusal: dict = field(default_factory=dict)
     subspace: dict = field(default_factory=dict)
     harm_judge: dict | None = None  # settings of the judge behind the cells' `harmful` labels
+    mediation: dict = field(default_factory=dict)  # mediation.json (--mediation), if any
 
 
 def _merge_harm(run: Path, cells: dict) -> dict | None:
@@ -96,7 +99,7 @@ def load_run_data(run: str | Path) -> RunData:
     harm = _merge_harm(run, cells)
     opt = lambda name: read_json(run / name) if (run / name).exists() else {}  # noqa: E731
     return RunData(read_json(run / CONFIG_FILE)["config"], cells, opt(OVERLAP_FILE), opt(DOSE_FILE),
-                   opt(REFUSAL_FILE), opt(SUBSPACE_FILE), harm)
+                   opt(REFUSAL_FILE), opt(SUBSPACE_FILE), harm, opt(MEDIATION_FILE))
 
 
 def _mean(xs) -> float:
@@ -134,6 +137,7 @@ def _row(attack: str, name: str, c: dict, base: dict | None) -> dict:
     which would be a self-test) the paired shift against the baseline."""
     r = {"attack": attack, "setting": name, "kind": c["kind"], "vector": c.get("vector"),
          "dose": c.get("dose"), "generated": "jailbroken" in c,
+         **({"protocol": c["protocol"]} if c.get("protocol") else {}),
          "refusal_score": _mean(c.get("refusal_score", []))}
     if base is not None and name != "baseline":
         r["refusal_score_shift"] = r["refusal_score"] - _mean(base.get("refusal_score", []))
@@ -176,6 +180,19 @@ def _reverse_rate(rows: list[dict], outcome: str = "nonrefusal") -> float:
     return statistics.median(rates) if rates else 0.05
 
 
+CAA_POSITIONS = "from the end of the user's message on (the same under every attack)"
+
+
+def _positions(cfg: dict) -> str:
+    """Where the audited vectors were added: CAA's rule, or (--protocol deployed) the library's."""
+    if cfg.get("protocol", "caa") == "caa":
+        return CAA_POSITIONS
+    mult = ", ".join(f"{m:g}" for m in cfg.get("multipliers", []))
+    deployed = (f"--vector files AS DEPLOYED (protocol deployed): every layer in the file, every "
+                f"position (prompt included), coefficients {mult} in the library's units")
+    return f"{deployed}; CAA vectors {CAA_POSITIONS}" if cfg.get("behaviours") else deployed
+
+
 def _by_outcome(rows: list[dict], outcomes: list[str], n: int) -> dict:
     """Per outcome: its own background flip rate and minimum detectable shift (the TOST margin
     of 'restores' on that outcome)."""
@@ -199,7 +216,7 @@ def design(data: RunData, rows: list[dict]) -> dict:
     return {"n_goals": n, "categories": sorted({x for c in base[:1] for x in c["categories"]}),
             "attacks": cfg.get("attacks"), "doses": cfg.get("doses"),
             "dose_unit": cfg.get("dose_unit"), "judge": cfg.get("judge"), "outcomes": outcomes,
-            "steered_positions": "from the end of the user's message on (the same under every attack)",
+            "steered_positions": _positions(cfg),
             "steered_prompt_tokens": {a: c.get("steered_prompt_tokens") for (a, n), c in
                                       sorted(data.cells.items()) if n == "baseline" and a != "benign"},
             "reverse_flip_rate": q, "alpha": ALPHA, "power": 0.8, "test": "Tango score (McNemar)",
@@ -218,9 +235,12 @@ def _get(row: dict | None, outcome: str) -> dict:
     return row if outcome == "nonrefusal" else row.get("harm", {})
 
 
-def _nulls(rows: list[dict], attack: str, dose: float) -> list[dict]:
+def _nulls(rows: list[dict], attack: str, plus: dict) -> list[dict]:
+    """Generated nulls of the same attack, dose and protocol; a deployed vector's are its own."""
+    proto = plus.get("protocol", "caa")
     return [r for r in rows if r["attack"] == attack and r["kind"] in NULL_KINDS
-            and abs(r["dose"]) == abs(dose)]
+            and abs(r["dose"]) == abs(plus["dose"]) and r.get("protocol", "caa") == proto
+            and (proto == "caa" or r["vector"] == plus["vector"])]
 
 
 def _null_share(value: int | None, nulls: list[int]) -> float:
@@ -253,10 +273,11 @@ def vector_findings(rows: list[dict], data: RunData, margin: dict[str, float]) -
     for attack in sorted({r["attack"] for r in rows}):
         for plus in _pick(rows, attack, kind="+v"):
             name, dose = plus["vector"], plus["dose"]
-            nulls = _nulls(rows, attack, dose)
+            nulls = _nulls(rows, attack, plus)
             null_screen = [r["refusal_score_shift"] for r in nulls]
             ev = {o: _outcome_evidence(plus, nulls, o) for o in OUTCOMES}
             rec = {"vector": name, "dose": dose, "attack": attack, "plus": plus,
+                   **({"protocol": plus["protocol"]} if "protocol" in plus else {}),
                    "minus": next(iter(_pick(rows, attack, kind="-v", vector=name, dose=-dose)), None),
                    "perp1": next(iter(_pick(rows, attack, kind="+v_perp1", vector=name, dose=dose)), None),
                    "perpk": next(iter(_pick(rows, attack, kind="+v_perpk", vector=name, dose=dose)), None),
@@ -498,7 +519,8 @@ def summarize(data: RunData, judge=None) -> dict:
     first (the data is copied, nothing is written)."""
     if judge is not None:
         data = RunData(data.config, {k: _rejudged(c, judge) for k, c in data.cells.items()},
-                       data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge)
+                       data.overlap, data.dose, data.refusal, data.subspace, data.harm_judge,
+                       data.mediation)
     rows = _rows(data.cells, data.subspace)
     cal = calibration(data.harm_judge)
     if cal:
@@ -513,7 +535,7 @@ def summarize(data: RunData, judge=None) -> dict:
     family = _adjust(rows, findings, regs)
     for f in findings:
         _verdicts(f)
-    return {"design": des, "rows": rows, "vectors": findings,
+    out = {"design": des, "rows": rows, "vectors": findings,
             "regressions": regs.get("nonrefusal", {}), "regressions_harm": regs.get("harm", {}),
             "templates": {o: template_interaction(data, findings, o) for o in des["outcomes"]},
             "validation": validation(rows), "benign": benign(data.cells),
@@ -521,6 +543,7 @@ def summarize(data: RunData, judge=None) -> dict:
             "overlap": data.overlap, "dose": data.dose, "refusal": data.refusal,
             "subspace": data.subspace, "judge": getattr(judge, "name", data.config.get("judge")),
             "harm_judge": data.harm_judge, "harm_calibration": cal}
+    return {**out, "mediation": data.mediation} if data.mediation else out
 
 
 def _correct_harm(rows: list[dict], cells: dict, cal: dict) -> None:

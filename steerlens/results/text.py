@@ -81,7 +81,8 @@ def verdict_lines(summary: dict) -> list[str]:
         p = f["plus"]
         verdict = (f"non-refusal: {f['verdict']}"
                    + (f"; harmful compliance: {harm_verdict(f)}" if f.get("verdict_harm") else ""))
-        lines.append(f"{f['vector']:<24} {f['dose']:>5g} {f['attack']:<20} {shift_cell(p):<30} "
+        dose = f"x{f['dose']:g}" if f.get("protocol") == "deployed" else f"{f['dose']:g}"
+        lines.append(f"{f['vector']:<24} {dose:>5} {f['attack']:<20} {shift_cell(p):<30} "
                      f"{null_cell(f, 'nonrefusal'):>5} {shift_cell(p.get('harm', {})):<35} "
                      f"{null_cell(f, 'harm'):>5} {corrected_cell(p.get('harm', {})):<26} "
                      f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} "
@@ -163,11 +164,57 @@ def design_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _share(s: dict | None) -> str:
+    """A mediated share as `x% [lo, hi]`, or why there is none."""
+    if not s:
+        return "n/a"
+    if s.get("share") is None:
+        return "undefined (effect's interval includes 0)"
+    lo, hi = s["share_ci"]
+    return f"{100 * s['share']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def mediation_lines(summary: dict) -> list[str]:
+    """Per audited vector (+v) and attack, the share of its first-token effect held back by
+    holding the refusal direction (and subspace) at the unsteered value, every layer from the
+    steering layer on (mediation.json)."""
+    med = summary.get("mediation") or {}
+    if not med.get("attacks"):
+        return []
+    every = next(iter(med["bands"]))
+    lines = [f"mediation (directional activation patching, layers {every}; first-token refusal "
+             "score):"]
+    for attack, per in med["attacks"].items():
+        for name, rec in per.items():
+            if rec.get("kind") != "+v":
+                continue
+            sh = rec["shares"]
+            sub = sh.get("subspace", {}).get(every)
+            lines.append(f"  {name} under {attack}: mediated through the refusal direction "
+                         f"(first-token refusal score): {_share(sh['direction'].get(every))}"
+                         + (f" (subspace: {_share(sub)})" if sub is not None else ""))
+        lines.append(f"  its generated nulls under {attack}: {_null_shares(per, every)}")
+    return lines
+
+
+def _null_shares(per: dict, band: str) -> str:
+    """How the nulls' own shares (through the direction) fall: defined count, median, range."""
+    got = [r["shares"]["direction"][band] for r in per.values() if r.get("kind") != "+v"]
+    vals = sorted(s["share"] for s in got if s.get("share") is not None)
+    if not vals:
+        return f"share defined for 0 of {len(got)}"
+    mid = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
+    return (f"share defined for {len(vals)} of {len(got)}; median {100 * mid:.0f}% "
+            f"(range {100 * vals[0]:.0f} to {100 * vals[-1]:.0f})")
+
+
 def format_answer(summary: dict) -> str:
     """The end-of-run answer: verdicts first, then what the design can detect."""
     lines = ["Does the steering vector weaken refusals (non-refusal: the refusal judge finds no "
              "refusal), and does it raise harmful compliance (ASR: the harm judge finds the answer "
              "harmful)? Shifts in points against the unsteered baseline; nulls: generated null cells "
              "at least as extreme, of those generated", ""]
-    lines += verdict_lines(summary) + [""] + design_lines(summary)
+    lines += verdict_lines(summary)
+    med = mediation_lines(summary)
+    lines += ([""] + med if med else []) + [""] + design_lines(summary)
     return "\n".join(lines)

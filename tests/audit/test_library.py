@@ -79,14 +79,14 @@ def test_library_run_has_every_method_and_null_kind(library_run):
 def test_method_vectors_are_the_extraction_functions(library_run, tiny_model):
     """The run's pca_diff vector is `methods.extraction.pca_diff` of the same pair activations
     the CAA vector came from (recomputed here), and its CAA vector is their mean difference."""
-    from steerlens.audit import stages
+    from steerlens.audit import vector_stages
     from steerlens.audit.artefacts import Refusal
     from steerlens.core.vectors import SteeringVector
     from steerlens.methods.extraction import pca_diff
 
     cfg = AuditConfig.from_json(json.loads((library_run / "config.json").read_text())["config"])
     ref = Refusal.load(library_run / "refusal_direction.safetensors")
-    _, layers, acts = stages._caa_acts(tiny_model, cfg, ref, "sycophancy")
+    _, layers, acts = vector_stages._caa_acts(tiny_model, cfg, ref, "sycophancy")
     got = SteeringVector.load(library_run / "vectors" / "sycophancy.pca_diff.safetensors")
     want = pca_diff(acts.matching, acts.not_matching)
     assert got.layers == layers
@@ -211,7 +211,7 @@ def test_library_page_and_files(library_run, tmp_path):
 def test_grouped_behaviour_effect_equals_each_vector_alone(library_run, tiny_model):
     """Vectors of one behaviour share one pass over its items; each one's effect is what a
     pass of its own gives."""
-    from steerlens.audit import stages
+    from steerlens.audit import vector_stages
     from steerlens.audit.artefacts import Refusal
 
     cfg = AuditConfig.from_json(json.loads((library_run / "config.json").read_text())["config"])
@@ -220,7 +220,7 @@ def test_grouped_behaviour_effect_equals_each_vector_alone(library_run, tiny_mod
     from steerlens.core.vectors import SteeringVector
 
     sv = SteeringVector.load(library_run / "vectors" / "sycophancy.linear_probe.safetensors")
-    alone = stages._effects(tiny_model, cfg, ref, {"sycophancy:linear_probe": sv}, dose["doses"],
+    alone = vector_stages._effects(tiny_model, cfg, ref, {"sycophancy:linear_probe": sv}, dose["doses"],
                             dose["scale"])["sycophancy:linear_probe"]
     grouped = dose["vectors"]["sycophancy:linear_probe"]["effect"]
     for k, rec in alone.items():

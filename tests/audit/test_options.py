@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from steerlens.audit import mitigate
-from steerlens.audit.config import AuditConfig, build_parser, config_from_args, validate
+from steerlens.audit.config import AuditConfig, build_parser, config_from_args
 from steerlens.audit.fixes import MITIGATIONS, MitigateConfig
 from steerlens.audit.flags import config_of
 from steerlens.audit.options import LIST_RULE, ListAction, specs_from_dataclass
+from steerlens.audit.validation import validate
 from steerlens.errors import SteerlensError
 
 # Per list option of the audit: three distinct valid values, spread over repeated flags below.
@@ -32,6 +33,7 @@ AUDIT_LISTS = {
     "vector_settings": ["plus", "minus", "perp1"],
     "screen_doses": ["0.05", "0.1", "0.3"],
     "vectors": ["a.safetensors", "b.safetensors", "c.gguf"],
+    "multipliers": ["0.5", "1", "1.5"],
 }
 
 
@@ -51,7 +53,7 @@ def _audit(argv: list[str]):
         return cfg, None
     except SystemExit as e:
         assert e.code == 2, err.getvalue()
-        return None, err.getvalue().strip().splitlines()[-1]
+        return None, err.getvalue().strip()  # the error line and its fix line
     except SteerlensError as e:
         return None, str(e)
 
@@ -84,7 +86,8 @@ def test_repeated_flags_reach_the_recorded_config(name, files, monkeypatch):
     flag = _flag(name)
     cfg, msg = _audit(["--out", str(files / "run"), flag, v1, v2, flag, v3])
     assert msg is None, msg
-    want = [float(v) for v in (v1, v2, v3)] if "dose" in name else [v1, v2, v3]
+    want = ([float(v) for v in (v1, v2, v3)] if "dose" in name or name == "multipliers"
+            else [v1, v2, v3])
     assert list(getattr(cfg, name)) == want
     recorded = json.loads(json.dumps(cfg.to_json()))  # the "config" run_audit writes to config.json
     assert recorded[name] == want and AuditConfig.from_json(recorded) == cfg
@@ -410,7 +413,7 @@ def _mitigate(argv: list[str]):
         return mcfg, None
     except SystemExit as e:
         assert e.code == 2, err.getvalue()
-        return None, err.getvalue().strip().splitlines()[-1]
+        return None, err.getvalue().strip()  # the error line and its fix line
     except SteerlensError as e:
         return None, str(e)
 

@@ -23,7 +23,7 @@ def _effect(up: dict, down: dict, p_up=0.001, p_down=0.001) -> dict:
 def test_a_yes_vector_fails_the_behaviour_check():
     """Steering towards "Yes" raises p(matching) where the matching answer is Yes and lowers it
     where it is No: overall it passes on a Yes-heavy set, so the check needs both polarities."""
-    from steerlens.audit.stages import MIN_POLARITY_TEST, _steers, polarity_check
+    from steerlens.audit.vector_stages import MIN_POLARITY_TEST, _steers, polarity_check
 
     yes_vector = _effect({"yes": {"shift": 0.3, "n_items": 18}, "no": {"shift": -0.2, "n_items": 4}},
                          {"yes": {"shift": -0.3, "n_items": 18}, "no": {"shift": 0.2, "n_items": 4}})
@@ -62,7 +62,8 @@ def test_behaviour_effect_by_polarity_on_a_tiny_model(tiny_model):
 def test_balance_option_in_the_config():
     """The default is polarity and is recorded; letter (every earlier run's) leaves the hash as
     it was, and a config saved without the field reads as letter."""
-    from steerlens.audit.config import AuditConfig, build_parser, config_from_args, validate
+    from steerlens.audit.config import AuditConfig, build_parser, config_from_args
+    from steerlens.audit.validation import validate
 
     cfg, _ = config_from_args(build_parser().parse_args(["--behaviours", "refusal"]))
     assert cfg.balance == "polarity" and cfg.to_json()["balance"] == "polarity"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steerlens.audit import grid, reuse, stages
+from steerlens.audit import grid, reuse, stages, vector_stages
 from steerlens.audit.artefacts import Vectors
 from steerlens.audit.config import AuditConfig, RunOptions
 from steerlens.core.vectors import SteeringVector
@@ -166,7 +166,7 @@ def run_grid(cfg: AuditConfig, up: dict, model, root: Path, generate: bool) -> d
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(grid, "run_jobs", record_jobs)
         mp.setattr(grid, "blocks", record_blocks)
-        scale = stages.dose_scale(cfg, up["ref"], up["vectors"])
+        scale = vector_stages.dose_scale(cfg, up["ref"], up["vectors"])
         settings = stages.settings_stage(store, model, cfg, up["ref"], up["sub"], up["vectors"], scale)
         grid.grid_stage(store, model, cfg, RunOptions(), settings,
                         stages.readout(model, up["ref"], up["sub"]), None, scale)
