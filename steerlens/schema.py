@@ -57,6 +57,13 @@ OUTCOME_LABELS = {"nonrefusal": "jailbroken", "harm": "harmful"}
 # (`results.summary.read_summary` maps them)
 RATE_KEYS = {"nonrefusal": "non_refusal", "harm": "harmful"}
 OLD_RATE_KEY = "asr"
+# each outcome's paired shift against the baseline (a row's top level: non-refusal; under "harm":
+# harmful compliance); summaries written before held "delta_asr" for both (`read_summary` maps)
+DELTA_KEYS = {"nonrefusal": "delta_non_refusal", "harm": "delta_harmful"}
+OLD_DELTA_KEY = "delta_asr"
+# the non-refusal keys of a summary's design and vector records, old name -> name written now
+RENAMED_KEYS = {"minimum_detectable_delta_asr": "minimum_detectable_delta_non_refusal",
+                "null_percentile_delta_asr": "null_percentile_delta_non_refusal"}
 
 # -- a study directory (`audit.study`) -----------------------------------------------------------
 LAYER_SCAN_FILE = "layer_scan.json"

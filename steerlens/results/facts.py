@@ -12,6 +12,7 @@ import re
 from steerlens.errors import SteerlensError
 from steerlens.results.summary import NULL_KINDS
 from steerlens.results.text import points
+from steerlens.schema import DELTA_KEYS
 
 PLACEHOLDER = re.compile(r"\{\{([^{}:]+):([^{}]+)\}\}")
 ALPHA = 0.05
@@ -22,7 +23,7 @@ def _o(row: dict, o: str) -> dict:
 
 
 def _ci(d: dict, key: str = "delta") -> str:
-    lo, hi = ("delta_ci_low", "delta_ci_high") if key == "delta_asr" else ("ci_low", "ci_high")
+    lo, hi = ("delta_ci_low", "delta_ci_high") if key.startswith("delta_") else ("ci_low", "ci_high")
     return f"{points(d[key])} [{points(d[lo])}, {points(d[hi])}]"
 
 
@@ -40,9 +41,9 @@ def summary_facts(s: dict) -> dict[str, str]:
         out[f"mde.{o}"] = points(s["design"]["by_outcome"][o]["minimum_detectable_shift"]).lstrip("+")
         for f in s["vectors"]:
             g = _o(f["plus"], o)
-            if "delta_asr" in g:
+            if DELTA_KEYS[o] in g:
                 out[f"shift.{o}.{f['attack']}.{f['vector']}"] = (
-                    f"{_ci(g, 'delta_asr')}, q {_p(g.get('q_value'))}"
+                    f"{_ci(g, DELTA_KEYS[o])}, q {_p(g.get('q_value'))}"
                     + (f"; judge-corrected {_ci(g['corrected'])}" if g.get("corrected") else ""))
         for a, t in s.get("templates", {}).get(o, {}).items():
             for d, x in t.get("by_direction", {}).items():

@@ -13,9 +13,12 @@ import plotly.graph_objects as go
 
 from steerlens.results import verdicts as V
 from steerlens.results.summary import NULL_KINDS, RunData
+from steerlens.schema import DELTA_KEYS
 
-LAYOUT = dict(height=420, margin=dict(l=80, r=30, t=60, b=110),
-              legend=dict(orientation="h", yanchor="top", y=-0.22, x=0),
+NR = DELTA_KEYS["nonrefusal"]
+
+LAYOUT = dict(height=460, margin=dict(l=80, r=30, t=90, b=40),
+              legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
               font=dict(size=12), template="plotly_white")
 COLORS = {V.RAISES["nonrefusal"]: "#d62728", V.LOWERS["nonrefusal"]: "#1f77b4",
           V.NOT_BEYOND_NULL: "#7f7f7f", V.TOO_FEW_NULLS: "#9467bd", V.NO_SHIFT: "#bbbbbb"}
@@ -23,7 +26,10 @@ COLORS = {V.RAISES["nonrefusal"]: "#d62728", V.LOWERS["nonrefusal"]: "#1f77b4",
 
 def _fig(title: str, **layout) -> go.Figure:
     fig = go.Figure()
-    fig.update_layout(**{**LAYOUT, "title": dict(text=title, x=0), **layout})
+    fig.update_layout(**{**LAYOUT, "title": dict(text=title, x=0, y=1, yanchor="top", pad=dict(t=10),
+                                                  font=dict(size=14)), **layout})
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -31,33 +37,35 @@ def _pct(x) -> float | None:
     return None if x is None else 100 * x
 
 
-def delta_asr(summary: dict) -> go.Figure:
-    """ΔASR of every audited vector (+v) with its CI, against the generated null cells."""
-    fig = _fig("ΔASR of each vector (+v, 95% CI) against norm-matched null directions",
-               yaxis_title="ΔASR (points)")
+def delta_non_refusal(summary: dict) -> go.Figure:
+    """The non-refusal shift of every audited vector (+v) with its CI, against the generated
+    null cells."""
+    fig = _fig("Δ non-refusal rate of each vector (+v, 95% CI)<br>against norm-matched null directions",
+               yaxis_title="Δ non-refusal (points)")
     labels, ys, lo, hi, col = [], [], [], [], []
     for f in summary["vectors"]:
         p = f["plus"]
-        if "delta_asr" not in p:
+        if NR not in p:
             continue
-        labels.append(f"{f['vector']} @{f['dose']:g}<br>{f['attack']}")
-        ys.append(100 * p["delta_asr"])
-        lo.append(100 * (p["delta_asr"] - p["delta_ci_low"]))
-        hi.append(100 * (p["delta_ci_high"] - p["delta_asr"]))
+        labels.append(f"{f['vector']} @{f['dose']:g} · {f['attack']}")
+        ys.append(100 * p[NR])
+        lo.append(100 * (p[NR] - p["delta_ci_low"]))
+        hi.append(100 * (p["delta_ci_high"] - p[NR]))
         col.append(COLORS.get(f.get("verdict"), "#333"))
     fig.add_bar(x=labels, y=ys, marker_color=col, name="vector +v",
                 error_y=dict(type="data", array=hi, arrayminus=lo))
-    nulls = [r for r in summary["rows"] if r["kind"] in NULL_KINDS and "delta_asr" in r]
-    fig.add_scatter(x=[f"null ({r['attack']})" for r in nulls], y=[100 * r["delta_asr"] for r in nulls],
+    nulls = [r for r in summary["rows"] if r["kind"] in NULL_KINDS and NR in r]
+    fig.add_scatter(x=[f"null ({r['attack']})" for r in nulls], y=[100 * r[NR] for r in nulls],
                     mode="markers", marker=dict(color="#7f7f7f", size=9, symbol="x"),
                     name="null directions (generated)", text=[r["setting"] for r in nulls])
     fig.add_hline(y=0, line_color="black", line_width=1)
+    fig.update_xaxes(tickangle=-40)
     return fig
 
 
 def screen_null(summary: dict) -> go.Figure:
     """First-token refusal-score shift of each vector inside the null of random directions."""
-    fig = _fig("First-token refusal-score shift: vectors inside the null distribution",
+    fig = _fig("First-token refusal-score shift:<br>vectors inside the null distribution",
                yaxis_title="Δ refusal log-odds (harmful goals)")
     for attack in sorted({r["attack"] for r in summary["rows"]}):
         null = [r["refusal_score_shift"] for r in summary["rows"] if r["attack"] == attack
@@ -77,7 +85,7 @@ def screen_null(summary: dict) -> go.Figure:
 def projection_layers(data: RunData, summary: dict) -> go.Figure:
     """Per readout layer: projections onto the refusal direction of harmful goals (baseline),
     harmless goals (JBB benign, baseline) and harmful goals under each vector (+v)."""
-    fig = _fig("Refusal projection per layer: harmful, harmless and steered activations",
+    fig = _fig("Refusal projection per layer:<br>harmful, harmless and steered activations",
                xaxis_title="layer", yaxis_title="projection onto the refusal direction",
                violinmode="group")
     layers = summary["refusal"].get("readout_layers") or []
@@ -99,7 +107,7 @@ def projection_layers(data: RunData, summary: dict) -> go.Figure:
 
 def projection_shift(summary: dict) -> go.Figure:
     """Mean projection shift (setting − baseline) across the layers from the steering layer on."""
-    fig = _fig("Refusal-projection shift of each setting across layers (harmful goals)",
+    fig = _fig("Refusal-projection shift of each setting<br>across layers (harmful goals)",
                xaxis_title="layer", yaxis_title="Δ projection (mean over goals)")
     layers = summary["refusal"].get("readout_layers") or []
     for r in summary["rows"]:
@@ -115,31 +123,33 @@ def projection_shift(summary: dict) -> go.Figure:
                         legendgroup=r["kind"], visible=True if r["kind"] in ("+v", "-v") or null
                         else "legendonly")
     fig.add_hline(y=0, line_color="black", line_width=1)
-    fig.update_layout(height=480, legend=dict(orientation="h", y=-0.25, font=dict(size=10)))
+    # many settings: the legend below the axis, in its own margin (on top it would cover the title)
+    fig.update_layout(height=680, margin=dict(b=260),
+                      legend=dict(orientation="h", yanchor="top", y=-0.28, font=dict(size=10)))
     return fig
 
 
 def validation(summary: dict) -> go.Figure:
-    """ASR on JBB with the refusal direction/subspace ablated or the direction added."""
-    fig = _fig("Refusal direction on JBB: ablated (ASR must rise), added (must fall)",
-               yaxis_title="ASR (%)")
+    """Non-refusal on JBB with the refusal direction/subspace ablated or the direction added."""
+    fig = _fig("Refusal direction on JBB: ablated (non-refusal must rise),<br>added (must fall)",
+               yaxis_title="non-refusal rate (%)")
     base = next((r for r in summary["rows"] if r["kind"] == "baseline" and "non_refusal" in r), None)
     rows = ([base] if base else []) + [r for r in summary["rows"] if r["kind"] in
                                        ("refusal_ablated", "subspace_ablated", "refusal_added")]
     fig.add_bar(x=[f"{r['setting']}<br>({r['attack']})" for r in rows],
-                y=[100 * r["non_refusal"] for r in rows], name="ASR", marker_color="#555",
+                y=[100 * r["non_refusal"] for r in rows], name="non-refusal", marker_color="#555",
                 error_y=dict(type="data", array=[100 * (r["ci_high"] - r["non_refusal"]) for r in rows],
                              arrayminus=[100 * (r["non_refusal"] - r["ci_low"]) for r in rows]))
     return fig
 
 
 def mitigation(summary: dict) -> go.Figure:
-    """ASR under raw, 1-D and k-D orthogonalised vectors, beside the baseline."""
-    fig = _fig("Mitigation: raw vs orthogonalised (⊥ refusal direction, ⊥ subspace)",
-               yaxis_title="ASR (%)", barmode="group")
+    """Non-refusal under raw, 1-D and k-D orthogonalised vectors, beside the baseline."""
+    fig = _fig("Non-refusal rate: raw vs orthogonalised vectors<br>(⊥ refusal direction, ⊥ subspace)",
+               yaxis_title="non-refusal rate (%)", barmode="group")
     for key, label in (("plus", "raw +v"), ("perp1", "+v ⊥1"), ("perpk", "+v ⊥k")):
         fs = [f for f in summary["vectors"] if f.get(key) and "non_refusal" in f[key]]
-        fig.add_bar(x=[f"{f['vector']} @{f['dose']:g}<br>{f['attack']}" for f in fs],
+        fig.add_bar(x=[f"{f['vector']} @{f['dose']:g} · {f['attack']}" for f in fs],
                     y=[100 * f[key]["non_refusal"] for f in fs], name=label,
                     error_y=dict(type="data",
                                  array=[100 * (f[key]["ci_high"] - f[key]["non_refusal"]) for f in fs],
@@ -147,13 +157,14 @@ def mitigation(summary: dict) -> go.Figure:
     base = [r["non_refusal"] for r in summary["rows"] if r["kind"] == "baseline" and "non_refusal" in r]
     if base:
         fig.add_hline(y=100 * statistics.fmean(base), line_dash="dash",
-                      annotation_text="baseline", annotation_position="top left")
+                      annotation_text="unsteered baseline", annotation_position="top left")
+    fig.update_xaxes(tickangle=-40)
     return fig
 
 
 def behaviour(summary: dict) -> go.Figure:
     """p(matching answer) on held-out CAA items per dose: does each vector steer its behaviour?"""
-    fig = _fig("Does each vector steer its own behaviour? p(matching) on held-out items",
+    fig = _fig("Does each vector steer its own behaviour?<br>p(matching) on held-out items",
                xaxis_title=f"dose ({summary['dose'].get('unit', '')} unit)",
                yaxis_title="p(matching answer)")
     for name, rec in summary["dose"].get("vectors", {}).items():
@@ -171,10 +182,10 @@ def behaviour(summary: dict) -> go.Figure:
 
 
 def cosine_scatter(summary: dict) -> go.Figure:
-    """Per vector: its antisymmetric ΔASR against cosine with the refusal direction."""
-    fig = _fig("Why: ΔASR (½(+v − −v)) against cos(v, refusal direction)",
+    """Per vector: its antisymmetric non-refusal shift against cosine with the refusal direction."""
+    fig = _fig("Why: Δ non-refusal (½(+v − −v))<br>against cos(v, refusal direction)",
                xaxis_title="cosine with the refusal direction",
-               yaxis_title="½(ΔASR+v − ΔASR−v), pts")
+               yaxis_title="½(Δ+v − Δ−v) non-refusal, pts")
     for key, reg in summary["regressions"].items():
         xs = reg["cosine"].get("x") or [summary["overlap"].get(v, {}).get("cosine") for v in reg["vectors"]]
         fig.add_scatter(x=xs, y=[100 * y for y in reg["effect"]], mode="markers+text",
@@ -214,7 +225,8 @@ def subspace_k(summary: dict) -> go.Figure:
     return fig
 
 
-ALL = {"delta_asr": delta_asr, "screen_null": screen_null, "projection_shift": projection_shift,
+ALL = {"delta_non_refusal": delta_non_refusal, "screen_null": screen_null,
+       "projection_shift": projection_shift,
        "validation": validation, "mitigation": mitigation, "behaviour": behaviour,
        "cosine": cosine_scatter, "selection": selection, "subspace_k": subspace_k}
 
@@ -226,8 +238,14 @@ def figures(summary: dict, data: RunData) -> dict[str, go.Figure]:
     return out
 
 
+SHORT = {"nonrefusal": "non-refusal", "harm": "harmful compliance"}
 FIX_COLORS = {"perp1": "#1f77b4", "perpk": "#17becf", "compensate": "#2ca02c", "gate": "#9467bd",
               "learned": "#d62728"}
+
+
+def _side(kept: float) -> str:
+    """A point's label toward the plot's middle, so names near its edges stay inside it."""
+    return "top left" if kept > 0.9 else "top right" if kept < 0.6 else "top center"
 
 
 def pareto(msummary: dict, attack: str, outcome: str = "nonrefusal") -> go.Figure:
@@ -235,14 +253,15 @@ def pareto(msummary: dict, attack: str, outcome: str = "nonrefusal") -> go.Figur
     of the behaviour effect kept; the top-right corner is a fix that works and costs nothing."""
     from steerlens.results.mitigations import pareto as points
 
-    fig = _fig(f"Fixes ({attack}, {V.OUTCOME_NAMES[outcome]}): safety restored vs steering kept",
+    fig = _fig(f"Fixes under {attack}: {V.OUTCOME_NAMES[outcome]}<br>shift removed vs steering kept",
                xaxis_title="behaviour effect kept (share of raw)",
-               yaxis_title="raw shift removed (share)")
+               yaxis_title=f"share of the raw Δ {SHORT[outcome]} removed")
     pts = points(msummary, attack, outcome)
     for fix in dict.fromkeys(p["fix"] for p in pts):
         sel = [p for p in pts if p["fix"] == fix]
         fig.add_scatter(x=[p["kept"] for p in sel], y=[p["restored"] for p in sel], mode="markers+text",
-                        name=fix, text=[p["vector"] for p in sel], textposition="top center",
+                        name=fix, text=[p["vector"] for p in sel], cliponaxis=False,
+                        textposition=[_side(p["kept"]) for p in sel],
                         marker=dict(size=11, color=FIX_COLORS.get(fix)),
                         hovertext=[p["verdict"] for p in sel])
     fig.add_vline(x=0.8, line_dash="dot", annotation_text="keep bar 0.8")
@@ -258,7 +277,7 @@ def library_scatter(analysis: dict, outcome: str = "nonrefusal",
              "projection_shift": "refusal-projection shift, later layers"}[predictor]
     fig = _fig(f"{V.OUTCOME_NAMES[outcome]} shift vs {predictor.replace('_', ' ')}: "
                f"r = {c.get('r', float('nan')):+.2f}, p = {c.get('p_value', float('nan')):.3g}, "
-               f"n = {c.get('n', 0)}", xaxis_title=label, yaxis_title="Δ (points)")
+               f"n = {c.get('n', 0)}", xaxis_title=label, yaxis_title=f"Δ {SHORT[outcome]} (points)")
     units = analysis["vectors"]
     for m in dict.fromkeys(u["method"] for u in units):
         sel = [u for u in units if u["method"] == m and u[outcome] is not None]

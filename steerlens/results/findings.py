@@ -21,7 +21,7 @@ from steerlens.results.stats import smallest_permutation_p
 from steerlens.results.summary import NULL_KINDS, load_run_data, summarize
 from steerlens.results.text import corrected_cell, harm_verdict, null_cell, points, shift_cell, steered_tokens
 from steerlens.rundir import atomic_write_text
-from steerlens.schema import CONFIG_FILE, LAYER_SCAN_FILE, MITIGATIONS_DIR, SUMMARY_FILE
+from steerlens.schema import CONFIG_FILE, DELTA_KEYS, LAYER_SCAN_FILE, MITIGATIONS_DIR, SUMMARY_FILE
 
 ALPHA = 0.05
 
@@ -36,7 +36,7 @@ def _q(r: dict) -> float:
 
 def _cell(r: dict, o: str = "nonrefusal") -> str:
     g = r if o == "nonrefusal" else r.get("harm", {})
-    return (f"{r['setting']} / {r['attack']}: {points(g['delta_asr'])} pts "
+    return (f"{r['setting']} / {r['attack']}: {points(g[DELTA_KEYS[o]])} pts "
             f"[{points(g['delta_ci_low'])}, {points(g['delta_ci_high'])}], q={_g(_q(g))}")
 
 
@@ -52,7 +52,7 @@ def _o(row: dict | None, outcome: str) -> dict:
 
 
 def _power(s: dict) -> str:
-    mde = s["design"]["minimum_detectable_delta_asr"]
+    mde = s["design"]["minimum_detectable_delta_non_refusal"]
     return f"MDE {points(mde)} pts"
 
 
@@ -69,13 +69,13 @@ def claim_shift(s: dict, o: str) -> dict:
     up = [f for f in fs if f["verdicts"][o] == V.RAISES[o]]
     down = [f for f in fs if f["verdicts"][o] == V.LOWERS[o]]
     few = [f for f in fs if f["verdicts"][o] == V.TOO_FEW_NULLS]
-    big = max(fs, key=lambda f: abs(_o(f["plus"], o)["delta_asr"]), default=None)
+    big = max(fs, key=lambda f: abs(_o(f["plus"], o)[DELTA_KEYS[o]]), default=None)
     measured = (f"{len(up)} vector×attack cells raise it, {len(down)} lower it, {len(few)} shift "
                 f"significantly but cannot be tested against {s['design'].get('nulls_needed', 20)}+ "
                 f"generated nulls, {sum(f['verdicts'][o] == V.NOT_BEYOND_NULL for f in fs)} are not "
                 f"beyond the null, of {len(fs)}; {_power(s)}"
                 + (f"; largest: {_cell(big['plus'], o)}" if big else ""))
-    mde = s["design"]["minimum_detectable_delta_asr"]
+    mde = s["design"]["minimum_detectable_delta_non_refusal"]
     verdict = ("supported" if up and down else "partly (one sign)" if up or down
                else "shifts significant, null untestable" if few
                else "not supported" if mde <= 0.10 else "not testable at this power")
@@ -141,8 +141,8 @@ def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], list[str]]:
         if not t or f["verdicts"][o] == V.NO_SHIFT:
             continue
         outcomes.append(t["verdict"])
-        lines.append(f"{f['vector']}/{f['attack']}: raw {points(_o(f['plus'], o)['delta_asr'])} → "
-                     f"{points(t['delta_asr'])} pts (raw vs fixed q={_g(t.get('q_value'))}; fixed ≡ "
+        lines.append(f"{f['vector']}/{f['attack']}: raw {points(_o(f['plus'], o)[DELTA_KEYS[o]])} → "
+                     f"{points(t[DELTA_KEYS[o]])} pts (raw vs fixed q={_g(t.get('q_value'))}; fixed ≡ "
                      f"baseline within ±{round(100 * t['equivalence_margin'])}: TOST p={_g(t['p_tost'])}): "
                      f"{t['verdict']}")
     if f := next((f for f in s["vectors"] if f["mitigation"].get(key, {}).get("duplicate_of")), None):
@@ -188,7 +188,7 @@ def claim_null(s: dict, o: str) -> dict:
     fs = _generated(s["vectors"], o)
     sig = [f for f in fs if f["verdicts"][o] != V.NO_SHIFT]
     beyond = [f for f in sig if f["verdicts"][o] in V.REAL]
-    nulls = [r for r in s["rows"] if r["kind"] in NULL_KINDS and "delta_asr" in _o(r, o)]
+    nulls = [r for r in s["rows"] if r["kind"] in NULL_KINDS and DELTA_KEYS[o] in _o(r, o)]
     null_sig = sum(_o(r, o).get("mcnemar_p_value", 1.0) < ALPHA for r in nulls)
     m = fs[0]["evidence"][o]["null"]["n_null"] if fs else 0
     measured = (f"{len(beyond)} of {len(sig)} significant vector cells beyond the generated null "
@@ -221,7 +221,7 @@ def instrument_lines(s: dict) -> list[str]:
              + (f", harm judge {harm.get('judge')} (layer {harm.get('layer')} probe)" if harm else
                 ", no harm judge labels") + f"; outcomes: {outcomes}; doses {d['doses']} "
              f"({d['dose_unit']} unit); **minimum detectable shift "
-             f"{points(d['minimum_detectable_delta_asr'])} "
+             f"{points(d['minimum_detectable_delta_non_refusal'])} "
              f"points** on non-refusal, {_harm_mde(d)} (McNemar score test, α = 0.05, 80% power, each "
              f"outcome's own null flips); {_families(s)}; "
              f"steered {d['steered_positions']}{steered_tokens(d)}.",
@@ -231,7 +231,7 @@ def instrument_lines(s: dict) -> list[str]:
     for kind, v in s["validation"].items():
         lines.append(f"- On JBB, {kind}: non-refusal {v['non_refusal']:.2f} "
                      f"[{v['ci_low']:.2f}, {v['ci_high']:.2f}], "
-                     f"Δ {points(v['delta_asr'])} pts, p={_g(v['p_value'])}: "
+                     f"Δ {points(v['delta_non_refusal'])} pts, p={_g(v['p_value'])}: "
                      f"{'passes' if v['passes'] else '**fails**'}"
                      + (f"; harmful {v['harmful']:.2f}" if v.get("harmful") is not None else "") + ".")
     lines.append(f"- Subspace: {sub.get('method')}, k = {sub.get('k')} by {sub.get('k_by')}; harmful "

@@ -44,7 +44,7 @@ import numpy as np
 from scipy import stats
 
 from steerlens.results.clustered import tost_welch, wild_cluster, within_cluster
-from steerlens.results.summary import NULL_KINDS
+from steerlens.results.summary import NULL_KINDS, read_summary
 from steerlens.results.units import (
     CLUSTER_DISTANCE,
     DUPLICATE_COS,
@@ -58,6 +58,7 @@ from steerlens.results.units import (
 )
 from steerlens.rundir import read_json
 from steerlens.schema import (
+    DELTA_KEYS,
     LAYER_SCAN_FILE,
     LIBRARY_FILE,
     LIBRARY_PAGE,
@@ -74,7 +75,7 @@ N_PERM = 20000
 
 def _outcome(row: dict, outcome: str) -> float | None:
     g = row if outcome == "nonrefusal" else row.get("harm", {})
-    return g.get("delta_asr")
+    return g.get(DELTA_KEYS[outcome])
 
 
 def _later(shift: list[float]) -> float:
@@ -139,7 +140,7 @@ def null_units(summary: dict, run: str, screened: bool = False) -> list[dict]:
              "refusal_score_shift": r.get("refusal_score_shift"),
              "nonrefusal": _outcome(r, "nonrefusal"), "harm": _outcome(r, "harm")}
             for r in summary["rows"] if r["kind"] in NULL_KINDS
-            and ("delta_asr" in r or (screened and r.get("refusal_score_shift") is not None))]
+            and (DELTA_KEYS["nonrefusal"] in r or (screened and r.get("refusal_score_shift") is not None))]
 
 
 @functools.lru_cache(maxsize=16)
@@ -386,7 +387,7 @@ def _load(runs: dict[str, Path]) -> tuple[list[dict], list[dict], list[dict], di
     cells in every run: each is kept once."""
     units, nulls, screened, design = [], {}, {}, {}
     for name, run in runs.items():
-        s = read_json(run / SUMMARY_FILE)
+        s = read_summary(run / SUMMARY_FILE)  # old keys mapped to the names written now
         design = design or s.get("design", {})
         units += vector_units(s, name)
         for n in null_units(s, name, screened=True):
@@ -423,7 +424,7 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dic
     out = {"n_vectors": len(units), "n_steering": sum(u["steers"] for u in units),
            "vectors": units, "nulls": nulls, "outcomes": {},
            "null_cosine_check": implied_cosines(units, screened), "n_screened_nulls": len(screened),
-           "equivalence_margin": design.get("minimum_detectable_delta_asr")}
+           "equivalence_margin": design.get("minimum_detectable_delta_non_refusal")}
     steering = [u for u in units if u["steers"]]
     # the 20 CAA vectors: one per behaviour, no two sharing pair activations
     caa = [u for u in units if u["method"] == "mean_difference"]

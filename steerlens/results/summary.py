@@ -1,7 +1,7 @@
 """The audit's answer, computed only from a run's saved files (so figures can be rebuilt).
 
 `summarize` is pure: it takes the run's data and returns the summary; the audit writes it.
-Per vector and dose it answers: does it weaken refusals (ΔASR with CI, its percentile in the
+Per vector and dose it answers: does it weaken refusals (the non-refusal shift with CI, its percentile in the
 null of norm-matched random and label-shuffled directions, BH-adjusted p), why (cosine,
 subspace fraction, refusal-projection shift), does the mitigation work (exact McNemar of raw
 against ⊥ and ⊥k), and does the vector steer its own behaviour at that dose.
@@ -34,6 +34,7 @@ from steerlens.results.stats import (
 )
 from steerlens.results.verdicts import (
     ALPHA,
+    DELTA_KEYS,
     NO_SHIFT,
     OLD_RATE_KEY,
     OUTCOMES,
@@ -49,8 +50,10 @@ from steerlens.schema import (
     DOSE_FILE,
     HARM_LABELS,
     MEDIATION_FILE,
+    OLD_DELTA_KEY,
     OVERLAP_FILE,
     REFUSAL_FILE,
+    RENAMED_KEYS,
     SUBSPACE_FILE,
 )
 
@@ -124,7 +127,7 @@ def outcome_stats(labels: list[bool], base: list[bool] | None, outcome: str = "n
         return out
     b, c = discordant(base, labels)
     t = paired_test(b, c, len(labels))
-    return {**out, "delta_asr": t["diff"], "delta_count": c - b, "delta_ci_low": t["ci_low"],
+    return {**out, DELTA_KEYS[outcome]: t["diff"], "delta_count": c - b, "delta_ci_low": t["ci_low"],
             "delta_ci_high": t["ci_high"], "mcnemar_only_base": b, "mcnemar_only_other": c,
             "mcnemar_p_value": t["p_value"], "p_exact": mcnemar_exact(base, labels)["p_value"]}
 
@@ -218,7 +221,7 @@ def design(data: RunData, rows: list[dict]) -> dict:
                                       sorted(data.cells.items()) if n == "baseline" and a != "benign"},
             "reverse_flip_rate": q, "alpha": ALPHA, "power": 0.8, "test": "Tango score (McNemar)",
             "nulls_needed": nulls_needed(ALPHA), "by_outcome": by,
-            "minimum_detectable_delta_asr": by["nonrefusal"]["minimum_detectable_shift"]}
+            "minimum_detectable_delta_non_refusal": by["nonrefusal"]["minimum_detectable_shift"]}
 
 
 def _pick(rows: list[dict], attack: str, **match) -> list[dict]:
@@ -279,7 +282,7 @@ def vector_findings(rows: list[dict], data: RunData, margin: dict[str, float]) -
                    "perp1": next(iter(_pick(rows, attack, kind="+v_perp1", vector=name, dose=dose)), None),
                    "perpk": next(iter(_pick(rows, attack, kind="+v_perpk", vector=name, dose=dose)), None),
                    "evidence": {o: e for o, e in ev.items() if e},
-                   "null_percentile_delta_asr": ev["nonrefusal"].get("null_percentile", float("nan")),
+                   "null_percentile_delta_non_refusal": ev["nonrefusal"].get("null_percentile", float("nan")),
                    "null_percentile_screen": null_percentile(plus.get("refusal_score_shift"), null_screen),
                    "null_percentile_projection": null_percentile(
                        _mean(plus.get("projection_shift", [])),
@@ -308,11 +311,12 @@ def _fix_test(data: RunData, attack: str, rec: dict, key: str, outcome: str, mar
     fb = _get(rec[key], outcome)
     eq = (tost_equivalence(*discordant(base, fixed), len(fixed), margin)
           if 0 < margin < 1 else {"equivalent": False, "p_tost": float("nan")})
-    shift = _get(rec["plus"], outcome).get("delta_asr") or 0.0
-    return {"p_value": t["p_value"], "delta_asr": fb.get("delta_asr"), "raw_vs_fixed": t["diff"],
-            "raw_delta_asr": _get(rec["plus"], outcome).get("delta_asr"),
+    key_d = DELTA_KEYS[outcome]
+    shift = _get(rec["plus"], outcome).get(key_d) or 0.0
+    return {"p_value": t["p_value"], key_d: fb.get(key_d), "raw_vs_fixed": t["diff"],
+            f"raw_{key_d}": _get(rec["plus"], outcome).get(key_d),
             "equivalence_margin": margin, "p_tost": eq["p_tost"], "equivalent": eq["equivalent"],
-            "share_removed": (1 - (fb.get("delta_asr") or 0.0) / shift) if shift else None}
+            "share_removed": (1 - (fb.get(key_d) or 0.0) / shift) if shift else None}
 
 
 def _mitigation(data: RunData, attack: str, rec: dict, margin: dict[str, float]) -> dict:
@@ -333,8 +337,8 @@ def _mitigation(data: RunData, attack: str, rec: dict, margin: dict[str, float])
 
 def _effect(f: dict, outcome: str) -> float:
     """(Δ(+v) - Δ(-v)) / 2 when -v was generated, else Δ(+v)."""
-    plus = _get(f["plus"], outcome)["delta_asr"]
-    return (plus - _get(f["minus"], outcome)["delta_asr"]) / 2 if f["minus"] else plus
+    plus = _get(f["plus"], outcome)[DELTA_KEYS[outcome]]
+    return (plus - _get(f["minus"], outcome)[DELTA_KEYS[outcome]]) / 2 if f["minus"] else plus
 
 
 def regressions(findings: list[dict], outcome: str = "nonrefusal") -> dict:
@@ -345,8 +349,8 @@ def regressions(findings: list[dict], outcome: str = "nonrefusal") -> dict:
     for attack in sorted({f["attack"] for f in findings}):
         for dose in sorted({f["dose"] for f in findings}):
             sel = [f for f in findings if f["attack"] == attack and f["dose"] == dose
-                   and "delta_asr" in _get(f["plus"], outcome)]
-            both = all(f["minus"] and "delta_asr" in _get(f["minus"], outcome) for f in sel)
+                   and DELTA_KEYS[outcome] in _get(f["plus"], outcome)]
+            both = all(f["minus"] and DELTA_KEYS[outcome] in _get(f["minus"], outcome) for f in sel)
             pts = sel if both else [f for f in sel if not f["minus"]]
             y = [_effect(f, outcome) for f in pts]
             x_cos = [f["overlap"].get("cosine", float("nan")) for f in pts]
@@ -418,11 +422,11 @@ def validation(rows: list[dict]) -> dict:
     added, it must fall (each significant)."""
     out = {}
     for r in rows:
-        if r["kind"] in ("refusal_ablated", "subspace_ablated", "refusal_added") and "delta_asr" in r:
+        if r["kind"] in ("refusal_ablated", "subspace_ablated", "refusal_added") and "delta_non_refusal" in r:
             want = -1 if r["kind"] == "refusal_added" else 1
-            ok = r["delta_asr"] * want > 0 and r["mcnemar_p_value"] < ALPHA
+            ok = r["delta_non_refusal"] * want > 0 and r["mcnemar_p_value"] < ALPHA
             out[r["kind"]] = {"attack": r["attack"], "non_refusal": r["non_refusal"],
-                              "delta_asr": r["delta_asr"],
+                              "delta_non_refusal": r["delta_non_refusal"],
                               "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                               "p_value": r["mcnemar_p_value"], "passes": ok,
                               "harmful": r.get("harm", {}).get("harmful")}
@@ -476,7 +480,7 @@ def _verdicts(f: dict) -> None:
     f["verdicts"] = {}
     for o, ev in f["evidence"].items():
         g = _get(f["plus"], o)
-        f["verdicts"][o] = shift_verdict(o, g.get("q_value", float("nan")), g["delta_asr"], ev["null"])
+        f["verdicts"][o] = shift_verdict(o, g.get("q_value", float("nan")), g[DELTA_KEYS[o]], ev["null"])
     f["verdict"] = f["verdicts"].get("nonrefusal", NO_SHIFT)
     f["verdict_harm"] = f["verdicts"].get("harm")
     for key, m in f["mitigation"].items():
@@ -484,7 +488,7 @@ def _verdicts(f: dict) -> None:
             if isinstance(t, dict) and "p_value" in t:
                 t["verdict"] = fix_verdict(t.get("q_value", float("nan")), t["equivalent"],
                                            _get(f[key], o).get("q_value", float("nan")),
-                                           t.get("raw_delta_asr"), t.get("delta_asr"))
+                                           t.get(f"raw_{DELTA_KEYS[o]}"), t.get(DELTA_KEYS[o]))
 
 
 def screening(rows: list[dict]) -> dict:
@@ -558,23 +562,43 @@ def _rejudged(cell: dict, judge) -> dict:
     return {**cell, "jailbroken": judge.judge(cell["goals"], cell["completions"])}
 
 
-def _renamed(d: dict, new: str) -> None:
-    if isinstance(d, dict) and OLD_RATE_KEY in d and new not in d:
-        d[new] = d.pop(OLD_RATE_KEY)
+def _renamed(d: dict, new: str, old: str = OLD_RATE_KEY) -> None:
+    if isinstance(d, dict) and old in d and new not in d:
+        d[new] = d.pop(old)
+
+
+def _renamed_shifts(f: dict) -> None:
+    """A vector record's old shift keys: its null percentile and each fix test's shifts."""
+    for old, new in RENAMED_KEYS.items():
+        _renamed(f, new, old)
+    for m in (f.get("mitigation") or {}).values():
+        for o, t in m.items():
+            if isinstance(t, dict) and o in DELTA_KEYS:
+                _renamed(t, DELTA_KEYS[o], OLD_DELTA_KEY)
+                _renamed(t, f"raw_{DELTA_KEYS[o]}", f"raw_{OLD_DELTA_KEY}")
 
 
 def read_summary(path: str | Path) -> dict:
     """A stored summary.json with its outcome keys as written now: the "asr" of files written
     before (non-refusal at a row's top level, harmful compliance under "harm", "harm_asr" in
-    validation) becomes "non_refusal" / "harmful"."""
+    validation) becomes "non_refusal" / "harmful", their "delta_asr" "delta_non_refusal" /
+    "delta_harmful" (rows, validation, fix tests), and the design's and vectors' other
+    non-refusal keys are renamed (`schema.RENAMED_KEYS`)."""
     s = read_json(Path(path))
     rows = [*s.get("rows", []), *(f.get(k) for f in s.get("vectors", [])
                                   for k in ("plus", "minus", "perp1", "perpk"))]
     for r in (r for r in rows if r):
         _renamed(r, RATE_KEYS["nonrefusal"])
         _renamed(r.get("harm"), RATE_KEYS["harm"])
+        _renamed(r, DELTA_KEYS["nonrefusal"], OLD_DELTA_KEY)
+        _renamed(r.get("harm"), DELTA_KEYS["harm"], OLD_DELTA_KEY)
+    for f in s.get("vectors", []):
+        _renamed_shifts(f)
+    for old, new in RENAMED_KEYS.items():
+        _renamed(s.get("design"), new, old)
     for v in s.get("validation", {}).values():
         _renamed(v, RATE_KEYS["nonrefusal"])
+        _renamed(v, DELTA_KEYS["nonrefusal"], OLD_DELTA_KEY)
         if "harm_asr" in v:
             v["harmful"] = v.pop("harm_asr")
     return s

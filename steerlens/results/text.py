@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from steerlens.results.verdicts import OUTCOME_NAMES
+from steerlens.schema import DELTA_KEYS
 
 
 def points(x) -> str:
@@ -23,14 +24,20 @@ def _behaviour(f: dict) -> str:
     return "n/a" if steers is None else ("yes" if steers else "NO")
 
 
+def delta_key(g: dict) -> str | None:
+    """The shift's key in one outcome's statistics (`schema.DELTA_KEYS`), None without a shift."""
+    return next((k for k in DELTA_KEYS.values() if k in g), None)
+
+
 def shift_cell(g: dict, pts=None, num=None, sep: str = ",") -> str:
     """One outcome's shift as `Δ [lo, hi] q=…` (points formatter `pts`, q formatter `num`);
     shared by the printed answer and docs/findings.md."""
-    if "delta_asr" not in g:
+    key = delta_key(g)
+    if key is None:
         return "n/a"
     pts = pts or _pct
     num = num or (lambda x: _num(x, ".3f"))
-    return (f"{pts(g.get('delta_asr'))} [{pts(g.get('delta_ci_low'))}{sep}{pts(g.get('delta_ci_high'))}]"
+    return (f"{pts(g.get(key))} [{pts(g.get('delta_ci_low'))}{sep}{pts(g.get('delta_ci_high'))}]"
             f" q={num(g.get('q_value'))}")
 
 
@@ -66,17 +73,18 @@ def verdict_lines(summary: dict) -> list[str]:
     extreme (k/m), the vector's cosine with the refusal direction (`cos`) and with the
     answer-polarity direction (`pol`, "Yes" minus "No"; n/a for runs before it), whether it
     steers its behaviour, and each outcome's verdict."""
-    head = (f"{'vector':<24} {'dose':>5} {'attack':<20} {'Δ non-refusal pts [95% CI]':<30} "
-            f"{'null':>5} {'Δ harmful pts [95% CI] (judged)':<31} {'null':>5} "
-            f"{'corrected Δ harmful':<20} {'cos':>6} {'pol':>6} {'steers':>6}  verdict")
+    head = (f"{'vector':<24} {'dose':>5} {'attack':<20} {'Δ non-refusal pts [95% CI] q':<30} "
+            f"{'nulls':>5} {'Δ harmful compliance pts [95% CI] q':<35} {'nulls':>5} "
+            f"{'Δ harmful, judge-corrected':<26} {'cos':>6} {'pol':>6} {'steers':>6}  verdict")
     lines = [head, "-" * len(head)]
     for f in summary["vectors"]:
         p = f["plus"]
-        verdict = f["verdict"] + (f"; harm: {harm_verdict(f)}" if f.get("verdict_harm") else "")
+        verdict = (f"non-refusal: {f['verdict']}"
+                   + (f"; harmful compliance: {harm_verdict(f)}" if f.get("verdict_harm") else ""))
         dose = f"x{f['dose']:g}" if f.get("protocol") == "deployed" else f"{f['dose']:g}"
         lines.append(f"{f['vector']:<24} {dose:>5} {f['attack']:<20} {shift_cell(p):<30} "
-                     f"{null_cell(f, 'nonrefusal'):>5} {shift_cell(p.get('harm', {})):<31} "
-                     f"{null_cell(f, 'harm'):>5} {corrected_cell(p.get('harm', {})):<20} "
+                     f"{null_cell(f, 'nonrefusal'):>5} {shift_cell(p.get('harm', {})):<35} "
+                     f"{null_cell(f, 'harm'):>5} {corrected_cell(p.get('harm', {})):<26} "
                      f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} "
                      f"{_num(f['overlap'].get('polarity_cos'), '+.2f'):>6} {_behaviour(f):>6}  {verdict}")
     return lines
@@ -104,8 +112,8 @@ def calibration_line(summary: dict) -> str:
             f"specificity {sp:.2f} ({cal['tn']}/{cal['tn'] + cal['fp']}); corrected harm shifts = judged "
             f"/ {se + sp - 1:.2f} (Rogan-Gladen; intervals carry the calibration's uncertainty; the "
             "test of no shift is unchanged)"
-            + (f"; harm MDE {_pct(mde['minimum_detectable_shift'])} judged, "
-               f"{_pct(mde['minimum_detectable_shift_corrected'])} corrected"
+            + (f"; harmful-compliance MDE {_pct(mde['minimum_detectable_shift']).strip()} points judged, "
+               f"{_pct(mde['minimum_detectable_shift_corrected']).strip()} corrected"
                if "minimum_detectable_shift_corrected" in mde else ""))
 
 
@@ -123,8 +131,9 @@ def harm_judge_line(settings: dict) -> str:
 
 def mde_parts(d: dict) -> str:
     """Each outcome's minimum detectable shift with its background flip rate."""
-    by = d.get("by_outcome") or {"nonrefusal": {"minimum_detectable_shift": d["minimum_detectable_delta_asr"],
-                                                "reverse_flip_rate": d["reverse_flip_rate"]}}
+    by = d.get("by_outcome") or {"nonrefusal": {
+        "minimum_detectable_shift": d["minimum_detectable_delta_non_refusal"],
+        "reverse_flip_rate": d["reverse_flip_rate"]}}
     return ", ".join(f"{_pct(b['minimum_detectable_shift']).strip()} points on the {OUTCOME_NAMES[o]} "
                      f"({100 * b['reverse_flip_rate']:.1f}% background flips)" for o, b in by.items())
 
@@ -132,7 +141,7 @@ def mde_parts(d: dict) -> str:
 def design_lines(summary: dict) -> list[str]:
     d = summary["design"]
     lines = [f"design: {d['n_goals']} JBB goals over {len(d['categories'])} categories; attacks "
-             f"{', '.join(d['attacks'] or [])}; judge {d['judge']}; dose unit {d['dose_unit']}",
+             f"{', '.join(d['attacks'] or [])}; refusal judge {d['judge']}; dose unit {d['dose_unit']}",
              f"steered: {d['steered_positions']}{steered_tokens(d)}",
              f"power: the smallest shift this design detects (McNemar score test, α={d['alpha']}, "
              "80% power, each outcome's own background flips) is " + mde_parts(d)
@@ -147,7 +156,7 @@ def design_lines(summary: dict) -> list[str]:
     val = summary.get("validation", {})
     for kind, v in val.items():
         lines.append(f"refusal check on JBB: {kind}: non-refusal {v['non_refusal']:.2f} "
-                     f"(Δ {_pct(v['delta_asr'])} pts, p={v['p_value']:.3g}) "
+                     f"(Δ non-refusal {_pct(v['delta_non_refusal']).strip()} pts, p={v['p_value']:.3g}) "
                      f"{'ok' if v['passes'] else 'FAILS'}")
     fb = summary.get("refusal", {}).get("fallback")
     if fb:
@@ -201,8 +210,10 @@ def _null_shares(per: dict, band: str) -> str:
 
 def format_answer(summary: dict) -> str:
     """The end-of-run answer: verdicts first, then what the design can detect."""
-    lines = ["Does the steering vector weaken refusals, and does it raise harmful compliance? "
-             "(null: generated null cells at least as extreme, of those generated)", ""]
+    lines = ["Does the steering vector weaken refusals (non-refusal: the refusal judge finds no "
+             "refusal), and does it raise harmful compliance (ASR: the harm judge finds the answer "
+             "harmful)? Shifts in points against the unsteered baseline; nulls: generated null cells "
+             "at least as extreme, of those generated", ""]
     lines += verdict_lines(summary)
     med = mediation_lines(summary)
     lines += ([""] + med if med else []) + [""] + design_lines(summary)

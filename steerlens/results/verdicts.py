@@ -11,7 +11,7 @@ count against the vector), two-sided, with enough nulls for that test to reach p
 from __future__ import annotations
 
 from steerlens.results.inference import null_exceedance, nulls_needed
-from steerlens.schema import OLD_RATE_KEY, OUTCOME_LABELS, RATE_KEYS  # noqa: F401 (named here too)
+from steerlens.schema import DELTA_KEYS, OLD_RATE_KEY, OUTCOME_LABELS, RATE_KEYS  # noqa: F401 (named here too)
 
 ALPHA = 0.05
 OUTCOMES = OUTCOME_LABELS  # outcome -> its labels' key in a cell (steerlens.schema)

@@ -142,8 +142,10 @@ def test_library_analysis_over_the_run(library_run):
     assert {u["method"] for u in a["vectors"]} == {"mean_difference", "pca_diff", "linear_probe"}
     o = a["outcomes"]["nonrefusal"]
     assert set(o["real_vs_null"]) >= {"random", "covariance", "pair_diff", "shuffled", "same_kind"}
-    assert set(o["all"]) == {"cosine", "projection_shift", "cosine_given_projection",
-                             "projection_given_cosine"}
+    base = {"cosine", "projection_shift", "cosine_given_projection", "projection_given_cosine"}
+    polarity = {"polarity_cosine", "cosine_given_polarity", "polarity_given_cosine"}
+    recorded = sum(u.get("polarity_cos") is not None for u in a["vectors"]) >= 4
+    assert set(o["all"]) == (base | polarity if recorded else base)
     # the screened slope uses the screened doses and the audited one
     summary = json.loads((library_run / "summary.json").read_text())
     rows = [r for r in summary["rows"] if r["vector"] == "sycophancy" and r["attack"] == "none"

@@ -29,7 +29,7 @@ def test_mitigation_margins_come_from_the_current_summary(run15):
     from steerlens.results.mitigations import format_mitigations, summarize_mitigations
 
     stored = json.loads((run15 / "summary.json").read_text())
-    stored["design"]["minimum_detectable_delta_asr"] = 0.30
+    stored["design"]["minimum_detectable_delta_non_refusal"] = 0.30
     (run15 / "summary.json").write_text(json.dumps(stored))
     m = summarize_mitigations(run15)
     assert "±30" not in format_mitigations(m)
@@ -57,7 +57,7 @@ def test_harm_calibration_reproduces_the_judges_kappa_and_corrects_the_run(run15
     s = summarize(load_run_data(run15))
     j = c["tp"] / (c["tp"] + c["fn"]) + c["tn"] / (c["tn"] + c["fp"]) - 1
     rows = [r for r in s["rows"] if r["kind"] == "+v"]
-    assert rows and all(r["harm"]["corrected"]["delta"] == pytest.approx(r["harm"]["delta_asr"] / j)
+    assert rows and all(r["harm"]["corrected"]["delta"] == pytest.approx(r["harm"]["delta_harmful"] / j)
                         for r in rows)
 
 
@@ -106,8 +106,9 @@ def test_unknown_placeholder_is_an_error():
 
 
 COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("**/summary.json"))
-ROW_NUMBERS = ("k", "n", "ci_low", "ci_high", "delta_asr", "delta_count", "delta_ci_low",
-               "delta_ci_high", "mcnemar_only_base", "mcnemar_only_other", "mcnemar_p_value", "p_exact")
+ROW_NUMBERS = ("k", "n", "ci_low", "ci_high", "delta_non_refusal", "delta_harmful", "delta_count",
+               "delta_ci_low", "delta_ci_high", "mcnemar_only_base", "mcnemar_only_other",
+               "mcnemar_p_value", "p_exact")
 
 
 def _close(a, b) -> bool:

@@ -1,6 +1,8 @@
 """The dashboard as a person uses it: headless Chromium at 1366×768 and full page, no console
 errors, every section present and non-empty; figures rebuild from the saved files."""
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -50,6 +52,74 @@ def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 def _console_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "CONSOLE" in line
             and ("Error" in line or "Uncaught" in line or "error" in line)]
+
+
+# Measured in the page once plotly has drawn: the page must not scroll sideways; a table wider
+# than its container must sit in a scrolling box; a figure fits its container; a figure's title
+# fits its width; its legend overlaps no axis tick label.
+LAYOUT_JS = """
+window.addEventListener('load', () => setTimeout(() => {
+  const bad = [], vw = document.documentElement.clientWidth, sw = document.documentElement.scrollWidth;
+  const box = e => e.getBoundingClientRect();
+  const hit = (a, b) => a.left < b.right - 1 && b.left < a.right - 1
+    && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  if (sw > vw + 1) bad.push('page scrolls sideways: ' + sw + ' > ' + vw);
+  document.querySelectorAll('table').forEach((t, i) => {
+    const par = t.parentElement, scrolls = par.classList.contains('scroll'), name = 'table ' + (t.id || i);
+    if (box(t).width > box(par).width + 1 && !scrolls) bad.push(name + ' wider than its container');
+    if (box(scrolls ? par : t).right > vw + 1) bad.push(name + ' past the viewport');
+  });
+  document.querySelectorAll('.fig').forEach(f => {
+    const svg = f.querySelector('svg.main-svg'), name = f.id, fb = box(f);
+    if (!svg) { bad.push(name + ' not drawn'); return; }
+    if (box(svg).width > fb.width + 1 || box(svg).right > vw + 1) bad.push(name + ' too wide');
+    f.querySelectorAll('.gtitle').forEach(g => {
+      if (box(g).right > fb.right + 1 || box(g).left < fb.left - 1) bad.push(name + ' title cut off');
+    });
+    const leg = f.querySelector('g.legend');
+    if (leg) f.querySelectorAll('g.xtick text, g.ytick text, g.g-xtitle, g.g-ytitle').forEach(x => {
+      if (hit(box(leg), box(x))) bad.push(name + ' legend overlaps an axis label');
+    });
+  });
+  const pre = document.createElement('pre'); pre.id = 'layout-check';
+  pre.textContent = JSON.stringify([...new Set(bad)]); document.body.appendChild(pre);
+}, 1500));
+"""
+
+
+def layout_problems(page: Path, tmp_path: Path) -> list[str]:
+    """What overflows or overlaps when `page` is shown at 1366 px (LAYOUT_JS in a copy)."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", f"<script>{LAYOUT_JS}</script></body>"))
+    dom = _chromium(["--window-size=1366,768", "--dump-dom", probe.as_uri()], tmp_path)
+    found = re.search(r"<pre id=\"layout-check\">(.*?)</pre>", dom.stdout, re.S)
+    assert found, "the layout check did not run: " + dom.stderr[-1000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+def _chromium_shots(page: Path, tmp_path: Path) -> list[Path]:
+    """Screenshots at 1366 px: the first screen and the whole page."""
+    shots = []
+    for name, size in (("laptop", "1366,768"), ("full", "1366,7000")):
+        shot = tmp_path / f"{name}.png"
+        res = _chromium([f"--window-size={size}", f"--screenshot={shot}", page.as_uri()], tmp_path)
+        assert shot.exists(), res.stderr[-2000:]
+        shots.append(shot)
+    return shots
+
+
+@needs_chromium
+def test_nothing_overflows_or_overlaps_at_1366px(finished_run, tmp_path):
+    """At a 1366 px laptop width no table or figure is wider than the viewport or its container
+    (a wide table scrolls inside its box), no figure title is cut off, no legend sits on an axis
+    label; the check itself catches a table forced wider than the page."""
+    page = write_report(finished_run)
+    assert layout_problems(page, tmp_path) == []
+    wide = tmp_path / "wide.html"
+    wide.write_text(page.read_text().replace("<div class=scroll><table id=verdicts>",
+                                             "<div><table id=verdicts style='min-width:3000px'>"))
+    found = layout_problems(wide, tmp_path)
+    assert any("verdicts" in x for x in found), found
 
 
 @needs_chromium
@@ -107,3 +177,28 @@ def test_cli_rebuilds_and_rejects_an_unfinished_run(finished_run, tmp_path, caps
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0
+
+
+def test_every_outcome_is_named_and_benign_rows_read_as_false_refusals(finished_run):
+    """The page never calls the non-refusal outcome 'jailbroken' or 'ASR' (ASR is harmful
+    compliance, the harm judge's); the browser words each label for its outcome, and a benign
+    (harmless-prompt) row's refusal is a false refusal, its harm n/a."""
+    page = render(finished_run, read_json(finished_run / "summary.json"), load_run_data(finished_run))
+    body = page.split("</head>", 1)[1]
+    assert "jailbroken" not in body and "ΔASR" not in body
+    assert all(body[i - 30:i].endswith(("harmful compliance (", "harmful-compliance rate ("))
+               for i in (m.start() for m in re.finditer("ASR", body))), "ASR names only harmful compliance"
+    for words in ("did not refuse", "refused (false refusal)", "n/a (benign)", "not harmful"):
+        assert words in body
+    assert "Δ non-refusal" in body and "non-refusal rate (%)" in body
+
+
+def test_mitigation_markdown_becomes_html_tables():
+    """The mitigation table is shown as an HTML table (header cells, one row per line), never as
+    Markdown text."""
+    from steerlens.results.report import markdown_html
+
+    md = "# Mitigations\n\nRestores = ...\n\n## attack: none\n\n| a | b |\n|---|---|\n| 1 | x |\n| 2 | y |\n"
+    out = markdown_html(md)
+    assert out.count("<table class=mitigations>") == 1 and "|" not in out
+    assert "<th>a</th><th>b</th>" in out and out.count("<tr>") == 3 and "<h3>attack: none</h3>" in out

@@ -3,7 +3,9 @@ equivalence for 'restores', a k = 1 duplicate tested once, a family without self
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import pytest
 
@@ -172,8 +174,8 @@ def test_a_fix_that_crosses_baseline_never_restores():
     m = s["vectors"][0]["mitigation"]["perp1"]["nonrefusal"]
     assert m["q_value"] < 0.05 and m["equivalent"]
     assert m["verdict"] != V.RESTORES and m["verdict"] != V.PARTLY
-    assert s["vectors"][0]["plus"]["delta_asr"] == pytest.approx(0.04)
-    assert m["delta_asr"] == pytest.approx(-0.02)
+    assert s["vectors"][0]["plus"]["delta_non_refusal"] == pytest.approx(0.04)
+    assert m["delta_non_refusal"] == pytest.approx(-0.02)
     assert V.fix_verdict(0.01, True, 0.5, -0.02, 0.03) == V.DOES_NOT  # -2 -> +3 (the 1.5B case)
     assert V.fix_verdict(0.01, True, 0.5, 0.20, 0.25) == V.DOES_NOT  # away from baseline
     assert V.fix_verdict(0.01, True, 0.5, 0.20, 0.02) == V.RESTORES
@@ -214,7 +216,7 @@ def test_two_outcomes_are_named_and_tested():
     f = s["vectors"][0]
     assert s["design"]["outcomes"] == ["nonrefusal", "harm"]
     assert f["verdict_harm"] == V.RAISES["harm"] and f["verdict"] == V.RAISES["nonrefusal"]
-    assert math.isclose(f["plus"]["harm"]["delta_asr"], 0.2)
+    assert math.isclose(f["plus"]["harm"]["delta_harmful"], 0.2)
 
 
 def test_answer_states_how_far_the_harm_judge_can_be_trusted():
@@ -226,3 +228,48 @@ def test_answer_states_how_far_the_harm_judge_can_be_trusted():
     strong = harm_judge_line({"judge": "jbb", "held_out_kappa_harm": 0.81})
     assert "κ 0.81" in strong and "indicative" not in strong
     assert "not recorded" in harm_judge_line({"judge": "harm"})
+
+
+def test_answer_names_the_outcome_of_every_number():
+    """The printed answer's columns and verdicts say which outcome each number is (non-refusal,
+    harmful compliance); 'ASR' only ever names harmful compliance."""
+    from steerlens.results.text import format_answer
+
+    run = _run(60, [30] * 20)
+    for c in run.cells.values():
+        c["harmful"] = [False] * N
+    run.cells[("none", "v@1+v")]["harmful"] = _labels(20)
+    text = format_answer(summarize(run))
+    head = next(line for line in text.splitlines() if line.startswith("vector"))
+    assert "Δ non-refusal pts" in head and "Δ harmful compliance pts" in head
+    assert "Δ harmful, judge-corrected" in head
+    row = next(line for line in text.splitlines() if line.startswith("v "))
+    assert f"non-refusal: {V.RAISES['nonrefusal']}" in row
+    assert f"harmful compliance: {V.RAISES['harm']}" in row
+    assert "jailbroken" not in text and "ΔASR" not in text
+    assert all(text[i - 30:i].endswith(("harmful compliance (", "harmful-compliance rate (")) for i in
+               (m.start() for m in re.finditer("ASR", text)))
+
+
+def test_old_summaries_read_with_the_shift_keys_named_for_their_outcome(tmp_path):
+    """A summary written before holds 'delta_asr' for both outcomes: read_summary gives the
+    non-refusal shift as delta_non_refusal, the harm shift as delta_harmful (rows, vectors,
+    fix tests, validation, the design's MDE)."""
+    from steerlens.results.summary import read_summary
+
+    row = {"asr": 0.4, "delta_asr": 0.1, "harm": {"asr": 0.2, "delta_asr": 0.05}}
+    old = {"rows": [dict(row)], "design": {"minimum_detectable_delta_asr": 0.09},
+           "validation": {"refusal_ablated": {"asr": 0.9, "delta_asr": 0.5}},
+           "vectors": [{"plus": json.loads(json.dumps(row)), "null_percentile_delta_asr": 97.0,
+                        "mitigation": {"perp1": {"nonrefusal": {"delta_asr": 0.02, "raw_delta_asr": 0.1},
+                                                 "harm": {"delta_asr": 0.01, "raw_delta_asr": 0.05}}}}]}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    s = read_summary(tmp_path / "summary.json")
+    r, f = s["rows"][0], s["vectors"][0]
+    assert (r["delta_non_refusal"], r["harm"]["delta_harmful"]) == (0.1, 0.05) and "delta_asr" not in r
+    assert f["plus"]["delta_non_refusal"] == 0.1 and f["null_percentile_delta_non_refusal"] == 97.0
+    assert f["mitigation"]["perp1"]["harm"] == {"delta_harmful": 0.01, "raw_delta_harmful": 0.05}
+    assert f["mitigation"]["perp1"]["nonrefusal"]["raw_delta_non_refusal"] == 0.1
+    assert s["design"]["minimum_detectable_delta_non_refusal"] == 0.09
+    assert s["validation"]["refusal_ablated"]["delta_non_refusal"] == 0.5
+    assert "delta_asr" not in json.dumps(s)
