@@ -37,7 +37,8 @@ OTHER = {"judge": "refusal_string_strict", "dose_unit": "paper", "refusal_positi
          "screen_doses": (1.0,), "vector_settings": ("plus",), "system": "Be brief.",
          "methods": ("mean_difference", "pca_diff"), "behaviours": ("sycophancy",),
          "vectors": ("other.safetensors",), "model": "other", "device": "meta",
-         "dtype": "bfloat16", "preset": "paper", "version": "0.0.0"}
+         "dtype": "bfloat16", "preset": "paper", "version": "0.0.0", "protocol": "deployed",
+         "multipliers": (2.0,), "balance": "letter"}
 UPSTREAM = ("refusal_direction.safetensors", "refusal_subspace.safetensors")
 
 
