@@ -54,6 +54,16 @@ def tiny_tokenizer(template: str = CHATML):
     return tok
 
 
+def cached_model_dir(tmp_path, monkeypatch, config: str, key: str = "smollm2-135m-instruct"):
+    """An embedded model's converted-cache folder under a fresh $STEERLENS_CACHE, holding only
+    `config.json` (the tests add what a half-written or corrupt conversion leaves)."""
+    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
+    d = tmp_path / "models" / key
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(config)
+    return d
+
+
 def save_tiny_model(path, family: str = "qwen2", seed: int = 0, n_layers: int = 4) -> str:
     """Write a tiny random HF model of a family plus the tiny tokenizer to `path`."""
     import transformers as tf

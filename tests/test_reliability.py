@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import audit_args
+from conftest import audit_args, cached_model_dir
 
 from steerlens.audit.run import main
 from steerlens.core import models
@@ -49,11 +49,8 @@ def test_atomic_write_to_unwritable_path(tmp_path):
 
 
 def test_corrupt_cached_model_names_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
     key = "smollm2-135m-instruct"
-    d = tmp_path / "models" / key
-    d.mkdir(parents=True)
-    (d / "config.json").write_text('{"model_type": "llama"}')
+    d = cached_model_dir(tmp_path, monkeypatch, '{"model_type": "llama"}', key)
     (d / "model.safetensors").write_bytes(b"\x00" * 10)
     (d / models._MARKER).write_text(models.EMBEDDED[key].sha256)
     with pytest.raises(ModelError, match="corrupt") as e:

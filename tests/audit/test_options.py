@@ -41,21 +41,26 @@ def _flag(name: str) -> str:
     return "--vector" if name == "vectors" else "--" + name.replace("_", "-")
 
 
-def _audit(argv: list[str]):
-    """(config, None) as `python -m steerlens.audit` would audit it, or (None, message) for an
-    exit 2; nothing is loaded: parse, config, validate (the order of main and run_audit)."""
+def _outcome(parse, check):
+    """(config, None) if `parse` (run with stderr captured) and `check` accept it, or (None,
+    message) for an argparse exit 2 (the error line and its fix line) or a SteerlensError."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
-        cfg, _ = config_from_args(args)
-        validate(cfg)
+            cfg = parse()
+        check(cfg)
         return cfg, None
     except SystemExit as e:
         assert e.code == 2, err.getvalue()
-        return None, err.getvalue().strip()  # the error line and its fix line
+        return None, err.getvalue().strip()
     except SteerlensError as e:
         return None, str(e)
+
+
+def _audit(argv: list[str]):
+    """As `python -m steerlens.audit` would audit it; nothing is loaded: parse, config,
+    validate (the order of main and run_audit)."""
+    return _outcome(lambda: config_from_args(build_parser().parse_args(argv))[0], validate)
 
 
 @pytest.fixture(scope="module")
@@ -405,17 +410,8 @@ MITIGATE_OPTS = [
 
 def _mitigate(argv: list[str]):
     """mitigate's config from its command line, checked as far as it can be without a run."""
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            mcfg = config_of(MitigateConfig, vars(mitigate.build_parser().parse_args(argv)))
-        mitigate.check_config(mcfg)
-        return mcfg, None
-    except SystemExit as e:
-        assert e.code == 2, err.getvalue()
-        return None, err.getvalue().strip()  # the error line and its fix line
-    except SteerlensError as e:
-        return None, str(e)
+    return _outcome(lambda: config_of(MitigateConfig, vars(mitigate.build_parser().parse_args(argv))),
+                    mitigate.check_config)
 
 
 @PROPERTY

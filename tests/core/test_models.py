@@ -2,6 +2,7 @@ import hashlib
 
 import pytest
 import torch
+from conftest import cached_model_dir
 
 from steerlens.core import models
 from steerlens.errors import ModelError
@@ -35,11 +36,8 @@ def test_sha256_mismatch_deletes_file(tmp_path, monkeypatch):
 
 def test_incomplete_cache_is_not_loaded(tmp_path, monkeypatch):
     """A conversion killed before its marker was written leaves nothing that later loads."""
-    monkeypatch.setenv("STEERLENS_CACHE", str(tmp_path))
     key = "smollm2-135m-instruct"
-    half = tmp_path / "models" / key
-    half.mkdir(parents=True)
-    (half / "config.json").write_text("{}")
+    cached_model_dir(tmp_path, monkeypatch, "{}", key)
     calls = []
 
     def fake_convert(spec, out_dir):
