@@ -3,6 +3,7 @@ with HF `generate`'s new tok/s measured just before on the same machine (the spe
 wall time against; machines differ about 2x).
 
     python benchmarks/bench_study.py --out results/library-0.5b --json benchmarks/results_study.json
+    python benchmarks/bench_study.py --out DIR --json FILE -- --mediation   # study flags after --
 
 The study runs cold: a new, empty reuse store (so the first audit computes every model-level
 artefact and the second reuses them, as on a user's first study). Run it from a clean checkout
@@ -31,6 +32,7 @@ def main() -> None:
     p.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     p.add_argument("--json", default=None, help="append the result to this JSON list")
     p.add_argument("--resume", action="store_true", help="continue a stopped study in --out")
+    p.add_argument("study_args", nargs="*", help="more flags for the study, after --")
     args = p.parse_args()
     rate = hf_rate()
     print(f"HF generate: {rate:.1f} new tok/s", file=sys.stderr)
@@ -38,7 +40,8 @@ def main() -> None:
         env = {**os.environ, "STEERLENS_REUSE_DIR": store}
         t0 = time.perf_counter()
         rc = subprocess.run([sys.executable, "-m", "steerlens.audit.study", "--out", args.out,
-                             "--model", args.model, *(["--resume"] if args.resume else [])],
+                             "--model", args.model, *(["--resume"] if args.resume else []),
+                             *args.study_args],
                             env=env).returncode
         wall = time.perf_counter() - t0
     out = Path(args.out)
@@ -48,7 +51,7 @@ def main() -> None:
            "steps_s": json.loads((out / "study_timings.json").read_text())["seconds"] if rc == 0 else None,
            "stages_s": {s: json.loads((out / s / "timings.json").read_text())["stages"]
                         for s in ("caa", "methods") if (out / s / "timings.json").exists()},
-           "resumed": args.resume, "date": time.strftime("%Y-%m-%d %H:%M")}
+           "study_args": args.study_args, "resumed": args.resume, "date": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(rec, indent=1))
     if args.json:
         append_json(Path(args.json), rec)

@@ -55,15 +55,22 @@ class StudyConfig:
 
     model: str = opt("qwen2.5-coder-0.5b-instruct", "the model both audits and the scan run on")
     scan: bool = opt(True, "skip the layer-fragility scan", flag="--no-scan", action="store_false")
+    balance: str = opt("polarity", "what both audits' vectors are balanced for (the audit's "
+                       "--balance; the first library run used letter)",
+                       choices=("polarity", "letter", "none"))
+    mediation: bool = opt(False, "also run both audits' mediation stage (first-token shares "
+                          "of every vector and generated null)", flag="--mediation",
+                          action="store_true")
 
     def __post_init__(self) -> None:
         normalise_fields(self)  # every value by the rule of audit.options
 
 
-def _audit(out: Path, preset: str, model: str, resume: bool) -> float:
+def _audit(out: Path, preset: str, scfg: StudyConfig, resume: bool) -> float:
     """One of the study's audits, through the Python entry (its errors are the audit's)."""
     t = time.time()
-    cfg, opts = audit_options(preset, out, model=model, no_report=True,
+    cfg, opts = audit_options(preset, out, model=scfg.model, balance=scfg.balance,
+                              mediation=scfg.mediation, no_report=True,
                               resume=resume and out.exists())
     run_audit(cfg, opts)
     return time.time() - t
@@ -129,7 +136,7 @@ def run_study(out: str | Path, scfg: StudyConfig = StudyConfig(), resume: bool =
     out.mkdir(parents=True, exist_ok=True)
     secs = {}
     for sub, preset in RUNS.items():
-        secs[sub] = _audit(out / sub, preset, model, resume)
+        secs[sub] = _audit(out / sub, preset, scfg, resume)
     if scan:
         t = time.time()
         _scan(out, model)
