@@ -183,6 +183,7 @@ class TwinClamp:
 
     touches_prompt = False
     stackable = False
+    twinned = True  # the grid decodes it with `twinned_cell`, not `generate_grid`
 
     def __init__(self, steering: Steering, layers: Sequence[int],
                  bases: Float[Tensor, "layer k d_model"]):
@@ -214,36 +215,118 @@ class TwinClamp:
                        for i, lay in enumerate(self.layers)]
 
 
+class _TailProbe:
+    """The steered half's mean projection of the last `tail` positions onto each readout
+    basis row, per readout layer (what `generation.Readout` records for a plain cell)."""
+
+    def __init__(self, readout, tail: int):
+        self.readout, self.tail, self.values = readout, tail, {}
+
+    def hooks(self) -> list:
+        r = self.readout
+        if r is None or not r.layers:
+            return []
+
+        def grab(x: Tensor, hook, i: int) -> Tensor:
+            q = r.bases[i].to(device=x.device, dtype=torch.float32)
+            part = x[x.shape[0] // 2:, x.shape[1] - self.tail:].float()
+            self.values[i] = einsum(part, q, "b p d, k d -> b p k").mean(dim=1)
+            return x
+
+        return [(hook_name(lay), lambda x, hook, i=i: grab(x, hook, i))
+                for i, lay in enumerate(r.layers)]
+
+    def rows(self) -> list[list[list[float]]]:
+        if not self.values:
+            return []
+        return torch.stack([self.values[i] for i in sorted(self.values)], dim=1).cpu().tolist()
+
+
+def _twin_first(model, prompts: PromptSet, clamp: TwinClamp, idx: list[int], readout=None):
+    """The prompts `idx` as [twins; steered rows] under `clamp`: (last-position logits of all
+    2b rows, cache, mask, the steered rows' readout projections)."""
+    from steerlens.core.kvcache import new_cache
+    from steerlens.core.prompts import left_pad, pad_id
+
+    device = model.cfg.device
+    ids, mask = left_pad([prompts.full(i) for i in idx], pad_id(model.tokenizer))
+    ids, mask = torch.cat([ids, ids]).to(device), torch.cat([mask, mask]).to(device)
+    cache, probe = new_cache(model), _TailProbe(readout, prompts.n_tail)
+    logits = model.run_with_hooks(ids, fwd_hooks=clamp.hooks(prompts.n_tail) + probe.hooks(),
+                                  attention_mask=mask, past_key_values=cache, logits_to_keep=1)
+    return logits[:, -1], cache, mask, probe.rows()
+
+
+def _decode_pairs(model, cache, mask: Tensor, logits: Tensor, clamp: TwinClamp,
+                  max_new_tokens: int, dec) -> tuple[list[list[int]], list[str]]:
+    """Greedy decoding of [twins; steered rows]: the steered row chooses, its twin is fed the
+    same token; a finished row leaves the batch with its twin (`dec._advance`: a stop token,
+    or the judge's verdict is final)."""
+    b, device = logits.shape[0] // 2, model.cfg.device
+    alive, out, stopped = list(range(b)), [[] for _ in range(b)], ["length"] * b
+    with model.hooks(fwd_hooks=clamp.hooks(None)):
+        for step in range(max_new_tokens):
+            nxt = logits[len(alive):].argmax(-1)
+            keep = dec._advance(nxt.tolist(), alive, out, stopped)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(alive):
+                k = torch.tensor(keep, device=device)
+                both = torch.cat([k, k + len(alive)])
+                cache.batch_select_indices(both)
+                mask, nxt, alive = mask[both], nxt[k], [alive[j] for j in keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            logits = model(torch.cat([nxt, nxt])[:, None], attention_mask=mask,
+                           past_key_values=cache, logits_to_keep=1)[:, -1]
+    return out, stopped
+
+
+@torch.no_grad()
+def twinned_cell(model, prompts: PromptSet, clamp: TwinClamp, max_new_tokens: int,
+                 batch_size: int = 8, decided: Callable[[str], bool] | None = None,
+                 readout=None, stop_ids: set[int] | None = None):
+    """A grid cell (`generation.Cell`) under `clamp`: each row decoded beside its unsteered
+    twin (fed the row's tokens), with the first-step readout of the steered rows (refusal
+    score, projections) and the grid's early exit (`decided`). Twice the rows per step."""
+    from steerlens.core.generation import Cell, Completion, _Decoder, refusal_log_odds, stop_token_ids
+
+    stop_ids = stop_token_ids(model.tokenizer) if stop_ids is None else stop_ids
+    n, tok = len(prompts), model.tokenizer
+    cell = Cell([None] * n, [0.0] * n, [[]] * n)
+    dec = _Decoder(model, Steering(), stop_ids, decided)
+    for idx in length_batches([prompts.full(i) for i in range(n)], batch_size):
+        logits, cache, mask, proj = _twin_first(model, prompts, clamp, idx, readout)
+        b = len(idx)
+        score = refusal_log_odds(logits[b:], readout.refusal_ids).tolist() if readout else [0.0] * b
+        out, stopped = ((_decode_pairs(model, cache, mask, logits, clamp, max_new_tokens, dec))
+                        if max_new_tokens > 0 else ([[] for _ in idx], ["length"] * b))
+        for j, i in enumerate(idx):
+            cell.refusal_score[i], cell.projection[i] = score[j], proj[j] if proj else []
+            cell.completions[i] = Completion(out[j], tok.decode(out[j], skip_special_tokens=True),
+                                             stopped[j])
+    return cell
+
+
 @torch.no_grad()
 def generate_twinned(model, prompts: PromptSet, clamp: TwinClamp, max_new_tokens: int,
                      stop_ids: set[int], batch_size: int = 8) -> tuple[list[list[int]], Tensor]:
     """Greedy tokens of every prompt under `clamp` (each row beside its unsteered twin, which is
     fed the row's tokens), and the steered rows' first-token logits. Rows run to
-    `max_new_tokens` or a stop token (no early exit: pairs stay aligned)."""
-    from steerlens.core.kvcache import new_cache
-    from steerlens.core.prompts import left_pad, pad_id
-
-    device, tokens = model.cfg.device, [[] for _ in range(len(prompts))]
+    `max_new_tokens` or a stop token."""
     first = torch.empty(len(prompts), model.cfg.d_vocab)
     for idx in length_batches([prompts.full(i) for i in range(len(prompts))], batch_size):
-        ids, mask = left_pad([prompts.full(i) for i in idx], pad_id(model.tokenizer))
-        ids, mask = torch.cat([ids, ids]).to(device), torch.cat([mask, mask]).to(device)
-        cache, b = new_cache(model), len(idx)
-        logits = model.run_with_hooks(ids, fwd_hooks=clamp.hooks(prompts.n_tail),
-                                      attention_mask=mask, past_key_values=cache,
-                                      logits_to_keep=1)[:, -1]
-        first[idx] = logits[b:].float().cpu()
-        done = [False] * b
-        with model.hooks(fwd_hooks=clamp.hooks(None)):
-            for _ in range(max_new_tokens):
-                nxt = logits[b:].argmax(-1)  # the steered row chooses; its twin is fed the same
-                for j, t in enumerate(nxt.tolist()):
-                    done[j] = done[j] or t in stop_ids
-                    if not done[j]:
-                        tokens[idx[j]].append(t)
-                if all(done):
-                    break
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                logits = model(torch.cat([nxt, nxt])[:, None], attention_mask=mask,
-                               past_key_values=cache, logits_to_keep=1)[:, -1]
-    return tokens, first
+        first[idx] = twinned_next_token_logits(model, prompts.subset(idx), clamp, len(idx)).cpu()
+    cell = twinned_cell(model, prompts, clamp, max_new_tokens, batch_size, stop_ids=stop_ids)
+    return [c.tokens for c in cell.completions], first
+
+
+@torch.no_grad()
+def twinned_next_token_logits(model, prompts: PromptSet, clamp: TwinClamp,
+                              batch_size: int = 16) -> Float[Tensor, "batch vocab"]:
+    """The steered rows' next-token logits under `clamp` (float32, prompt order): one pass of
+    [twins; rows] per batch, as `generation.next_token_logits` is for a plain steering."""
+    out = torch.empty(len(prompts), model.cfg.d_vocab, device=model.cfg.device)
+    for idx in length_batches([prompts.full(i) for i in range(len(prompts))], batch_size):
+        logits = _twin_first(model, prompts, clamp, idx)[0]
+        out[torch.tensor(idx, device=out.device)] = logits[len(idx):].float()
+    return out
