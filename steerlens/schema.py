@@ -31,6 +31,9 @@ TIMINGS_FILE = "timings.json"  # seconds per stage (never a result)
 REPORT_FILE = "report.html"  # results.report
 MEDIATION_FILE = "mediation.json"  # mediated shares (--mediation, audit.mediation)
 MEDIATION_DIR = "mediation"  # per attack and setting, the per-goal scores behind them
+# generated-outcome mediation (--mediation-generated, audit.generated): the shares, and the
+# clamped cells behind them under MEDIATION_DIR/cells (their harm labels under its judgements/)
+MEDIATION_GENERATED_FILE = "mediation_generated.json"
 POLARITY_TENSORS = "polarity_direction.safetensors"  # the answer-polarity direction, if any
 
 # -- a mitigation run, under RUN/mitigations/ (`audit.mitigate`) --------------------------------
@@ -47,7 +50,7 @@ MITIGATIONS_TEXT = "mitigations.md"
 # the fixes `audit.mitigate` builds, each with the suffix of its settings' (and cells') names:
 # `vector@dose` + suffix (`audit.settings.Kind` holds the same values; `results` reads them here)
 FIX_SUFFIX = {"perp1": "+v_perp1", "perpk": "+v_perpk", "compensate": "+v_comp", "gate": "+v_gated",
-              "learned": "+v_learned"}
+              "learned": "+v_learned", "clamp1": "+v_clamp1", "clampk": "+v_clampk"}
 
 # -- the two outcomes (`results.verdicts` names them) -------------------------------------------
 # each outcome's labels in a cell (and in a judgements file): the refusal judge's "jailbroken" is

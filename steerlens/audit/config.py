@@ -176,6 +176,7 @@ class RunOptions:
     dtype: str | None = None  # requested (None: fp32 on CPU, bf16 on CUDA)
     batch_size: int = 0  # requested (0: from free memory)
     mediation: bool = False  # mediated shares of the first-token effect (audit.mediation)
+    mediation_generated: bool = False  # ... of the generated outcomes' (audit.generated)
 
 
 def _judge_names() -> list[str]:
@@ -227,6 +228,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "first-token refusal-score effect that runs through the refusal "
                         "direction and subspace (directional activation patching; "
                         "mediation.json; about 1 + 2 x 4 tail passes per setting)")
+    p.add_argument("--mediation-generated", action="store_true",
+                   help="also measure, for every audited vector's +v, the share of its effect "
+                        "on the generated outcomes (non-refusal, harmful compliance) that runs "
+                        "through the refusal direction and subspace: +v decoded with that "
+                        "component clamped to an unsteered twin's (the clamp1/clampk fixes' "
+                        "cells, shared with mitigate; mediation_generated.json; 2 cells per +v "
+                        "and attack, each about twice a plain cell's decode cost)")
     p.add_argument("--backend", choices=["local", "ray"], default="local", action=OnceAction,
                    help="run evaluation cells here (default) or as Ray actors")
     p.add_argument("--address", default=None, action=OnceAction,
@@ -254,7 +262,8 @@ RUN_OPTIONS = {"resume": ("resume", bool), "no_report": ("report", lambda v: not
                "no_harm_judge": ("harm_judge", lambda v: not v), "no_reuse": ("reuse", lambda v: not v),
                "backend": ("backend", str), "address": ("address", str), "ray_workers": ("workers", int),
                "device": ("device", str), "dtype": ("dtype", str), "batch_size": ("batch_size", int),
-               "mediation": ("mediation", bool)}
+               "mediation": ("mediation", bool),
+               "mediation_generated": ("mediation_generated", bool)}
 
 
 def audit_config(preset: str = "quick", **values) -> AuditConfig:

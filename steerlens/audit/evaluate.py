@@ -10,6 +10,7 @@ from scipy import stats
 
 from steerlens.audit.settings import Setting
 from steerlens.core.generation import Readout, generate_grid, next_token_logits_grid
+from steerlens.core.patching import twinned_cell
 from steerlens.core.prompts import PromptSet, chat_prompts
 from steerlens.core.steering import Steering
 from steerlens.datasets.attacks import Attack
@@ -46,12 +47,16 @@ def evaluate_job(model, prompts: PromptSet, goals: Sequence[JBBGoal], settings: 
              judge, max_new_tokens: int, batch_size: int, readout: Readout | None,
              desc: str | None = None) -> dict[str, dict]:
     """Generate, judge and screen every goal under every setting of one job (one shared prompt
-    cache): a cell per setting. `desc` labels a progress bar (None: silent)."""
-    steer = {s.name: s.steering for s in settings}
-    screen_only = [s.name for s in settings if not s.generate]
-    cells = generate_grid(model, prompts, steer, max_new_tokens, batch_size,
-                          decided=refusal_stop(judge), readout=readout,
-                          screen_only=screen_only, desc=desc)
+    cache): a cell per setting. `desc` labels a progress bar (None: silent). A clamp
+    (`TwinClamp`) is decoded beside its unsteered twin (`core.patching.twinned_cell`)."""
+    twin = [s for s in settings if getattr(s.steering, "twinned", False)]
+    plain = [s for s in settings if s not in twin]
+    screen_only = [s.name for s in plain if not s.generate]
+    cells = generate_grid(model, prompts, {s.name: s.steering for s in plain}, max_new_tokens,
+                          batch_size, decided=refusal_stop(judge), readout=readout,
+                          screen_only=screen_only, desc=desc) if plain else {}
+    cells.update({s.name: twinned_cell(model, prompts, s.steering, max_new_tokens, batch_size,
+                                       refusal_stop(judge), readout) for s in twin})
     texts = [g.goal for g in goals]
     out = {}
     for s in settings:

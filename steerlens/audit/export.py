@@ -12,7 +12,8 @@ the run's, the positions the library's (steering-vectors' `min_token_index` rest
 audit's positions on one prompt's forward pass; cached decoding slices each call, so not in
 generation). Static fixes only: raw, perp1, perpk, compensate (+v plus
 the calibrated corrections at later layers), learned. A gate is not a vector (it decides per
-prompt whether to steer) and is refused with what to deploy instead. Nothing is recomputed:
+prompt whether to steer), nor is a clamp (clamp1/clampk: it needs the unsteered twin at run
+time); both are refused with what to deploy instead. Nothing is recomputed:
 every fix is read from the run's files (`RUN/mitigations/` for compensate and learned).
 """
 
@@ -61,6 +62,13 @@ NOT_STATIC = {
              "(MalleableModel.steer with condition_vector, threshold and comparator from "
              "RUN/mitigations/condition.safetensors), or export a static fix: "
              + ", ".join(STATIC_FIXES)),
+    **{c: (f"{c} is not a static vector: it holds the refusal {w} component at an unsteered "
+           "twin's, which it needs at run time (each row decoded beside its twin: twice the "
+           "rows per step)",
+           "deploy the static orthogonalised vector instead (--fix "
+           f"{'perp1' if c == 'clamp1' else 'perpk'}), or run the clamp through steerlens "
+           "(steerlens.core.patching.TwinClamp with steerlens.core.patching.twinned_cell)")
+       for c, w in (("clamp1", "direction's"), ("clampk", "subspace's"))},
 }
 
 

@@ -5,7 +5,10 @@ as the grid does):
   perp1 / perpk  orthogonalised at the steering layer (against the direction / the subspace);
   compensate     downstream compensation on held-out harmful prompts (`harmful_val`);
   gate           CAST's condition gate, its point chosen on the refusal train prompts;
-  learned        the vector less a learned safety component (`methods.learned`).
+  learned        the vector less a learned safety component (`methods.learned`);
+  clamp1 / clampk  +v deployed with its refusal-direction (subspace) component held at an
+                 unsteered twin's at `clamp_layers` (`core.patching.TwinClamp`: the first-token
+                 mediation's patch as a fix; no vector, twice the rows per decode step).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from steerlens.audit.options import normalise_fields
 from steerlens.audit.settings import FIX_KINDS, Frame, Kind, Setting, dosed, fix_setting, vector_setting
 from steerlens.audit.stages import instructions
 from steerlens.core.geometry import unit
+from steerlens.core.patching import TwinClamp
 from steerlens.core.steering import Steering, addition, as_float, combine
 from steerlens.core.tensorfile import load_tensors, save_tensors
 from steerlens.datasets.behaviours import behaviour_split
+from steerlens.errors import SteerlensError
 from steerlens.methods.learned import learned_component
 from steerlens.methods.mitigations import Condition, compensation, find_condition_point, gated
 from steerlens.rundir import RunStore
@@ -48,6 +53,12 @@ class MitigateConfig:
     learned_items: int = opt(4, "training A/B items of the behaviour (both orders) the learned "
                              "component keeps", type=int)
     learned_lr: float = opt(0.05, "learning rate of the learned component", type=float)
+    clamp_layers: tuple[int, ...] = opt((), "layers (resid_pre) where clamp1/clampk hold the "
+                                        "refusal component at the unsteered twin's (default: "
+                                        "every layer from the steering layer on)", nargs="+",
+                                        type=int)
+    n_timing: int = opt(8, "goals (first attack) on which each clamp's decode is timed against "
+                        "the plain +v's, each alone (0: no timing)", type=int)
     seed: int = opt(0, "seed of the capability items' sample", type=int)
     attacks: tuple[str, ...] = opt((), "only these of the run's attacks (default: all of them)",
                                    nargs="+")
@@ -124,6 +135,48 @@ def learned(store: RunStore, model, cfg: AuditConfig, mcfg: MitigateConfig, ref:
     return v - (v @ u) * u
 
 
+CLAMPS = ("clamp1", "clampk")  # the direction (1-D), the subspace (k-D)
+
+
+def clamp_layers(layers: tuple[int, ...], steering_layer: int, n_layers: int) -> list[int]:
+    """The clamp's layers: those given, else every layer from the steering layer on (below
+    it the steered rows equal their twins: nothing to hold)."""
+    L = steering_layer
+    got = sorted(set(layers)) if layers else list(range(L, n_layers))
+    if not got or got[0] < L or got[-1] >= n_layers:
+        raise SteerlensError(f"--clamp-layers {list(layers)}: the clamp holds the component "
+                             f"from the steering layer {L} on, below {n_layers}",
+                             fix=f"give layers in {L}..{n_layers - 1}, or none for all of them")
+    return got
+
+
+def clamp(ref: Refusal, sub, fix: str, steering: Steering, layers: list[int]) -> TwinClamp:
+    """`steering` with its component along the refusal direction (clamp1; per layer, the
+    deepest computed direction at or below it) or in the refusal subspace (clampk: that
+    direction and the subspace's other rows) held at the unsteered twin's at `layers`: the
+    bases of the first-token mediation (`audit.mediation.bases`)."""
+    from steerlens.methods.mediation import per_layer_bases
+
+    dirs = {lay: ref.direction.at(lay) for lay in ref.direction.layers}
+    k = sub.evidence["k"]
+    extra = sub.basis[1:k] if fix == "clampk" and k > 1 else None
+    return TwinClamp(steering, layers, per_layer_bases(dirs, layers, extra))
+
+
+def clamp_settings(model, cfg: AuditConfig, ref: Refusal, sub, vectors, scale: float,
+                   layers: list[int]) -> list[Setting]:
+    """clamp1 and clampk of every CAA vector's +v at every audited dose (the generated
+    mediation's cells; `mitigation_settings` builds the same ones)."""
+    frame = Frame.of(model, ref, sub)
+    out = []
+    for d in cfg.doses:
+        for name, sv in vectors.vectors.items():
+            v = dosed(sv.at(ref.layer), d, scale)
+            out += [fix_setting(frame, name, d, f, v, clamp(ref, sub, f, frame.add(v), layers))
+                    for f in CLAMPS]
+    return out
+
+
 def has_behaviour(sv) -> bool:
     """A vector of a CAA behaviour (its held-out items measure what a fix keeps)."""
     return sv.meta.get("kind") == "caa" or bool(sv.meta.get("method"))
@@ -139,10 +192,14 @@ class _Fixes:
     mcfg: MitigateConfig
     ref: Refusal
     frame: Frame
+    sub: object = None
     cond: Condition | None = None
 
-    def steering(self, fix: str, name: str, sv, tag: str, v: torch.Tensor) -> Steering | None:
+    def steering(self, fix: str, name: str, sv, tag: str, v: torch.Tensor):
         """A fix's steering (None for ⊥1 and ⊥k, which `settings.fix_setting` builds)."""
+        if fix in CLAMPS:
+            layers = clamp_layers(self.mcfg.clamp_layers, self.ref.layer, self.model.cfg.n_layers)
+            return clamp(self.ref, self.sub, fix, self.frame.add(v), layers)
         if fix == "compensate":
             return compensated(self.store, self.model, self.cfg, self.mcfg, self.ref, tag, v)
         if fix == "gate":
@@ -157,7 +214,7 @@ def mitigation_settings(store: RunStore, model, cfg: AuditConfig, mcfg: Mitigate
                         ref: Refusal, sub, vectors, scale: float) -> list[Setting]:
     """Per vector and audited dose the raw +v and each chosen fix (the run may hold some of
     their cells already: perp1 and perpk in the standard presets)."""
-    c = _Fixes(store, model, cfg, mcfg, ref, Frame.of(model, ref, sub))
+    c = _Fixes(store, model, cfg, mcfg, ref, Frame.of(model, ref, sub), sub)
     if "gate" in mcfg.mitigations:
         c.cond = condition(store, model, cfg, ref)
     out = []

@@ -6,12 +6,17 @@ On a finished run, without touching its files or redoing its cells, into `RUN/mi
    `perp1`/`perpk` (orthogonalised at the steering layer; taken from the run when it has them),
    `compensate` (downstream compensation on held-out harmful prompts, `harmful_val`),
    `gate` (CAST: condition point chosen on the refusal train prompts; `condition.safetensors`),
-   `learned` (a learned safety component removed; `learned/*.safetensors` with its curve);
+   `learned` (a learned safety component removed; `learned/*.safetensors` with its curve),
+   `clamp1`/`clampk` (+v with its refusal direction / subspace component held at an unsteered
+   twin's at `--clamp-layers`, decoded beside the twin: no vector, twice the rows per step);
 2. their cells on the run's JBB goals and attacks and on its benign goals (`cells/`, the same
    grid code and judge as the run), the harm judge's labels (`judgements/harm.json`), and how
    often the gate lets the steering through on harmful and benign goals (`gate.json`);
 3. the costs (`costs.json`): the behaviour effect kept (p(matching) on the held-out items) and
-   the capability side effects (accuracy on CAA's MMLU and TruthfulQA A/B sets), raw and per fix;
+   the capability side effects (accuracy on CAA's MMLU and TruthfulQA A/B sets), raw and per fix
+   (a clamp's from one pass of [twins; rows]); the clamps' decode wall time against the plain
+   +v's, each alone on `--n-timing` goals (`decode_seconds`); with a clamp, the generated-outcome
+   mediation shares from its cells (`mediation_generated.json`, `audit.generated`);
 4. `mitigations.json` / `mitigations.md`: per vector, fix, attack and outcome the verdicts
    (`results.mitigations`).
 Resumable: every artefact is written once, atomically; a rerun continues.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,14 +37,24 @@ from steerlens.audit.artefacts import Vectors
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.deployed import is_deployed
 from steerlens.audit.finished import AUDITED, FinishedRun, open_audited, run_config
-from steerlens.audit.fixes import MITIGATIONS, MitigateConfig, condition, has_behaviour, mitigation_settings
+from steerlens.audit.fixes import (
+    CLAMPS,
+    MITIGATIONS,
+    MitigateConfig,
+    clamp_layers,
+    condition,
+    has_behaviour,
+    mitigation_settings,
+)
 from steerlens.audit.flags import add_flags, config_of
+from steerlens.audit.generated import mitigation_generated, share_cells
 from steerlens.audit.grid import Block, by_owner, plan_jobs, run_jobs
 from steerlens.audit.options import EPILOG, Spec, normalise_value
 from steerlens.audit.settings import Kind, Setting
 from steerlens.audit.stages import harm_stage, readout
 from steerlens.core.generation import next_token_logits_grid
 from steerlens.core.models import load_model
+from steerlens.core.patching import twinned_next_token_logits
 from steerlens.core.steering import Steering
 from steerlens.datasets.attacks import get_attack
 from steerlens.datasets.behaviours import behaviour_split
@@ -55,8 +71,11 @@ from steerlens.schema import (
     GATE_FILE,
     HARM_LABELS,
     JUDGE_FILE,
+    MANIFEST_FILE,
+    MEDIATION_DIR,
     MITIGATED_RUN_FILE,
     MITIGATIONS_DIR,
+    REFUSAL_FILE,
     SETTINGS_FILE,
     SUMMARY_FILE,
     cell_name,
@@ -85,6 +104,15 @@ def check_config(mcfg: MitigateConfig) -> None:
                                  fix="e.g. --n-capability 100")
 
 
+def _check_clamp(store: ReadOnlyStore, mcfg: MitigateConfig) -> None:
+    """--clamp-layers within the run's steering layer .. last layer (from its files)."""
+    if not (set(CLAMPS) & set(mcfg.mitigations) and mcfg.clamp_layers):
+        return
+    ref = store.read_json(REFUSAL_FILE) if store.exists(REFUSAL_FILE) else {}
+    if "steering_layer" in ref and store.exists(MANIFEST_FILE):
+        clamp_layers(mcfg.clamp_layers, ref["steering_layer"], store.read_json(MANIFEST_FILE)["n_layers"])
+
+
 def check(run: str | Path, mcfg: MitigateConfig) -> ReadOnlyStore:
     """Fail before loading anything: a finished run, known mitigations, sane sizes, no other
     mitigation run in its directory; returns the run, opened read-only."""
@@ -104,6 +132,7 @@ def check(run: str | Path, mcfg: MitigateConfig) -> ReadOnlyStore:
                              "position); the fixes here act at one layer after the instruction",
                              fix="pass --vectors with the run's CAA vectors, or audit the file "
                                  "under --protocol caa and mitigate that run")
+    _check_clamp(store, mcfg)
     mine = RunStore(store.root / MITIGATIONS_DIR)
     if mine.exists(CONFIG_FILE) and mine.read_json(CONFIG_FILE) != json.loads(
             json.dumps(mcfg.to_json())):
@@ -147,10 +176,41 @@ def gate_rates(model, cfg: AuditConfig, cond: Condition) -> dict:
 
 
 def _p_matching(model, items, settings: dict, batch_size: int, system) -> dict[str, list[float]]:
-    """Per prompt (both answer orders of each item) p(matching) under each setting."""
+    """Per prompt (both answer orders of each item) p(matching) under each setting; a clamp's
+    from one pass of [twins; rows] (`twinned_next_token_logits`)."""
     ans = answer_prompts(model.tokenizer, items, system)
-    grid = next_token_logits_grid(model, ans.prompts, {"unsteered": Steering(), **settings}, batch_size)
-    return {k: p_matching(v.cpu(), ans).tolist() for k, v in grid.items()}
+    plain = {k: s for k, s in settings.items() if not getattr(s, "twinned", False)}
+    grid = next_token_logits_grid(model, ans.prompts, {"unsteered": Steering(), **plain}, batch_size)
+    grid.update({k: twinned_next_token_logits(model, ans.prompts, s, batch_size)
+                 for k, s in settings.items() if k not in plain})
+    return {k: p_matching(grid[k].cpu(), ans).tolist() for k in ["unsteered", *settings]}
+
+
+def decode_cost(model, cfg: AuditConfig, settings: list[Setting], n: int) -> dict:
+    """Per vector with a clamp fix: wall seconds to decode `n` goals of the first attack under
+    the plain +v and under each clamp, each alone, same goals and batch size (a clamp decodes
+    each row beside its unsteered twin: twice the rows per step)."""
+    from steerlens.audit.evaluate import attack_prompts, evaluate_job
+    from steerlens.judges.registry import get_judge
+
+    clamps = [s for s in settings if getattr(s.steering, "twinned", False)]
+    if not clamps or n < 1:
+        return {}
+    goals = stratified(load_jbb("harmful"), cfg.n_goals)[:n]
+    prompts = attack_prompts(model.tokenizer, get_attack(cfg.attacks[0]), goals, cfg.system)
+    judge, out = get_judge(cfg.judge), {}
+    for vec in dict.fromkeys(s.vector for s in clamps):
+        rec = {"attack": cfg.attacks[0], "n_goals": len(goals), "rows_per_step": {}}
+        for s in [x for x in settings if x.vector == vec and (x.kind is Kind.PLUS or x in clamps)]:
+            t = time.perf_counter()
+            evaluate_job(model, prompts, goals, [s], judge, cfg.max_new_tokens, cfg.batch_size, None)
+            rec[s.kind.value] = round(time.perf_counter() - t, 3)
+            rec["rows_per_step"][s.kind.value] = 2 if s in clamps else 1
+        plus = rec.get(Kind.PLUS.value)
+        rec["ratio_to_plus"] = {s.kind.value: rec[s.kind.value] / plus
+                                for s in clamps if s.vector == vec and plus}
+        out[vec] = rec
+    return out
 
 
 def costs(model, cfg: AuditConfig, vectors: Vectors, settings: list[Setting],
@@ -175,6 +235,8 @@ def costs(model, cfg: AuditConfig, vectors: Vectors, settings: list[Setting],
         _log(f"costs: {cap} accuracy, {len(allsteer)} settings")
         out["capability"][cap] = _p_matching(model, [items[i] for i in idx], allsteer,
                                              cfg.batch_size, cfg.system)
+    _log("costs: decode time of the clamps against the plain +v")
+    out["decode_seconds"] = decode_cost(model, cfg, settings, mcfg.n_timing)
     return out
 
 
@@ -205,11 +267,15 @@ def run_mitigate(run: str | Path, mcfg: MitigateConfig) -> dict:
     grid = missing_blocks(cfg, fixes, audited.root)
     store.cached_json(SETTINGS_FILE, lambda: {s.name: s.meta() for b in grid for s in b.settings})
     store.cached_json(JUDGE_FILE, lambda: audited.read_json(JUDGE_FILE))
+    share_cells(audited.root / MEDIATION_DIR, store, [s for b in grid for s in b.settings],
+                cfg.attacks, [g.goal for g in stratified(load_jbb("harmful"), cfg.n_goals)])
     jobs = plan_jobs(store, cfg, grid, readout(model, done.refusal, done.subspace))
     if jobs:
         run_jobs(store, model, cfg, jobs)
     if audited.exists(HARM_LABELS):
         harm_stage(store, model)
+    mitigation_generated(audited.root, store, cfg, vectors, mcfg.mitigations,
+                         clamp_layers(mcfg.clamp_layers, done.refusal.layer, model.cfg.n_layers))
     if "gate" in mcfg.mitigations:
         store.cached_json(GATE_FILE, lambda: gate_rates(model, cfg, condition(store, model, cfg,
                                                                               done.refusal)))

@@ -14,6 +14,9 @@ killed run resumes where it stopped and reaches the same bytes):
   harm       the harm judge over every completion (second outcome)  -> judgements/harm.json
   mediation  (--mediation) share of each +v's and null's first-token effect through the
              refusal direction and subspace, by layer band           -> mediation.json
+  generated  (--mediation-generated) each +v's share of its generated-outcome effects
+             through the refusal direction and subspace (clamped cells)
+                                                               -> mediation_generated.json
   summary    verdicts, null percentiles, power, BH over all tests   -> summary.json
   report     the dashboard                                           -> report.html
 
@@ -145,6 +148,11 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
         from steerlens.audit.mediation import mediation_stage
 
         clock("mediation", lambda: mediation_stage(store, model, cfg, ref, sub, settings))
+    if opts.mediation_generated:
+        from steerlens.audit.generated import generated_stage
+
+        clock("mediation (generated)", lambda: generated_stage(
+            store, model, cfg, ref, sub, vectors, dose["scale"], opts.harm_judge))
     reuse.write_record(store)
     summary = stages.summary_stage(store)
     store.write_json(MANIFEST_FILE, manifest(cfg, model))

@@ -1,8 +1,9 @@
 """Every steering condition of an audit, as data, defined once: the grid's settings (baseline;
 per vector and dose +v, -v, +v⊥1, +v⊥k and label-shuffled nulls; +v screened at further doses;
 the model-level nulls), the refusal validation, and the fixes `audit.mitigate` adds (+v⊥1,
-+v⊥k, compensated, gated, learned). A setting's name is `vector@dose` + its kind's value, so
-the audit and a mitigation run name the same condition the same way.
++v⊥k, compensated, gated, learned, clamped to the unsteered twin in 1-D and k-D). A setting's
+name is `vector@dose` + its kind's value, so the audit and a mitigation run name the same
+condition the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Kind(str, Enum):
     COMPENSATED = "+v_comp"  # +v with downstream compensation (audit.mitigate)
     GATED = "+v_gated"  # +v behind CAST's condition gate (audit.mitigate)
     LEARNED = "+v_learned"  # +v less its learned safety component (audit.mitigate)
+    CLAMP1 = "+v_clamp1"  # +v, refusal direction held at the unsteered twin's (core.patching)
+    CLAMPK = "+v_clampk"  # +v, refusal subspace held at the unsteered twin's
     REFUSAL_ABLATED = "refusal_ablated"  # directional ablation of the refusal direction
     SUBSPACE_ABLATED = "subspace_ablated"  # ablation of the k-D refusal subspace
     REFUSAL_ADDED = "refusal_added"  # the refusal direction added at its layer
@@ -58,14 +61,17 @@ class Setting:
 
     name: str
     kind: Kind
-    steering: Steering = field(default_factory=Steering, repr=False)
+    steering: Steering = field(default_factory=Steering, repr=False)  # or a TwinClamp (clamp1/k)
     vector: str | None = None  # the audited vector it belongs to
     dose: float = 0.0  # signed, in the run's dose unit
     generate: bool = True  # False: screened at the first step only (most null directions)
     protocol: str = "caa"  # "deployed": as the vector's library applies it (audit.deployed)
+    held_layers: tuple[int, ...] = ()  # a clamp's layers (its steering is a TwinClamp)
 
     def meta(self) -> dict:
         extra = {} if self.protocol == "caa" else {"protocol": self.protocol}
+        if self.held_layers:
+            extra["clamp_layers"] = list(self.held_layers)
         return {"kind": self.kind.value, "vector": self.vector, "dose": self.dose,
                 "generated": self.generate, **extra}
 
@@ -214,8 +220,9 @@ def validation_settings(model, ref: Refusal, sub: RefusalSubspace) -> list[Setti
 def fix_setting(frame: Frame, name: str, dose: float, fix: str, v: Tensor,
                 steering: Steering | None = None) -> Setting:
     """A fix of `v` (the vector `name` at `dose`): ⊥1 and ⊥k built here exactly as the grid's;
-    compensated, gated and learned from the `steering` `audit.mitigate` computed."""
+    compensated, gated, learned and the clamps from the `steering` `audit.fixes` built."""
     kind = FIX_KINDS[fix]
     if steering is None:
         return vector_setting(frame, name, dose, kind, v)
-    return Setting(setting_name(name, dose, kind), kind, steering, name, dose)
+    return Setting(setting_name(name, dose, kind), kind, steering, name, dose,
+                   held_layers=tuple(steering.layers) if getattr(steering, "twinned", False) else ())

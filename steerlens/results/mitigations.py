@@ -27,6 +27,7 @@ import numpy as np
 from steerlens.results.inference import benjamini_hochberg_family, paired_test, tost_equivalence
 from steerlens.results.stats import discordant
 from steerlens.results.summary import load_run_data, margins, summarize
+from steerlens.results.text import generated_lines
 from steerlens.results.verdicts import ALPHA, OUTCOME_NAMES, OUTCOMES, fix_verdict
 from steerlens.rundir import atomic_write_text, read_json, write_json
 from steerlens.schema import (
@@ -35,6 +36,7 @@ from steerlens.schema import (
     COSTS_FILE,
     FIX_SUFFIX,
     GATE_FILE,
+    MEDIATION_GENERATED_FILE,
     MITIGATIONS_DIR,
     MITIGATIONS_FILE,
     MITIGATIONS_TEXT,
@@ -202,8 +204,11 @@ def summarize_mitigations(run: str | Path) -> dict:
                "fixes": [_fix_record(cells, costs, attacks, f["vector"], tag, x, margin) for x in fixes]}
         out.append(rec)
     gate = read_json(m / GATE_FILE) if (m / GATE_FILE).exists() else None
+    gen = m / MEDIATION_GENERATED_FILE
     return {"run": str(run), "margin": margin, "alpha": ALPHA, "keep_bar": KEEP_BAR,
             "attacks": attacks, "fixes": fixes, "vectors": out, "gate": gate,
+            "decode_seconds": costs.get("decode_seconds") or {},
+            "mediation_generated": read_json(gen) if gen.exists() else None,
             "n_tests_bh": adjust(out)}
 
 
@@ -280,7 +285,23 @@ def format_mitigations(s: dict) -> str:
     if s.get("gate"):
         lines += ["Gate: share of goals the steering is let through: " + ", ".join(
             f"{k} {g['steered']}/{g['n']}" for k, g in s["gate"].items()), ""]
-    return "\n".join(lines)
+    lines += decode_lines(s.get("decode_seconds") or {})
+    gen = generated_lines(s.get("mediation_generated") or {})
+    return "\n".join(lines + (gen + [""] if gen else []))
+
+
+def decode_lines(dec: dict) -> list[str]:
+    """The clamps' decode cost: wall seconds of each alone against the plain +v's."""
+    if not dec:
+        return []
+    lines = ["Decode cost of the clamps (wall seconds, each setting alone on the same goals; a "
+             "clamp decodes each row beside its unsteered twin: 2x rows per step):"]
+    for vec, r in dec.items():
+        parts = [f"{k} {r[k]:.1f} s" + (f" ({r['ratio_to_plus'][k]:.2f}x +v)"
+                                        if k in r.get("ratio_to_plus", {}) else "")
+                 for k in r["rows_per_step"]]
+        lines.append(f"- {vec} ({r['n_goals']} goals, {r['attack']}): " + "; ".join(parts))
+    return lines + [""]
 
 
 def write_mitigations(run: str | Path, s: dict) -> None:

@@ -50,6 +50,7 @@ from steerlens.schema import (
     DOSE_FILE,
     HARM_LABELS,
     MEDIATION_FILE,
+    MEDIATION_GENERATED_FILE,
     OLD_DELTA_KEY,
     OVERLAP_FILE,
     REFUSAL_FILE,
@@ -98,8 +99,11 @@ def load_run_data(run: str | Path) -> RunData:
         cells[(c["attack"], c["setting"])] = c
     harm = _merge_harm(run, cells)
     opt = lambda name: read_json(run / name) if (run / name).exists() else {}  # noqa: E731
+    med = opt(MEDIATION_FILE)
+    if (run / MEDIATION_GENERATED_FILE).exists():  # --mediation-generated (audit.generated)
+        med = {**med, "generated": read_json(run / MEDIATION_GENERATED_FILE)}
     return RunData(read_json(run / CONFIG_FILE)["config"], cells, opt(OVERLAP_FILE), opt(DOSE_FILE),
-                   opt(REFUSAL_FILE), opt(SUBSPACE_FILE), harm, opt(MEDIATION_FILE))
+                   opt(REFUSAL_FILE), opt(SUBSPACE_FILE), harm, med)
 
 
 def _mean(xs) -> float:

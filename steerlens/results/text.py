@@ -177,23 +177,47 @@ def _share(s: dict | None) -> str:
 def mediation_lines(summary: dict) -> list[str]:
     """Per audited vector (+v) and attack, the share of its first-token effect held back by
     holding the refusal direction (and subspace) at the unsteered value, every layer from the
-    steering layer on (mediation.json)."""
+    steering layer on (mediation.json), then of its generated outcomes' effects
+    (mediation_generated.json: `generated_lines`)."""
     med = summary.get("mediation") or {}
+    lines = generated_lines(med.get("generated") or {})
     if not med.get("attacks"):
-        return []
+        return lines
     every = next(iter(med["bands"]))
-    lines = [f"mediation (directional activation patching, layers {every}; first-token refusal "
-             "score):"]
+    head = [f"mediation (directional activation patching, layers {every}; first-token refusal "
+            "score):"]
     for attack, per in med["attacks"].items():
         for name, rec in per.items():
             if rec.get("kind") != "+v":
                 continue
             sh = rec["shares"]
             sub = sh.get("subspace", {}).get(every)
-            lines.append(f"  {name} under {attack}: mediated through the refusal direction "
-                         f"(first-token refusal score): {_share(sh['direction'].get(every))}"
-                         + (f" (subspace: {_share(sub)})" if sub is not None else ""))
-        lines.append(f"  its generated nulls under {attack}: {_null_shares(per, every)}")
+            head.append(f"  {name} under {attack}: mediated through the refusal direction "
+                        f"(first-token refusal score): {_share(sh['direction'].get(every))}"
+                        + (f" (subspace: {_share(sub)})" if sub is not None else ""))
+        head.append(f"  its generated nulls under {attack}: {_null_shares(per, every)}")
+    return head + lines
+
+
+GENERATED_NAMES = {"nonrefusal": "generated non-refusal", "harm": "generated harmful compliance"}
+
+
+def generated_lines(gen: dict) -> list[str]:
+    """Per audited +v, attack and generated outcome: the share of its effect that goes away
+    with the refusal direction (subspace) clamped to an unsteered twin's while it decodes."""
+    if not gen.get("attacks"):
+        return []
+    layers = gen.get("clamp_layers") or []
+    span = f"{layers[0]}-{layers[-1]}" if layers else "?"
+    lines = [f"mediation of the generated outcomes (+v decoded with the component clamped to an "
+             f"unsteered twin's, layers {span}):"]
+    for attack, per in gen["attacks"].items():
+        for name, by in per.items():
+            for o, sh in by.items():
+                sub = sh.get("subspace")
+                lines.append(f"  {name} under {attack}: mediated through the refusal direction "
+                             f"({GENERATED_NAMES.get(o, o)}): {_share(sh.get('direction'))}"
+                             + (f" (subspace: {_share(sub)})" if sub is not None else ""))
     return lines
 
 
