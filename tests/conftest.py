@@ -105,6 +105,23 @@ def tiny_model(tiny_model_dir):
     return load_model(tiny_model_dir, device="cpu")
 
 
+def planted_model(model_dir, j: int):
+    """The tiny model edited so that (1) block 1 writes nothing (the residual after it is its
+    input) and (2) no later block writes coordinate `j`: a vector added at layer 1 changes the
+    j-component at layers 2-3 by exactly its own j-part, and everything else only through it."""
+    from steerlens.core.models import load_model
+
+    torch.set_grad_enabled(False)  # as the tiny_model fixture: in-place edits of the weights
+    model = load_model(model_dir, device="cpu")
+    layers = model.original_model.model.layers
+    layers[1].self_attn.o_proj.weight.zero_()
+    layers[1].mlp.down_proj.weight.zero_()
+    for i in (2, 3):
+        layers[i].self_attn.o_proj.weight[j].zero_()
+        layers[i].mlp.down_proj.weight[j].zero_()
+    return model
+
+
 @pytest.fixture(scope="session")
 def embedded_model():
     """The embedded 0.5B (skipped when its packages are not installed)."""

@@ -240,7 +240,7 @@ def figures(summary: dict, data: RunData) -> dict[str, go.Figure]:
 
 SHORT = {"nonrefusal": "non-refusal", "harm": "harmful compliance"}
 FIX_COLORS = {"perp1": "#1f77b4", "perpk": "#17becf", "compensate": "#2ca02c", "gate": "#9467bd",
-              "learned": "#d62728"}
+              "learned": "#d62728", "clamp1": "#ff7f0e", "clampk": "#8c564b"}
 
 
 def _side(kept: float) -> str:

@@ -195,6 +195,23 @@ def test_gate_and_unknown_fixes_are_refused_with_what_to_do(fixed_run, tmp_path,
     assert "sycophancy@2+v_perp1" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("fix", "instead"), [("clamp1", "perp1"), ("clampk", "perpk")])
+def test_clamps_are_refused_as_not_static_before_reading_the_run(fix, instead, tmp_path, capsys):
+    """A clamp needs the unsteered twin at run time: refused (before the run is read) with
+    the static fix to deploy instead, or the clamp through steerlens."""
+    from steerlens.audit.export import export
+    from steerlens.cli import main
+
+    with pytest.raises(SteerlensError, match="not a static vector") as e:
+        export(tmp_path / "no-run", "sycophancy", fix, "gguf", tmp_path / "c.gguf")
+    assert "unsteered twin" in str(e.value) and f"--fix {instead}" in e.value.fix
+    assert "TwinClamp" in e.value.fix
+    assert main(["export", str(tmp_path / "no-run"), "--vector", "sycophancy", "--fix", fix,
+                 "--format", "svec", "--out", str(tmp_path / "c.svec")]) == 2
+    assert "cannot be exported" in capsys.readouterr().err
+    assert not (tmp_path / "c.gguf").exists() and not (tmp_path / "c.svec").exists()
+
+
 def test_steering_vectors_min_token_index_gives_the_audits_positions(fixed_run, tiny_model,
                                                                      tiny_model_dir, tmp_path):
     """On one prompt's forward pass, `apply(min_token_index=len - n_tail)` adds the exported

@@ -96,19 +96,11 @@ def test_stacked_arms_equal_each_arm_alone(tiny_model, prompts):
 
 @pytest.fixture(scope="module")
 def planted(tiny_model_dir):
-    """The tiny model edited so that (1) block 1 writes nothing (the residual after it is its
-    input) and (2) no later block writes coordinate J: a vector added at layer 1 changes the
-    J-component at layers 2-3 by exactly its own J-part, and everything else only through it."""
-    from steerlens.core.models import load_model
+    """The tiny model edited so that block 1 writes nothing and no later block writes
+    coordinate J (`conftest.planted_model`)."""
+    from conftest import planted_model
 
-    model = load_model(tiny_model_dir, device="cpu")
-    layers = model.original_model.model.layers
-    layers[1].self_attn.o_proj.weight.zero_()
-    layers[1].mlp.down_proj.weight.zero_()
-    for i in (2, 3):
-        layers[i].self_attn.o_proj.weight[J].zero_()
-        layers[i].mlp.down_proj.weight[J].zero_()
-    return model
+    return planted_model(tiny_model_dir, J)
 
 
 def _planted_shares(model, prompts):

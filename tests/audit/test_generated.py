@@ -1,0 +1,118 @@
+"""Generated-outcome mediation (audit.generated) and the clamp fixes' cells it shares with
+`mitigate`: a planted model in which the vector acts only through a known direction (share 1)
+or bypasses it (share 0), then `--mediation-generated` and `mitigate` on a finished tiny run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+J = 5  # the planted direction: residual coordinate J (conftest.planted_model)
+
+
+def _vec(seed: int, norm: float) -> torch.Tensor:
+    v = torch.randn(64, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm() * norm
+
+
+def _tokens(cell) -> list[list[int]]:
+    return [c.tokens for c in cell.completions]
+
+
+def test_planted_generated_share_is_one_through_the_only_path_and_zero_when_bypassed(
+        tiny_model_dir):
+    """Planted model: block 1 writes nothing, no later block writes e_J. Clamping e_J from the
+    steering layer on gives, for a ∥ e_J, the unsteered completions (share 1), and for w ⊥ e_J
+    +w's own completions (share 0), on an outcome read off the completions (differs from the
+    baseline's completion), through `vector_shares` as the audit computes it."""
+    from conftest import planted_model
+
+    from steerlens.audit.generated import vector_shares
+    from steerlens.core.generation import generate_grid
+    from steerlens.core.patching import TwinClamp, twinned_cell
+    from steerlens.core.prompts import chat_prompts
+    from steerlens.core.steering import Steering, addition
+    from steerlens.datasets.loaders import load_jbb
+
+    model = planted_model(tiny_model_dir, J)
+    prompts = chat_prompts(model.tokenizer, [b.goal for b in load_jbb("harmful")[:10]])
+    u = torch.zeros(64)
+    u[J] = 1.0
+    w = _vec(11, 12.0)
+    w[J] = 0.0
+    base = _tokens(generate_grid(model, prompts, {"b": Steering()}, 6, 5, desc=None)["b"])
+    cells = {("none", "baseline"): {"jailbroken": [False] * len(base)}}
+    got = {}
+    for name, v in (("a", -12 * u), ("w", w)):
+        st = addition(v, 1)
+        plus = _tokens(generate_grid(model, prompts, {"p": st}, 6, 5, desc=None)["p"])
+        held = _tokens(twinned_cell(model, prompts, TwinClamp(st, [1, 2, 3], u[None, None].repeat(3, 1, 1)),
+                                    6, 5))
+        got[name] = (plus, held)
+        cells[("none", f"{name}@1+v")] = {"jailbroken": [p != b for p, b in zip(plus, base)]}
+        cells[("none", f"{name}@1+v_clamp1")] = {"jailbroken": [h != b for h, b in zip(held, base)]}
+    assert got["a"][1] == base and got["a"][0] != base
+    assert got["w"][1] == got["w"][0] and got["w"][0] != base
+    a = vector_shares(cells, "none", "a@1")["nonrefusal"]["direction"]
+    assert a["share"] == pytest.approx(1.0) and a["share_ci"][0] == pytest.approx(1.0)
+    w_ = vector_shares(cells, "none", "w@1")["nonrefusal"]["direction"]
+    assert w_["share"] == pytest.approx(0.0, abs=1e-12)
+    assert "subspace" not in vector_shares(cells, "none", "a@1")["nonrefusal"]
+
+
+def test_generated_mediation_in_the_audit_and_its_cells_shared_with_mitigate(
+        tiny_model_dir, finished_run, tmp_path, capsys):
+    """`--resume --mediation-generated`: the clamp cells of every +v under every attack in
+    RUN/mediation/cells (layers from the steering layer on), mediation_generated.json, the
+    answer's line per outcome; then `mitigate --mitigations clamp1 clampk` takes those cells
+    as they are (same bytes), adds the benign ones, and tables the clamps with their decode
+    cost and the generated shares."""
+    from conftest import audit_args
+
+    from steerlens.audit.mitigate import main as mitigate
+    from steerlens.audit.run import main
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    assert main(audit_args(tiny_model_dir, run, "--resume", "--mediation-generated",
+                           "--no-report")) == 0
+    answer = capsys.readouterr().out
+    assert ("sycophancy@2+v under none: mediated through the refusal direction (generated "
+            "non-refusal): ") in answer and "(subspace: " in answer
+    gen = json.loads((run / "mediation_generated.json").read_text())
+    assert set(gen["attacks"]) == {"none", "refusal_suppression"}
+    assert set(gen["attacks"]["none"]) == {"sycophancy@2+v", "refusal@2+v"}
+    assert set(gen["attacks"]["none"]["sycophancy@2+v"]["nonrefusal"]) == {"direction", "subspace"}
+    cells = run / "mediation" / "cells"
+    clamp = json.loads((cells / "none__sycophancy@2+v_clamp1.json").read_text())
+    assert clamp["kind"] == "+v_clamp1" and clamp["clamp_layers"] == gen["clamp_layers"] == [1, 2, 3]
+    assert not (run / "cells" / "none__sycophancy@2+v_clamp1.json").exists()  # the grid is untouched
+
+    assert mitigate([str(run), "--n-capability", "3", "--mitigations", "clamp1", "clampk",
+                     "--vectors", "sycophancy", "--attacks", "none", "--n-timing", "2"]) == 0
+    m = run / "mitigations"
+    for fix in ("clamp1", "clampk"):
+        name = f"none__sycophancy@2+v_{fix}.json"
+        assert (m / "cells" / name).read_bytes() == (cells / name).read_bytes()
+        assert (m / "cells" / f"benign__sycophancy@2+v_{fix}.json").exists()
+    s = json.loads((m / "mitigations.json").read_text())
+    fixes = {f["fix"]: f for f in s["vectors"][0]["fixes"]}
+    assert set(fixes) == {"clamp1", "clampk"}
+    assert fixes["clamp1"]["false_refusal"] is not None and "behaviour_kept" in fixes["clamp1"]
+    assert s["decode_seconds"]["sycophancy"]["n_goals"] == 2
+    assert s["mediation_generated"]["attacks"]["none"]["sycophancy@2+v"] == \
+        gen["attacks"]["none"]["sycophancy@2+v"]
+    text = (m / "mitigations.md").read_text()
+    assert "Decode cost of the clamps" in text and "2x rows per step" in text
+    assert "mediated through the refusal direction (generated non-refusal)" in text
+
+
+def test_clamp_layers_outside_the_mediating_layers_are_refused(finished_run, capsys):
+    from steerlens.audit.mitigate import main as mitigate
+
+    assert mitigate([str(finished_run), "--mitigations", "clamp1", "--clamp-layers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--clamp-layers [0]" in err and "steering layer 1" in err
