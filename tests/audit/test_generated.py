@@ -116,3 +116,22 @@ def test_clamp_layers_outside_the_mediating_layers_are_refused(finished_run, cap
     assert mitigate([str(finished_run), "--mitigations", "clamp1", "--clamp-layers", "0"]) == 2
     err = capsys.readouterr().err
     assert "--clamp-layers [0]" in err and "steering layer 1" in err
+
+
+def test_answer_lines_of_the_generated_shares():
+    """One line per +v, attack and generated outcome, naming the outcome; undefined shares
+    say why; no generated record, no lines."""
+    from steerlens.results.text import generated_lines, mediation_lines
+
+    ok = {"share": 0.42, "share_ci": [0.3, 0.55]}
+    und = {"share": None, "share_ci": [None, None], "undefined": "undefined: ..."}
+    gen = {"clamp_layers": [14, 15, 23], "attacks": {"none": {"v@0.15+v": {
+        "nonrefusal": {"direction": ok, "subspace": und}, "harm": {"direction": und}}}}}
+    lines = mediation_lines({"mediation": {"generated": gen}})
+    assert lines[0].startswith("mediation of the generated outcomes") and "layers 14-23" in lines[0]
+    assert lines[1] == ("  v@0.15+v under none: mediated through the refusal direction (generated "
+                        "non-refusal): 42% [30, 55] (subspace: undefined (effect's interval "
+                        "includes 0))")
+    assert lines[2] == ("  v@0.15+v under none: mediated through the refusal direction (generated "
+                        "harmful compliance): undefined (effect's interval includes 0)")
+    assert generated_lines({}) == [] and mediation_lines({"mediation": {}}) == []
