@@ -73,11 +73,14 @@ def blocks(cfg: AuditConfig, settings: dict) -> list[Block]:
 
 
 def _block_jobs(block: Block, kw: dict) -> list:
-    """Chunks of `JOB_SETTINGS` generated settings; screen-only ones ride with the first."""
-    gen = [s for s in block.settings if s.generate]
-    screen = [s for s in block.settings if not s.generate]
+    """Chunks of `JOB_SETTINGS` generated settings; screen-only ones ride with the first; a
+    clamp (decoded beside its twin, never stacked) is a job of its own, so its cell is
+    written as soon as it exists."""
+    twin = [s for s in block.settings if getattr(s.steering, "twinned", False)]
+    gen = [s for s in block.settings if s.generate and s not in twin]
+    screen = [s for s in block.settings if not s.generate and s not in twin]
     chunks = [gen[j: j + JOB_SETTINGS] + (screen if j == 0 else [])
-              for j in range(0, max(len(gen), 1), JOB_SETTINGS)]
+              for j in range(0, max(len(gen), 1), JOB_SETTINGS)] + [[s] for s in twin]
     return [Job(block.attack, block.goals, c, **kw) for c in chunks if c]
 
 

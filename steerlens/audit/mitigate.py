@@ -102,6 +102,9 @@ def check_config(mcfg: MitigateConfig) -> None:
         if n < 1:
             raise SteerlensError(f"{flag} {n}: mitigate sizes must be at least 1",
                                  fix="e.g. --n-capability 100")
+    if mcfg.n_timing < 0:
+        raise SteerlensError(f"--n-timing {mcfg.n_timing}: a number of goals (0: no timing)",
+                             fix="e.g. --n-timing 8")
 
 
 def _check_clamp(store: ReadOnlyStore, mcfg: MitigateConfig) -> None:
