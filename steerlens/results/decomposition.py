@@ -306,12 +306,11 @@ def rule4(round2: dict[str, Path], round1: dict[str, Path]) -> list[dict]:
 # -- the whole round-2 analysis ------------------------------------------------------------------
 
 def margins_of(summary: dict) -> dict[str, float]:
-    """Each outcome's minimum detectable shift in the round-2 caa run's design."""
+    """Each outcome's minimum detectable shift in the round-2 caa run's design (the non-refusal
+    one where a summary records no other)."""
     d = summary.get("design", {})
-    by = d.get("by_outcome", {})
-    return {o: by.get(o, {}).get("minimum_detectable_shift",
-                                 d.get("minimum_detectable_delta_non_refusal") if o == "nonrefusal" else None)
-            for o in OUTCOMES}
+    by, nr = d.get("by_outcome", {}), d.get("minimum_detectable_delta_non_refusal")
+    return {o: by.get(o, {}).get("minimum_detectable_shift", nr) for o in OUTCOMES}
 
 
 def analyse(round2: Path, round1: Path, units: dict[str, list[dict]], summaries: dict[str, dict],
