@@ -30,8 +30,8 @@ export it as GGUF, and run the as-deployed quick audit on it, timed.
    sha256); else the audit computes them. They were computed there at batch size 16.
 
 Writes WORK/training.json (the vector's record and training time), WORK/NAME.gguf, the run
-WORK/audit/ and WORK/demo.json (the audit's time, summed over its sessions). Re-running skips a trained
-vector and resumes the audit.
+WORK/audit/ and WORK/demo.json (the audit's time, summed over its sessions). Re-running skips
+a trained vector and resumes the audit.
 """
 
 from __future__ import annotations
