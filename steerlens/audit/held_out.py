@@ -56,17 +56,18 @@ class CheckItems:
 
 def _top_up(pol: str, n_test: int, unused: list[tuple[int, ABItem]]) -> tuple[list, dict]:
     """The first unextracted generate items of the polarity (file order) that bring it to
-    `POLARITY_TOP_UP`, and the record of what was taken or why the polarity is not checked."""
+    `POLARITY_TOP_UP`, and the record of what was taken or why the polarity is not checked
+    (none are taken when all there are would still leave it under `MIN_POLARITY_TEST`)."""
     if n_test >= MIN_POLARITY_TEST:
         return [], {"n_test": n_test, "n_top_up": 0}
     taken = [(i, it) for i, it in unused if item_polarity(it) == pol][: POLARITY_TOP_UP - n_test]
-    rec = {"n_test": n_test, "n_top_up": len(taken)}
-    if taken:
-        rec.update(source=TOP_UP_SOURCE, generate_indices=[i for i, _ in taken])
-    if n_test + len(taken) < MIN_POLARITY_TEST:
-        rec["not_checked"] = (f"{n_test} held-out and {len(taken)} unextracted generate items "
-                              f"with a {pol}-like matching answer: fewer than {MIN_POLARITY_TEST}")
-    return [it for _, it in taken], rec
+    if n_test + len(taken) < MIN_POLARITY_TEST:  # not read: they could not make the check run
+        return [], {"n_test": n_test, "n_top_up": 0, "not_checked": (
+            f"{n_test} held-out and {len(taken)} unextracted generate items with a "
+            f"{pol.capitalize()}-like matching answer: fewer than {MIN_POLARITY_TEST}")}
+    return [it for _, it in taken], {"n_test": n_test, "n_top_up": len(taken),
+                                     "source": TOP_UP_SOURCE,
+                                     "generate_indices": [i for i, _ in taken]}
 
 
 def check_items(behaviour: str, n_test: int, n_caa_items: int, seed: int) -> CheckItems:
