@@ -17,8 +17,8 @@ from steerlens.methods.refusal import sample
 MIN_POLARITY_TEST = 3  # items of a polarity needed before the check reads it
 # A polarity with fewer than MIN_POLARITY_TEST held-out items is topped up to this many items
 # (its test items first): 3 is the floor for reading a sign at all; 8 (16 prompts, both answer
-# orders) keeps one item's flip from deciding the sign alone, and the extra pass costs at most a
-# third of the default 24-item test pass.
+# orders) keeps one item's flip from deciding the sign alone, and each topped-up polarity adds at
+# most a third of the default 24-item test pass (8 items, read in a pass of their own).
 POLARITY_TOP_UP = 8
 TOP_UP_SOURCE = "generate (not extracted)"
 CHECKED_POLARITIES = ("yes", "no")
