@@ -114,12 +114,13 @@ MIN_NULL_CELLS = 20  # generated null cells before a vector can be beyond its nu
 
 def null_warnings(cfg: AuditConfig) -> list[str]:
     """Before any model work: vectors whose verdict cannot be reached with the nulls this config
-    generates (CAA vectors: the random and every behaviour's label-shuffled nulls, as the presets
-    count them; --vector files: random only)."""
+    generates: random, covariance and prompt-pair nulls for every vector, and every behaviour's
+    label-shuffled nulls for CAA vectors (as the presets count them; files have none)."""
     out = []
+    shared = cfg.n_null_generate + cfg.n_null_covariance + cfg.n_null_pairs
     shuffled = cfg.n_shuffled * len(cfg.behaviours)
-    for who, n in (("CAA vectors", cfg.n_null_generate + shuffled if cfg.behaviours else None),
-                   ("--vector files", cfg.n_null_generate if cfg.vectors else None)):
+    for who, n in (("CAA vectors", shared + shuffled if cfg.behaviours else None),
+                   ("--vector files", shared if cfg.vectors else None)):
         if n is not None and n < MIN_NULL_CELLS:
             enough = MIN_NULL_CELLS - n + cfg.n_null_generate
             out.append(f"warning: {who} get {n} generated null cells per attack and dose; no "

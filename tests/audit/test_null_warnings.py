@@ -24,3 +24,10 @@ def test_too_few_shuffled_and_random_nulls_are_warned():
     cfg, _ = audit_options("quick", "runs/x", n_null_generate=2, n_shuffled=1)
     (line,) = null_warnings(cfg)
     assert "CAA vectors get 3" in line and "--n-null-generate 19" in line
+
+
+def test_covariance_and_pair_nulls_count(tmp_path):
+    f = tmp_path / "v.gguf"
+    f.write_bytes(b"")
+    cfg, _ = audit_options("library", tmp_path / "run", vectors=[str(f)], n_shuffled=0)
+    assert null_warnings(cfg) == []  # 8 random + 8 covariance + 8 prompt-pair = 24
