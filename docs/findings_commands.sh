@@ -89,6 +89,13 @@ python -m steerlens.audit.mitigate results/findings-0.5b-resid \
 python -m steerlens.audit.mitigate results/findings-1.5b-resid-100 \
   --vectors corrigible-neutral-HHH --attacks refusal_suppression
 
+# The stored summaries (summary.json, mitigations/mitigations.{json,md}) rewritten from the cells
+# under the current rules, so a reader opening a committed file sees current numbers (no model;
+# tests/results/test_claims.py fails while any is stale):
+python -m steerlens.results.stored results/findings-0.5b-resid results/findings-0.5b-paper \
+  results/findings-1.5b-resid-100 results/findings-1.5b-resid results/findings-1.5b-paper \
+  results/library-0.5b/caa results/library-0.5b/methods
+
 steerlens findings results/findings-0.5b-resid results/findings-0.5b-paper \
   results/findings-1.5b-resid-100 results/findings-1.5b-resid results/findings-1.5b-paper \
   --library results/library-0.5b --discussion docs/findings_discussion.md --out docs/findings.md
