@@ -63,3 +63,13 @@ def test_tokens_are_cells_times_goals_times_length(budget):
     c = budget.cells(cfg)
     assert c == {"none": 36, "refusal_suppression": 33, "benign": 7}
     assert budget.tokens(cfg) == (36 + 33) * 100 * 64 + 7 * 30 * 64
+
+
+def test_the_design_doc_shows_the_scripts_budget(budget):
+    """docs/findings_round2.md's budget table is what the script prints now."""
+    rows = [budget.budget(name, args) for name, args in budget.ROUND2.items()]
+    table = budget.report(rows).split("\n\n")[0]
+    doc = (ROOT / "docs" / "findings_round2.md").read_text()
+    assert table in doc
+    total = sum(budget.mitigate_hours().values()) + sum(r["hours_at_audit_rate"] for r in rows)
+    assert f"{total:.1f} h" in doc
