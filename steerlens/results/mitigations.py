@@ -345,7 +345,8 @@ def format_mitigations(s: dict) -> str:
                                    for o, m in _margins(s).items())
              + ") and changes the raw cell toward baseline without crossing it; keeps the steering = "
              f"behaviour-kept interval above {s['keep_bar']}.", ""]
-    lines += [_harm_note(s), ""]
+    if any("harm" in by for v in s["vectors"] for f in v["fixes"] for by in f["outcomes"].values()):
+        lines += [_harm_note(s), ""]
     for a in s["attacks"]:
         lines += [f"## attack: {a}", "", HEADER, "|---" * HEADER.count(" | ") + "|---|"]
         for v in s["vectors"]:
