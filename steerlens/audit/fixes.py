@@ -36,13 +36,19 @@ from steerlens.rundir import RunStore
 from steerlens.schema import CONDITION_TENSORS, compensation_file, learned_file
 
 MITIGATIONS = tuple(FIX_KINDS)
+CLAMPS = ("clamp1", "clampk")  # the direction (1-D), the subspace (k-D)
+# the default: every fix but the clamps, which decode each row beside an unsteered twin (twice
+# the rows per step); named with --mitigations, they run and are costed like the others
+DEFAULT_MITIGATIONS = tuple(m for m in MITIGATIONS if m not in CLAMPS)
 
 
 @dataclass(frozen=True)
 class MitigateConfig:
     """What the mitigate stage computes (its hash guards a resumed run)."""
 
-    mitigations: tuple[str, ...] = opt(MITIGATIONS, f"some of {', '.join(MITIGATIONS)} (default: all)",
+    mitigations: tuple[str, ...] = opt(DEFAULT_MITIGATIONS, f"some of {', '.join(MITIGATIONS)} "
+                                       "(default: all but clamp1 and clampk, which decode each "
+                                       "row beside an unsteered twin: twice the rows per step)",
                                        nargs="+")
     n_capability: int = opt(100, "MMLU and TruthfulQA items each (both answer orders)", type=int)
     n_calibration: int = opt(32, "held-out harmful prompts (harmful_val) that calibrate the "
@@ -69,7 +75,12 @@ class MitigateConfig:
         normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The fields, less the clamps' own when no clamp runs (a mitigation run made before
+        the clamps existed keeps its settings)."""
+        out = asdict(self)
+        if not set(CLAMPS) & set(self.mitigations):
+            del out["clamp_layers"], out["n_timing"]
+        return out
 
 
 def _log(msg: str) -> None:
@@ -133,9 +144,6 @@ def learned(store: RunStore, model, cfg: AuditConfig, mcfg: MitigateConfig, ref:
 
     u = store.cached(learned_file(tag), compute, save, lambda p: load_tensors(p)[0]["direction"]).to(v)
     return v - (v @ u) * u
-
-
-CLAMPS = ("clamp1", "clampk")  # the direction (1-D), the subspace (k-D)
 
 
 def clamp_layers(layers: tuple[int, ...], steering_layer: int, n_layers: int) -> list[int]:

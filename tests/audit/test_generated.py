@@ -102,7 +102,11 @@ def test_generated_mediation_in_the_audit_and_its_cells_shared_with_mitigate(
     fixes = {f["fix"]: f for f in s["vectors"][0]["fixes"]}
     assert set(fixes) == {"clamp1", "clampk"}
     assert fixes["clamp1"]["false_refusal"] is not None and "behaviour_kept" in fixes["clamp1"]
-    assert s["decode_seconds"]["sycophancy"]["n_goals"] == 2
+    dec = s["decode_seconds"]["sycophancy"]
+    assert dec["n_goals"] == 2 and dec["rows_per_step"] == {"+v": 1, "+v_clamp1": 2, "+v_clampk": 2}
+    assert dec["+v_clamp1"] > 0 and set(dec["ratio_to_plus"]) == {"+v_clamp1", "+v_clampk"}
+    beh = json.loads((m / "costs.json").read_text())["behaviour"]["sycophancy"]
+    assert {"sycophancy@2+v_clamp1", "sycophancy@2+v_clampk"} <= set(beh)
     assert s["mediation_generated"]["attacks"]["none"]["sycophancy@2+v"] == \
         gen["attacks"]["none"]["sycophancy@2+v"]
     text = (m / "mitigations.md").read_text()

@@ -24,7 +24,7 @@ def test_mitigate_writes_fixed_cells_costs_and_verdicts(mitigated):
     m = mitigated / "mitigations"
     names = {p.name for p in (m / "cells").glob("*.json")}
     for attack in ("none", "refusal_suppression", "benign"):
-        for fix in ("+v_comp", "+v_gated", "+v_learned", "+v_clamp1", "+v_clampk"):
+        for fix in ("+v_comp", "+v_gated", "+v_learned"):
             assert f"{attack}__sycophancy@2{fix}.json" in names
     # the run already had +v_perp1 and +v_perpk cells on harmful goals: only benign ones are new
     assert {n for n in names if "perp" in n} == {
@@ -32,16 +32,13 @@ def test_mitigate_writes_fixed_cells_costs_and_verdicts(mitigated):
     costs = json.loads((m / "costs.json").read_text())
     beh = costs["behaviour"]["sycophancy"]
     assert set(beh) >= {"unsteered", "sycophancy@2+v", "sycophancy@2+v_comp", "sycophancy@2+v_gated",
-                        "sycophancy@2+v_learned", "sycophancy@2+v_perp1", "sycophancy@2+v_clamp1",
-                        "sycophancy@2+v_clampk"}
-    dec = costs["decode_seconds"]["sycophancy"]
-    assert dec["rows_per_step"] == {"+v": 1, "+v_clamp1": 2, "+v_clampk": 2}
-    assert dec["+v_clamp1"] > 0 and set(dec["ratio_to_plus"]) == {"+v_clamp1", "+v_clampk"}
+                        "sycophancy@2+v_learned", "sycophancy@2+v_perp1"}
+    assert costs["decode_seconds"] == {}  # no clamp, no decode timing
     assert len(costs["capability"]["mmlu"]["unsteered"]) == 6  # 3 items, both orders (tests: own order)
     s = json.loads((m / "mitigations.json").read_text())
     assert {v["vector"] for v in s["vectors"]} == {"sycophancy", "refusal"}
     fixes = {f["fix"]: f for f in s["vectors"][0]["fixes"]}
-    assert set(fixes) == {"perp1", "perpk", "compensate", "gate", "learned", "clamp1", "clampk"}
+    assert set(fixes) == {"perp1", "perpk", "compensate", "gate", "learned"}  # the clamps: named
     for f in fixes.values():
         assert set(f["outcomes"]) == {"none", "refusal_suppression"}
         assert "nonrefusal" in f["outcomes"]["none"] and f["false_refusal"] is not None

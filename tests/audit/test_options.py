@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from steerlens.audit import mitigate
 from steerlens.audit.config import AuditConfig, build_parser, config_from_args
-from steerlens.audit.fixes import MITIGATIONS, MitigateConfig
+from steerlens.audit.fixes import DEFAULT_MITIGATIONS, MITIGATIONS, MitigateConfig
 from steerlens.audit.flags import config_of
 from steerlens.audit.options import LIST_RULE, ListAction, specs_from_dataclass
 from steerlens.audit.validation import validate
@@ -246,7 +246,7 @@ def test_mitigate_repeated_flags_reach_its_config():
     m = json.loads(json.dumps(config_of(MitigateConfig, vars(a)).to_json()))  # mitigations/config.json
     assert (m["mitigations"], m["attacks"], m["vectors"]) == (
         ["gate", "perp1", "learned"], ["none"], ["x", "y"])
-    assert config_of(MitigateConfig, vars(p.parse_args(["run"]))).mitigations == MITIGATIONS
+    assert config_of(MitigateConfig, vars(p.parse_args(["run"]))).mitigations == DEFAULT_MITIGATIONS
 
 
 # -- the property: every value kept, or exit 2 naming the option -------------------------------
