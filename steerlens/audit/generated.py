@@ -102,7 +102,7 @@ def run_cells(run: Path, *dirs: Path) -> dict:
     cells = dict(load_run_data(run).cells)
     for d in dirs:
         if (d / "cells").exists():
-            cells.update(load_run_data_cells(d))
+            cells.update(load_run_data_cells(d)[0])  # (cells, the harm judge's settings)
     return cells
 
 
