@@ -135,3 +135,41 @@ def test_report_shows_the_pareto_view(mitigated):
 
     page = write_report(mitigated).read_text()
     assert "id='fixes'" in page and "plot-pareto-none-nonrefusal" in page
+
+
+def test_the_first_mitigation_runs_settings_are_named_options():
+    """The committed 0.5B mitigation run's config.json is what the legacy learned options give
+    (penalty form, fixed steps, its sizes): the new options leave it unchanged, so that run
+    resumes and its learned components reproduce; the new defaults record their form."""
+    from pathlib import Path
+
+    from steerlens.audit.fixes import MitigateConfig
+
+    saved = Path(__file__).resolve().parents[2] / "results/findings-0.5b-resid/mitigations/config.json"
+    legacy = MitigateConfig(attacks=("refusal_suppression",), vectors=("corrigible-neutral-HHH",
+                            "survival-instinct"), learned_form="penalty", learned_stop="steps",
+                            learned_steps=10, learned_harmful=8, learned_items=4)
+    assert json.loads(json.dumps(legacy.to_json())) == json.loads(saved.read_text())
+    new = MitigateConfig().to_json()
+    assert new["learned_form"] == "constrained" and new["learned_stop"] == "validation"
+    assert "learned_keep" not in MitigateConfig(learned_form="penalty").to_json()
+
+
+def test_learned_training_and_validation_sets_are_disjoint_and_not_test_items():
+    from steerlens.audit.config import AuditConfig
+    from steerlens.audit.fixes import MitigateConfig, learned_sets
+    from steerlens.datasets.behaviours import behaviour_split
+    from steerlens.datasets.loaders import load_jbb
+    from steerlens.errors import SteerlensError
+
+    h, items, vh, vi = learned_sets(AuditConfig(), MitigateConfig(), "sycophancy")
+    assert (len(h), len(items), len(vh), len(vi)) == (32, 16, 32, 16)
+    assert not set(h) & set(vh) and not {i.question for i in items} & {i.question for i in vi}
+    assert not (set(h) | set(vh)) & {g.goal for g in load_jbb("harmful")}
+    test = {i.question for i in behaviour_split("sycophancy", "test")}
+    assert not ({i.question for i in items} | {i.question for i in vi}) & test
+    old = learned_sets(AuditConfig(), MitigateConfig(learned_stop="steps", learned_harmful=8,
+                                                     learned_items=4), "sycophancy")
+    assert (len(old[0]), len(old[1]), old[2], old[3]) == (8, 4, [], [])
+    with pytest.raises(SteerlensError, match="harmful prompts"):
+        learned_sets(AuditConfig(), MitigateConfig(learned_val_harmful=1000), "sycophancy")
