@@ -74,7 +74,8 @@ def test_learned_component_with_validation_stops_and_keeps_the_best_step(tiny_mo
     from steerlens.methods.learned import Schedule, learned_component
 
     g = torch.Generator().manual_seed(0)
-    r, v = torch.randn(tiny_model.cfg.d_model, generator=g), 3 * torch.randn(tiny_model.cfg.d_model, generator=g)
+    d = tiny_model.cfg.d_model
+    r, v = torch.randn(d, generator=g), 3 * torch.randn(d, generator=g)
     comp = learned_component(tiny_model, v, 1, HARMFUL, ITEMS, init=r, val_harmful=VAL_HARMFUL,
                              val_items=VAL_ITEMS, sched=Schedule(max_steps=5, window=2, lr=0.2))
     assert comp.stopped["reason"] in ("converged", "max_steps") and comp.stopped["best_by"] == "val_loss"
