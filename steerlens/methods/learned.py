@@ -34,13 +34,14 @@ curve (training and validation terms per step) and why it stopped are recorded.
 validation, the u of the lowest training loss (with form="penalty", w = 1, 8 prompts, 4 items
 and 10 steps it reproduces the first mitigation runs).
 
-**Budget.** A step is one forward and backward over the training prompts (the backward only
-through the layers from the steering layer on) and one forward over the validation prompts.
-On the tiny test model (2 layers, d_model 64) with 32 harmful + 16 items × 2 orders for
-training and the same sizes for validation a step takes ~0.05 s on 2 CPU cores; on the 0.5B
-(917 forward tokens/s on CPU, `benchmarks/results_cpu.json`), ~5,400 training and ~5,400
-validation tokens per step give ~15-20 s per step (docs/mitigations.md): the default cap of
-150 steps is at most ~45 min per vector, and the rule usually stops well before.
+**Budget.** The steering acts on the tail after the user's message only, so the prompts'
+bodies run once (their KV caches kept, `_Tails`) and a step runs only the tails (5-8 tokens
+per prompt): with the defaults (32 harmful prompts and 16 items × 2 orders to train, as many to
+validate) ~480 tail tokens forward and backward, and ~480 forward for validation. Measured on
+the tiny test model on 2 shared cores under a load average of ~10: ~8 s per step (a tail pass
+alone 0.05-0.35 s; the load dominates). Extrapolated to the 0.5B (917 forward tokens/s to layer
+16 of 24 on CPU, `benchmarks/results_cpu.json`): ~2-3 s per step plus ~20 s of setup, so the
+150-step cap is at most ~8 min per vector (docs/mitigations.md); not yet measured there.
 """
 
 from __future__ import annotations
