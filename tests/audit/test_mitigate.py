@@ -138,18 +138,26 @@ def test_report_shows_the_pareto_view(mitigated):
 
 
 def test_the_first_mitigation_runs_settings_are_named_options():
-    """The committed 0.5B mitigation run's config.json is what the legacy learned options give
-    (penalty form, fixed steps, its sizes): the new options leave it unchanged, so that run
-    resumes and its learned components reproduce; the new defaults record their form."""
+    """Every mitigate command of docs/findings_commands.sh gives its committed run's
+    mitigations/config.json (those runs used the first learned component: penalty form, fixed
+    steps; the new options are left out of config.json at those values), so they resume and
+    their learned components reproduce; the new defaults record their form."""
+    import shlex
     from pathlib import Path
 
     from steerlens.audit.fixes import MitigateConfig
+    from steerlens.audit.flags import config_of
+    from steerlens.audit.mitigate import build_parser
 
-    saved = Path(__file__).resolve().parents[2] / "results/findings-0.5b-resid/mitigations/config.json"
-    legacy = MitigateConfig(attacks=("refusal_suppression",), vectors=("corrigible-neutral-HHH",
-                            "survival-instinct"), learned_form="penalty", learned_stop="steps",
-                            learned_steps=10, learned_harmful=8, learned_items=4)
-    assert json.loads(json.dumps(legacy.to_json())) == json.loads(saved.read_text())
+    root = Path(__file__).resolve().parents[2]
+    script = (root / "docs" / "findings_commands.sh").read_text().replace("\\\n", " ")
+    commands = [w for w in (shlex.split(line) for line in script.splitlines()
+                            if not line.lstrip().startswith("#")) if "steerlens.audit.mitigate" in w]
+    assert len(commands) == 2
+    for words in commands:
+        a = build_parser().parse_args(words[words.index("steerlens.audit.mitigate") + 1:])
+        saved = json.loads((root / a.run / "mitigations" / "config.json").read_text())
+        assert json.loads(json.dumps(config_of(MitigateConfig, vars(a)).to_json())) == saved, a.run
     new = MitigateConfig().to_json()
     assert new["learned_form"] == "constrained" and new["learned_stop"] == "validation"
     assert "learned_keep" not in MitigateConfig(learned_form="penalty").to_json()
