@@ -182,7 +182,9 @@ def train_direction(train: Terms, val: Terms | None, init: Float[Tensor, "d_mode
     u = init.clone().requires_grad_(True)
     opt = torch.optim.Adam([u], lr=sched.lr)
     mult, curve, best_seen = _Multipliers(0.0, sched.mu), [], []
-    key = "val_loss" if sched.stop == "validation" else "loss"
+    # the best step by: the validation loss; without validation, the training loss (penalty)
+    # or the training merit (constrained: the Lagrangian's value moves with λ and μ)
+    key = "val_loss" if sched.stop == "validation" else "loss" if sched.form == "penalty" else "merit"
     best = (float("inf"), init.clone(), 0)
     stopped = {"reason": "max_steps", "max_steps": sched.max_steps}
     with torch.enable_grad():
@@ -192,7 +194,7 @@ def train_direction(train: Terms, val: Terms | None, init: Float[Tensor, "d_mode
             loss = train_loss(s, k, sched, mult)
             rec = _record(step, unit_u, init, s, k, loss, rec)
             if sched.form == "constrained":
-                rec.update(lam=mult.lam, mu=mult.mu)
+                rec.update(lam=mult.lam, mu=mult.mu, merit=val_loss(s.item(), k.item(), sched))
             if sched.stop == "validation":
                 rec.update(_validate(val, unit_u.detach(), sched))
             curve.append(rec)

@@ -158,5 +158,8 @@ def test_the_constrained_form_meets_its_constraint_where_the_penalty_does_not():
     con = train_direction(terms, terms, init, Schedule(keep=0.8, max_steps=600, window=50, tol=1e-4))
     s, k, _ = terms(con.direction)
     assert float(k) >= 0.8 - 0.01 and float(s) <= s_opt + 0.01
+    fixed = train_direction(terms, None, init, Schedule(keep=0.8, stop="steps", max_steps=300))
+    s, k, _ = terms(fixed.direction)  # without validation: the best by the training merit
+    assert fixed.stopped["best_by"] == "merit" and float(k) >= 0.8 - 0.01 and float(s) <= s_opt + 0.01
     pen = train_direction(terms, terms, init, Schedule(form="penalty", max_steps=600, window=50, tol=1e-4))
     assert float(terms(pen.direction)[1]) < 0.8 - 0.05
