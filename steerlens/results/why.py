@@ -14,14 +14,21 @@ from steerlens.results.figures import _fig
 OUTCOME = "first-token refusal score"
 BASES = {"direction": "refusal direction", "subspace": "refusal subspace",
          "polarity": "answer-polarity direction"}
-COLORS = {"direction": "#d62728", "subspace": "#ff7f0e", "polarity": "#9467bd"}
+PATTERNS = {"direction": "", "subspace": "/", "polarity": "."}  # the basis; the colour is the vector
+PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
+
+def band_order(bands: dict) -> list[str]:
+    """Every layer from the steering layer first, then the parts from the shallowest (the
+    saved JSON sorts its keys as strings: "14-17" before "14-23")."""
+    return sorted(bands, key=lambda b: (-len(bands[b]), bands[b][0] if bands[b] else 0))
 
 
 def _pct(x) -> float | None:
     return None if x is None else 100 * x
 
 
-def _bar(fig: go.Figure, bands: list[str], label: str, basis: str, by_band: dict, shade: float) -> None:
+def _bar(fig: go.Figure, bands: list[str], label: str, basis: str, by_band: dict, color: str) -> None:
     """One vector's shares through one basis: a bar per band with its interval."""
     recs = [by_band.get(b) or {} for b in bands]
     ys = [_pct(r.get("share")) for r in recs]
@@ -30,7 +37,7 @@ def _bar(fig: go.Figure, bands: list[str], label: str, basis: str, by_band: dict
     down = [0 if y is None or c[0] is None else y - 100 * c[0] for y, c in zip(ys, ci)]
     hover = [r.get("undefined") or f"effect {r.get('effect', float('nan')):+.3f}" for r in recs]
     fig.add_bar(x=bands, y=ys, name=f"{label}: {BASES.get(basis, basis)}", hovertext=hover,
-                marker=dict(color=COLORS.get(basis, "#333"), opacity=shade),
+                marker=dict(color=color, pattern=dict(shape=PATTERNS.get(basis, "x"))),
                 error_y=dict(type="data", array=up, arrayminus=down))
 
 
@@ -56,14 +63,15 @@ def mediated_shares(med: dict, attack: str) -> go.Figure:
                f"{OUTCOME} held back by holding a component at unsteered",
                xaxis_title="layers where the component is held (resid_pre)",
                yaxis_title=f"mediated share of the Δ {OUTCOME} (%)", barmode="group")
-    bands, per = list(med.get("bands") or {}), med["attacks"][attack]
+    bands, per = band_order(med.get("bands") or {}), med["attacks"][attack]
     vectors = [(n, r) for n, r in per.items() if r.get("kind") == "+v"]
     for i, (name, rec) in enumerate(vectors):
         label = f"{rec.get('vector', name)} @{rec.get('dose', '')}"
         for basis, by_band in rec["shares"].items():
-            _bar(fig, bands, label, basis, by_band, 1.0 - 0.35 * (i % 3))
+            _bar(fig, bands, label, basis, by_band, PALETTE[i % len(PALETTE)])
     for basis in dict.fromkeys(b for _, r in per.items() for b in r["shares"]):
         _nulls(fig, bands, per, basis)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=bands)
     fig.add_hline(y=0, line_color="black", line_width=1)
     fig.add_hline(y=100, line_dash="dot", annotation_text="all of the effect")
     fig.update_layout(height=640, margin=dict(b=240), legend=dict(

@@ -212,7 +212,7 @@ def _share(share, lo, hi) -> dict:
 def synthetic_mediation(vectors: list[str], attacks: list[str]) -> dict:
     """A mediation.json as `audit.mediation` writes it: per attack each vector's +v and one
     generated null, shares per basis (direction, subspace, polarity) and layer band."""
-    bands = {"1-3": [1, 2, 3], "1": [1], "2": [2], "3": [3]}
+    bands = {"1": [1], "1-3": [1, 2, 3], "2": [2], "3": [3]}  # as saved: keys sorted
 
     def rec(kind: str, vector: str, base: float) -> dict:
         per = {b: {band: _share(base + 0.1 * i, base - 0.1, base + 0.2 + 0.1 * i)
@@ -242,9 +242,10 @@ def test_why_figure_shows_the_mediated_shares_only_with_mediation():
         "refusal direction", "refusal subspace", "answer-polarity direction")}
     d = next(t for t in bars if t.name == "sycophancy @2: refusal direction")
     assert list(d.x) == ["1-3", "1", "2", "3"]
-    assert list(d.y[:3]) == pytest.approx([60, 70, 80]) and d.y[3] is None
+    assert list(fig.layout.xaxis.categoryarray) == ["1-3", "1", "2", "3"]  # the whole band first
+    assert list(d.y[:3]) == pytest.approx([70, 60, 80]) and d.y[3] is None
     assert list(d.error_y.array) == pytest.approx([20, 20, 20, 0])
-    assert list(d.error_y.arrayminus) == pytest.approx([10, 20, 30, 0])
+    assert list(d.error_y.arrayminus) == pytest.approx([20, 10, 30, 0])
     nulls = [t for t in fig.data if t.type == "scatter"]
     assert {t.name for t in nulls} == {f"generated nulls: {b}" for b in (
         "refusal direction", "refusal subspace", "answer-polarity direction")}
