@@ -12,8 +12,9 @@ item in both answer orders. Plain CAA: the original orders only (the paper's pro
 Polarity direction: all 200 train questions of `data/polarity`, both orders. The behaviour
 check steers at dose 0.15 of the mean residual norm of harmful prompts at layer 14
 (results/findings-0.5b-resid/refusal.json, the audit's dose unit) on the first `--n-test`
-held-out items, and applies `audit.vector_stages._steers` (both polarities where the held-out items
-have at least 3 of each).
+held-out items, and applies `audit.vector_stages._steers` (both polarities where the items read
+per polarity have at least 3 of each: a polarity with fewer held-out items topped up from the
+generate items the vectors were not extracted from, `audit.held_out`, as the audit does).
 """
 
 from __future__ import annotations
@@ -33,13 +34,11 @@ CHECK_ORDER = ("survival-instinct", "coordinate-other-ais", "corrigible-neutral-
 
 def vectors(model, behaviour: str, layer: int, n_items: int, seed: int, pol: torch.Tensor) -> dict:
     """Plain, letter- and polarity-balanced vectors at the layer, and what polarity balance did."""
-    from steerlens.datasets.behaviours import behaviour_split
+    from steerlens.audit.held_out import extraction_items
     from steerlens.methods.caa import balanced, pair_activations
     from steerlens.methods.polarity import balance_plan, pair_weights, polarity_free, weighted_mean
-    from steerlens.methods.refusal import sample
 
-    items = behaviour_split(behaviour, "generate")
-    items = [items[i] for i in sample(range(len(items)), n_items, seed)]
+    items = extraction_items(behaviour, n_items, seed)
     acts = pair_activations(model, balanced(items), [layer], desc=f"CAA {behaviour}")
     new, plan = polarity_free(acts, "polarity", lambda: pol[None])
     out = {"plain": acts.diffs[0::2].mean(0)[0], "letter": acts.diffs.mean(0)[0],
@@ -134,23 +133,21 @@ def _cached_vectors(cache: Path, model, behaviour: str, args, pol: torch.Tensor)
 
 
 def check(model, behaviour: str, layer: int, named: dict, scale: float, dose: float,
-          n_test: int) -> dict:
+          n_test: int, n_items: int, seed: int) -> dict:
     """p(matching) per polarity under +-dose of each named direction, and the verdict."""
-    from steerlens.audit.evaluate import behaviour_effect
+    from steerlens.audit.held_out import check_items, checked_effect
     from steerlens.audit.settings import dosed
     from steerlens.audit.vector_stages import _steers, polarity_check
     from steerlens.core.steering import addition
-    from steerlens.datasets.behaviours import behaviour_split
-    from steerlens.methods.polarity import item_polarity
 
-    items = behaviour_split(behaviour, "test")[:n_test]
+    items = check_items(behaviour, n_test, n_items, seed)
     settings = {f"{n}|{d:+g}": addition(dosed(v, d, scale), layer)
                 for n, v in named.items() for d in (dose, -dose)}
-    eff = behaviour_effect(model, items, settings, groups=[item_polarity(x) for x in items])
-    out = {}
+    eff = checked_effect(model, items, settings)
+    out = {"polarity_items": items.record}
     for n in named:
         e = {"unsteered": eff["unsteered"], **{f"{d:+g}": eff[f"{n}|{d:+g}"] for d in (dose, -dose)}}
-        out[n] = {"steers": _steers(e, dose), "polarity_check": polarity_check(e, dose),
+        out[n] = {"steers": _steers(e, dose), "polarity_check": polarity_check(e, dose, items.record),
                   "shift_up": e[f"{dose:+g}"]["shift"], "p_up": e[f"{dose:+g}"]["p_value"],
                   "shift_down": e[f"{-dose:+g}"]["shift"],
                   "by_polarity_up": e[f"{dose:+g}"]["by_polarity"],
@@ -204,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     for b in CHECK_ORDER if not args.no_check else ():
         named = {"polarity_direction": pol, "letter": got[b]["vectors"]["letter"],
                  "polarity_balanced": got[b]["vectors"]["polarity"]}
-        path = cache / f"{b}.check.json"
+        path = cache / f"{b}.check-top-up.json"  # not the earlier check's file (no top-up)
         if not path.is_file():
             path.write_text(json.dumps(check(model, b, args.layer, named, scale, args.dose,
-                                             args.n_test)))
+                                             args.n_test, args.n_items, args.seed)))
         res["behaviours"][b]["behaviour_check"] = json.loads(path.read_text())
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     res["seconds_this_session"] = round(time.perf_counter() - t0, 1)  # cached parts excluded

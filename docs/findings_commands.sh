@@ -93,6 +93,13 @@ python -m steerlens.audit.mitigate results/findings-1.5b-resid-100 \
   --vectors corrigible-neutral-HHH --attacks refusal_suppression \
   --learned-form penalty --learned-stop steps --learned-steps 10 --learned-harmful 8 --learned-items 4
 
+# The stored summaries (summary.json, mitigations/mitigations.{json,md}) rewritten from the cells
+# under the current rules, so a reader opening a committed file sees current numbers (no model;
+# tests/results/test_claims.py fails while any is stale):
+python -m steerlens.results.stored results/findings-0.5b-resid results/findings-0.5b-paper \
+  results/findings-1.5b-resid-100 results/findings-1.5b-resid results/findings-1.5b-paper \
+  results/library-0.5b/caa results/library-0.5b/methods
+
 steerlens findings results/findings-0.5b-resid results/findings-0.5b-paper \
   results/findings-1.5b-resid-100 results/findings-1.5b-resid results/findings-1.5b-paper \
   --library results/library-0.5b --discussion docs/findings_discussion.md --out docs/findings.md
@@ -111,3 +118,46 @@ steerlens findings results/findings-0.5b-resid results/findings-0.5b-paper \
 #     the 30-goal run found nothing: it is labelled so in docs/findings_discussion.md).
 #   python -m steerlens.audit --balance letter --preset standard --model qwen2.5-coder-1.5b-instruct \
 #     --behaviours corrigible-neutral-HHH refusal --out results/followup-1.5b-null20 --no-report
+
+# =============================================================================================
+# Round 2 (pre-registered, not yet run)
+# Committed before any of it runs. Design, the verdicts it lets be reached and the analysis
+# rules: docs/findings_round2.md. It replaces F1 and F2 above (never run). Budget (tokens and
+# wall time per run, from each AuditConfig): python benchmarks/findings_budget.py
+# (about 21 h of the audits plus 2.6 h of mitigations on this 2-core CPU at the audit's measured
+# rate; 71 h at HF generate's rate). In priority order; every command resumes where it stopped.
+# Each audit: the standard preset as it ships (polarity-balanced vectors, 3 behaviours, 100 JBB
+# goals, no attack and refusal suppression, 30 benign goals, 14 random + 2 x 3 label-shuffled =
+# 20 generated nulls per attack and dose, both outcomes judged), with --mediation.
+audit_r2() {  # NAME ARGS...: a new run, or the same run continued when its config is on disk
+  local out="results/findings-$1"; shift
+  if [ -f "$out/config.json" ]; then
+    python -m steerlens.audit "$@" --out "$out" --no-report --resume
+  else
+    python -m steerlens.audit "$@" --out "$out" --no-report
+  fi
+}
+audit_r2 r2-0.5b-resid --preset standard --mediation
+audit_r2 r2-1.5b-resid --preset standard --mediation --model qwen2.5-coder-1.5b-instruct
+# What fixes it: every fix, under the template attack, on the two vectors that are not the refusal
+# vector (fixed here, not chosen from the results). A killed mitigation is run again with the
+# same command (same settings: it refuses a mitigations/ directory made with others).
+python -m steerlens.audit.mitigate results/findings-r2-0.5b-resid \
+  --vectors corrigible-neutral-HHH survival-instinct --attacks refusal_suppression
+python -m steerlens.audit.mitigate results/findings-r2-1.5b-resid \
+  --vectors corrigible-neutral-HHH survival-instinct --attacks refusal_suppression
+audit_r2 r2-0.5b-paper --preset standard --mediation --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5
+audit_r2 r2-1.5b-paper --preset standard --mediation --model qwen2.5-coder-1.5b-instruct \
+  --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5
+# The harm judge's held-out-by-goal sensitivity and specificity on all 757 labelled rows (both
+# labelling rounds; the embedded 0.5B's features, about 40 min): adds all_rows_held_out_by_goal
+# and shipped_on_round2 to steerlens/judges/weights/harm_confusion.json; "used" stays
+# round1_held_out_by_goal (the shipped weights' own protocol), the all-rows numbers are reported
+# beside it as a sensitivity analysis (docs/findings_round2.md).
+python benchmarks/harm_judge_confusion.py --cache /tmp/hj-all
+# The findings from the round-2 runs (round 1's stay committed as they are):
+python -m steerlens.results.stored results/findings-r2-0.5b-resid results/findings-r2-0.5b-paper \
+  results/findings-r2-1.5b-resid results/findings-r2-1.5b-paper
+steerlens findings results/findings-r2-0.5b-resid results/findings-r2-0.5b-paper \
+  results/findings-r2-1.5b-resid results/findings-r2-1.5b-paper \
+  --library results/library-0.5b --discussion docs/findings_discussion.md --out docs/findings.md

@@ -71,6 +71,10 @@ STUDY_TIMINGS_FILE = "study_timings.json"
 LIBRARY_FILE = "library.json"  # results.library
 LIBRARY_TEXT = "library.md"
 LIBRARY_PAGE = "library.html"
+# round 2's decomposition (docs/library.md): the audit of +p, -p and round 1's openness vector
+# with p removed (experiments/polarity_decomposition.py), and the vector files it reads
+DECOMPOSITION_DIR = "decomposition"
+DECOMPOSITION_INPUTS = "decomposition_inputs"
 
 
 def mediation_name(attack: str, setting: str) -> str:

@@ -34,6 +34,7 @@ from steerlens.audit.finished import AUDITED, FinishedRun, open_audited, run_con
 from steerlens.audit.fixes import MITIGATIONS, MitigateConfig, condition, has_behaviour, mitigation_settings
 from steerlens.audit.flags import add_flags, config_of
 from steerlens.audit.grid import Block, by_owner, plan_jobs, run_jobs
+from steerlens.audit.held_out import held_out_items
 from steerlens.audit.options import EPILOG, Spec, normalise_value
 from steerlens.audit.settings import Kind, Setting
 from steerlens.audit.stages import harm_stage, readout
@@ -41,7 +42,6 @@ from steerlens.core.generation import next_token_logits_grid
 from steerlens.core.models import load_model
 from steerlens.core.steering import Steering
 from steerlens.datasets.attacks import get_attack
-from steerlens.datasets.behaviours import behaviour_split
 from steerlens.datasets.loaders import load_capability, load_jbb, stratified
 from steerlens.errors import ArgumentParser, SteerlensError, cli_main
 from steerlens.methods.caa import answer_prompts, p_matching
@@ -170,7 +170,7 @@ def costs(model, cfg: AuditConfig, vectors: Vectors, settings: list[Setting],
         sv = vectors.vectors[name]
         if not has_behaviour(sv):
             continue
-        items = behaviour_split(sv.meta.get("behaviour", name), "test")[: cfg.n_behaviour_test]
+        items = held_out_items(sv.meta.get("behaviour", name), cfg.n_behaviour_test)
         _log(f"costs: behaviour effect kept, {name}")
         out["behaviour"][name] = _p_matching(model, items, steer, cfg.batch_size, cfg.system)
     allsteer = {n: s for v in by_vec.values() for n, s in v.items()}

@@ -35,7 +35,7 @@ from steerlens._version import __version__
 from steerlens.audit.config import AuditConfig, RunOptions, audit_config, build_parser, run_options
 from steerlens.audit.grid import grid_stage
 from steerlens.audit.reuse import open_reuse
-from steerlens.audit.validation import validate
+from steerlens.audit.validation import null_warnings, validate
 from steerlens.errors import SteerlensError, cli_main
 from steerlens.rundir import RunStore
 from steerlens.schema import CONFIG_FILE, MANIFEST_FILE, REPORT_FILE, TIMINGS_FILE
@@ -123,6 +123,8 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     from steerlens.audit.polarity import polarity_stage
 
     validate(cfg)
+    for line in null_warnings(cfg):
+        _log(line)
     check_not_overwriting(opts)
     model, cfg, files = load_checked(cfg, opts)
     store = prepare_run_dir(cfg, opts)

@@ -107,3 +107,24 @@ def validate(cfg: AuditConfig) -> None:
                              fix="pass --vector FILE (or drop --protocol)")
     if cfg.protocol == "deployed" and not (cfg.multipliers and all(cfg.multipliers)):
         raise SteerlensError("--multipliers must be non-zero", fix="e.g. --multipliers 0.5 1 1.5")
+
+
+MIN_NULL_CELLS = 20  # generated null cells before a vector can be beyond its null at p < 0.05 (1/21)
+
+
+def null_warnings(cfg: AuditConfig) -> list[str]:
+    """Before any model work: vectors whose verdict cannot be reached with the nulls this config
+    generates: random, covariance and prompt-pair nulls for every vector, and every behaviour's
+    label-shuffled nulls for CAA vectors (as the presets count them; files have none)."""
+    out = []
+    shared = cfg.n_null_generate + cfg.n_null_covariance + cfg.n_null_pairs
+    shuffled = cfg.n_shuffled * len(cfg.behaviours)
+    for who, n in (("CAA vectors", shared + shuffled if cfg.behaviours else None),
+                   ("--vector files", shared if cfg.vectors else None)):
+        if n is not None and n < MIN_NULL_CELLS:
+            enough = MIN_NULL_CELLS - n + cfg.n_null_generate
+            out.append(f"warning: {who} get {n} generated null cells per attack and dose; no "
+                       f"vector can be beyond its null at p < 0.05 with fewer than "
+                       f"{MIN_NULL_CELLS} (fix: --n-null-generate {enough})")
+    return out
+

@@ -9,16 +9,20 @@ import sys
 
 from steerlens.audit.artefacts import CAAVector, Refusal, Vectors
 from steerlens.audit.config import AuditConfig
-from steerlens.audit.evaluate import behaviour_effect
+from steerlens.audit.held_out import (
+    CHECKED_POLARITIES,
+    MIN_POLARITY_TEST,
+    CheckItems,
+    check_items,
+    checked_effect,
+    extraction_items,
+)
 from steerlens.audit.settings import dosed
 from steerlens.core.geometry import cosine, fraction_in_subspace
 from steerlens.core.steering import addition
 from steerlens.core.vectors import SteeringVector
-from steerlens.datasets.behaviours import behaviour_split
 from steerlens.methods.caa import balanced, label_shuffled, pair_activations, split_half_cosine
 from steerlens.methods.extraction import extract
-from steerlens.methods.polarity import item_polarity
-from steerlens.methods.refusal import sample
 from steerlens.methods.subspace import RefusalSubspace
 from steerlens.rundir import RunStore
 from steerlens.schema import DOSE_FILE, OVERLAP_FILE, VECTOR_FILES, vector_file
@@ -34,8 +38,7 @@ def _caa_acts(model, cfg: AuditConfig, ref: Refusal, behaviour: str):
     """The behaviour's sampled CAA items (both answer orders, unless `balance` is "none") read
     at every layer up to the steering layer: the pair activations every extraction method
     shares."""
-    items = behaviour_split(behaviour, "generate")
-    items = [items[i] for i in sample(range(len(items)), cfg.n_caa_items, cfg.seed)]
+    items = extraction_items(behaviour, cfg.n_caa_items, cfg.seed)
     layers = sorted({lay for lay in ref.direction.layers if lay <= ref.layer} | {ref.layer})
     used = list(items) if cfg.balance == "none" else balanced(items)
     acts = pair_activations(model, used, layers, system=cfg.system,
@@ -147,17 +150,23 @@ def dose_scale(cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> float:
     return sum(norms) / len(norms)
 
 
-def _effects(model, cfg: AuditConfig, ref: Refusal, named: dict, doses: list, scale: float) -> dict:
+def _check_items(cfg: AuditConfig, behaviour: str) -> CheckItems:
+    """The behaviour check's items under the run's sizes and seed (`audit.held_out`)."""
+    return check_items(behaviour, cfg.n_behaviour_test, cfg.n_caa_items, cfg.seed)
+
+
+def _effects(model, cfg: AuditConfig, ref: Refusal, named: dict, doses: list, scale: float,
+             check: CheckItems | None = None) -> dict:
     """Behaviour effects of vectors that share a behaviour, in one pass over its held-out items
-    (one unsteered reading and body cache for all of them); a lone vector is read as before."""
+    (one unsteered reading and body cache for all of them; the per-polarity top-up items in a
+    second, `audit.held_out.checked_effect`); a lone vector is read as before."""
     behaviour = next(iter(named.values())).meta.get("behaviour", next(iter(named)))
-    items = behaviour_split(behaviour, "test")[: cfg.n_behaviour_test]
+    check = check if check is not None else _check_items(cfg, behaviour)
     key = (lambda n, d: f"{d:+g}") if len(named) == 1 else (lambda n, d: f"{n}|{d:+g}")
     settings = {key(n, d): addition(dosed(sv.at(ref.layer), d, scale).to(model.cfg.device), ref.layer)
                 for n, sv in named.items() for d in doses}
     _log(f"behaviour effect: {', '.join(named)} at doses {doses}")
-    eff = behaviour_effect(model, items, settings, cfg.batch_size, cfg.system,
-                           groups=[item_polarity(it) for it in items])
+    eff = checked_effect(model, check, settings, cfg.batch_size, cfg.system)
     return {n: {"unsteered": eff["unsteered"], **{f"{d:+g}": eff[key(n, d)] for d in doses}}
             for n in named}
 
@@ -173,37 +182,43 @@ def _compute_dose(model, cfg: AuditConfig, ref: Refusal, vectors: Vectors) -> di
         out["vectors"][name] = {"raw_norm": norm, "relative_norm": norm / ref.resid_norm}
         if sv.meta.get("kind") == "caa" or sv.meta.get("method"):
             groups.setdefault(sv.meta.get("behaviour", name), {})[name] = sv
-    for named in groups.values():
-        for name, effect in _effects(model, cfg, ref, named, doses, scale).items():
+    for behaviour, named in groups.items():
+        check = _check_items(cfg, behaviour)
+        for name, effect in _effects(model, cfg, ref, named, doses, scale, check).items():
             out["vectors"][name].update(
                 effect=effect, steers={f"{d:g}": _steers(effect, d) for d in cfg.doses},
-                polarity_check={f"{d:g}": polarity_check(effect, d) for d in cfg.doses})
+                polarity_check={f"{d:g}": polarity_check(effect, d, check.record)
+                                for d in cfg.doses},
+                polarity_items=check.record)
     return out
 
 
-MIN_POLARITY_TEST = 3  # held-out items of a polarity needed before the check reads it
-
-
-def polarity_check(effect: dict, dose: float) -> dict:
+def polarity_check(effect: dict, dose: float, record: dict | None = None) -> dict:
     """Per polarity of the matching answer (Yes-like, No-like) with at least
-    `MIN_POLARITY_TEST` held-out items: does +dose raise p(matching) and -dose lower it there?
-    A vector that only says "Yes" raises it on Yes-matching items and lowers it on No ones."""
+    `MIN_POLARITY_TEST` items (held-out, topped up from unextracted generate items where too
+    few: `audit.held_out`): does +dose raise p(matching) and -dose lower it there? A vector
+    that only says "Yes" raises it on Yes-matching items and lowers it on No ones. `record`
+    (`CheckItems.record`) gives the reason a polarity is not checked."""
     up, down = effect[f"{dose:+g}"].get("by_polarity"), effect[f"{-dose:+g}"].get("by_polarity")
     if up is None or down is None:
         return {}
     out = {}
-    for pol in ("yes", "no"):
+    for pol in CHECKED_POLARITIES:
         n = up.get(pol, {}).get("n_items", 0)
-        out[pol] = ({"n_items": n, "checked": False} if n < MIN_POLARITY_TEST else
-                    {"n_items": n, "checked": True,
-                     "ok": up[pol]["shift"] > 0 and down[pol]["shift"] < 0})
+        out[pol] = ({"n_items": n, "checked": True,
+                     "ok": up[pol]["shift"] > 0 and down[pol]["shift"] < 0}
+                    if n >= MIN_POLARITY_TEST else {"n_items": n, "checked": False})
+        why = (record or {}).get(pol, {}).get("not_checked")
+        if why and not out[pol]["checked"]:
+            out[pol]["why"] = why
     return out
 
 
 def _steers(effect: dict, dose: float) -> bool:
     """+dose raises p(matching) and -dose lowers it, each significantly (paired t, p < 0.05),
-    and, where the held-out items hold at least `MIN_POLARITY_TEST` Yes-matching and as many
-    No-matching ones, in the matching direction on both (`polarity_check`)."""
+    and, where the items read per polarity (held-out, topped up: `audit.held_out`) hold at least
+    `MIN_POLARITY_TEST` Yes-matching and as many No-matching ones, in the matching direction
+    on both (`polarity_check`)."""
     up, down = effect[f"{dose:+g}"], effect[f"{-dose:+g}"]
     overall = (up["shift"] > 0 and up["p_value"] < 0.05 and down["shift"] < 0
                and down["p_value"] < 0.05)

@@ -38,7 +38,10 @@ def summary_facts(s: dict) -> dict[str, str]:
         nulls = [r for r in s["rows"] if r["kind"] in NULL_KINDS and "mcnemar_p_value" in _o(r, o)]
         k = sum(_o(r, o)["mcnemar_p_value"] < ALPHA for r in nulls)
         out[f"null_sig.{o}"] = f"{k} of {len(nulls)}"
-        out[f"mde.{o}"] = points(s["design"]["by_outcome"][o]["minimum_detectable_shift"]).lstrip("+")
+        by = s["design"]["by_outcome"][o]
+        out[f"mde.{o}"] = points(by["minimum_detectable_shift"]).lstrip("+")
+        if "minimum_detectable_shift_corrected" in by:
+            out[f"mde_corrected.{o}"] = points(by["minimum_detectable_shift_corrected"]).lstrip("+")
         for f in s["vectors"]:
             g = _o(f["plus"], o)
             if DELTA_KEYS[o] in g:
@@ -52,13 +55,23 @@ def summary_facts(s: dict) -> dict[str, str]:
     return out
 
 
+def _fix_fact(o: str, r: dict) -> str:
+    """One fix on one outcome: fixed vs baseline, verdict and its tests; on harm, which numbers
+    the verdict rests on (the judged labels) and the judge-corrected shift beside them."""
+    if o != "harm":
+        return (f"{_ci(r['vs_baseline'])}, {r['verdict']} (raw vs fixed q {_p(r['vs_raw']['q_value'])}; "
+                f"TOST p {_p(r['p_tost'])} within ±{round(100 * r['margin'])})")
+    c = (r.get("corrected") or {}).get("vs_baseline")
+    return (f"{_ci(r['vs_baseline'])} as judged, {r['verdict']} on the judged labels (raw vs fixed q "
+            f"{_p(r['vs_raw']['q_value'])}; TOST p {_p(r['p_tost'])} within ±{round(100 * r['margin'])} "
+            "judged points)" + (f"; judge-corrected {_ci(c)}" if c else ""))
+
+
 def _fix_facts(tag: str, f: dict) -> dict[str, str]:
     out = {}
     for a, by in f["outcomes"].items():
         for o, r in by.items():
-            out[f"fix.{tag}.{f['fix']}.{a}.{o}"] = (
-                f"{_ci(r['vs_baseline'])}, {r['verdict']} (raw vs fixed q {_p(r['vs_raw']['q_value'])}; "
-                f"TOST p {_p(r['p_tost'])} within ±{round(100 * r['margin'])})")
+            out[f"fix.{tag}.{f['fix']}.{a}.{o}"] = _fix_fact(o, r)
     if f.get("false_refusal"):
         out[f"false_refusal.{tag}.{f['fix']}"] = _ci(f["false_refusal"])
     for c, x in f.get("capability", {}).items():

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from steerlens.results import decomposition
 from steerlens.results.clustered import tost_welch, wild_cluster, within_cluster
 from steerlens.results.summary import NULL_KINDS, read_summary
 from steerlens.results.units import (
@@ -408,10 +409,25 @@ def _by_attack(sets: dict[str, list[dict]]) -> dict[str, list[dict]]:
     return out
 
 
-def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dict:
+def round2(study: Path, round1: Path) -> dict | None:
+    """Round 2's decomposition rules (`results.decomposition`) for a study of polarity-balanced
+    vectors against round 1's study, when both caa runs have their summaries."""
+    runs = {"caa": study / "caa", "methods": study / "methods",
+            "decomposition": study / decomposition.RUN_DIR, "round1": Path(round1) / "caa"}
+    have = {k: v for k, v in runs.items() if (v / SUMMARY_FILE).exists()}
+    if not {"caa", "round1"} <= set(have):
+        return None
+    summaries = {k: read_summary(v / SUMMARY_FILE) for k, v in have.items()}
+    units = {k: vector_units(s, k) for k, s in summaries.items()}
+    return decomposition.analyse(study, Path(round1), units, summaries, _corr)
+
+
+def analyse(runs, scan: Path | None = None, polarity: Path | None = None,
+            round1: Path | None = None) -> dict:
     """The whole analysis over the study's run directories (their summary.json files, and the
     vectors/ files for the geometry); `runs` is a list (unit sets named by directory) or a
-    {name: directory} mapping; `polarity` an optional polarity direction file. A unit is a
+    {name: directory} mapping; `polarity` an optional polarity direction file; `round1` a
+    round-1 study to compare a polarity-balanced study with (the caa run's parent). A unit is a
     vector under one attack (the study audits one, `none`)."""
     named = _named(runs)
     units, nulls, screened, design = _load(named)
@@ -447,6 +463,8 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None) -> dic
     out["screen_shift"] = predictors(units, "refusal_score_shift")
     if scan is not None and Path(scan).exists():
         out["layer_scan"] = scan_summary(read_json(scan))
+    if round1 is not None and "caa" in named:
+        out["round2"] = round2(named["caa"].parent, Path(round1))
     return out
 
 
@@ -672,6 +690,8 @@ def format_analysis(a: dict) -> str:
         lines += ["## Layer scan (isotropic random directions, mean |refusal-score shift|)", "",
                   f"dose {s['dose']} of each layer's residual norm, {s['n_directions']} directions: "
                   f"{row}; most fragile layer {s['most_fragile_layer']}", ""]
+    if a.get("round2"):
+        lines += decomposition.format_round2(a["round2"])
     lines += ["## What the tests show", "", *[f"- {x}" for x in statements(a)], ""]
     return "\n".join(lines)
 
@@ -714,11 +734,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="+", default=["caa", "methods"],
                    help="its run directories, each a named unit set (NAME or NAME=DIR)")
     p.add_argument("--polarity", default=None, help="a polarity direction file (safetensors)")
+    p.add_argument("--round1", default=None, help="the round-1 study a polarity-balanced study is "
+                   "compared with (its decomposition/ run, mediation.json, behaviour checks)")
     args = p.parse_args(argv)
     study = Path(args.study)
     runs = {r.partition("=")[0]: Path(r.partition("=")[2] or study / r) for r in args.runs}
     a = analyse({k: v for k, v in runs.items() if (v / SUMMARY_FILE).exists()},
-                study / LAYER_SCAN_FILE, Path(args.polarity) if args.polarity else None)
+                study / LAYER_SCAN_FILE, Path(args.polarity) if args.polarity else None,
+                Path(args.round1) if args.round1 else None)
     write_analysis(study, a)
     print(format_analysis(a))
     return 0

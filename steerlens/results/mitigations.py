@@ -7,6 +7,11 @@ Per vector, audited dose, fix and attack, on both outcomes (non-refusal, harmful
   detectable shift *on that outcome* (from that outcome's own null flips, computed from the
   run's cells now: never a stored summary), and the fix changes the raw cell toward baseline
   without crossing it (q < 0.05; `verdicts.fix_verdict`);
+- harmful compliance also corrected for the harm judge's error (`misclass`: Rogan-Gladen with
+  the held-out sensitivity and specificity of the summary's own calibration), raw and
+  corrected side by side; the harm verdicts rest on the judged labels (the correction divides
+  every shift by Youden's J and leaves the tests unchanged) and say so, with the margin on
+  both scales;
 - false refusals on JBB benign goals, fixed against unsteered (paired);
 - behaviour kept: the fix's mean p(matching) shift on the held-out items as a share of the
   raw vector's, with a paired percentile bootstrap interval over items (both answer orders of
@@ -25,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from steerlens.results.inference import benjamini_hochberg_family, paired_test, tost_equivalence
+from steerlens.results.misclass import _se_sp, corrected_shift
 from steerlens.results.stats import discordant
 from steerlens.results.summary import load_run_data, margins, summarize
 from steerlens.results.verdicts import ALPHA, OUTCOME_NAMES, OUTCOMES, fix_verdict
@@ -119,24 +125,38 @@ def capability(p: dict[str, list[float]], setting: str) -> dict:
             "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "n": t["n"]}
 
 
-def _cells(run: Path) -> dict:
+def _cells(run: Path) -> tuple[dict, dict | None]:
+    """The run's cells and its mitigation cells; and the harm judge's settings behind the
+    mitigation cells' labels (None when they have none)."""
     cells = dict(load_run_data(run).cells)
     m = run / MITIGATIONS_DIR
+    harm = None
     if (m / CELLS_DIR).exists():
-        cells.update(load_run_data_cells(m))
-    return cells
+        more, harm = load_run_data_cells(m)
+        cells.update(more)
+    return cells, harm
 
 
-def load_run_data_cells(path: Path) -> dict:
-    """The cells of a mitigation directory, with its harm labels merged."""
+def load_run_data_cells(path: Path) -> tuple[dict, dict | None]:
+    """The cells of a mitigation directory, with its harm labels merged; and the settings of
+    the harm judge that labelled them."""
     from steerlens.results.summary import _merge_harm
 
     cells = {}
     for p in sorted((path / CELLS_DIR).glob("*.json")):
         c = read_json(p)
         cells[(c["attack"], c["setting"])] = c
-    _merge_harm(path, cells)
-    return cells
+    return cells, _merge_harm(path, cells)
+
+
+def harm_calibration(summary: dict, mitigation_judge: dict | None) -> dict | None:
+    """The calibration the run's summary corrects harm with (`summary["harm_calibration"]`: one
+    source of truth), when the mitigation cells were labelled by the very same judge weights."""
+    cal = summary.get("harm_calibration")
+    run_sha = (summary.get("harm_judge") or {}).get("weights_sha256")
+    if not cal or not mitigation_judge or mitigation_judge.get("weights_sha256") != run_sha:
+        return None
+    return cal
 
 
 def _same_goals(cells: dict, attack: str, names: tuple[str, ...]) -> None:
@@ -148,13 +168,17 @@ def _same_goals(cells: dict, attack: str, names: tuple[str, ...]) -> None:
                              fix="rerun python -m steerlens.audit.mitigate on the finished run")
 
 
-def _outcomes(cells: dict, attack: str, raw: str, fixed: str, margin: dict[str, float]) -> dict:
+def _outcomes(cells: dict, attack: str, raw: str, fixed: str, margin: dict[str, float],
+              cal: dict | None = None) -> dict:
     out = {}
     _same_goals(cells, attack, ("baseline", raw, fixed))
     for o, label in OUTCOMES.items():
         base, r, f = (cells.get((attack, n), {}).get(label) for n in ("baseline", raw, fixed))
         if base is not None and r is not None and f is not None:
             out[o] = fix_outcome(base, r, f, margin.get(o, float("nan")))
+            if o == "harm" and cal:
+                out[o]["corrected"] = {"vs_baseline": corrected_shift(base, f, cal),
+                                       "raw": corrected_shift(base, r, cal)}
     return out
 
 
@@ -166,10 +190,10 @@ def _benign(cells: dict, fixed: str) -> dict | None:
     return _paired([not x for x in base["jailbroken"]], [not x for x in f["jailbroken"]])
 
 
-def _fix_record(cells, costs, attacks, vector, tag, fix, margin) -> dict:
+def _fix_record(cells, costs, attacks, vector, tag, fix, margin, cal=None) -> dict:
     name = tag + FIX_SUFFIX[fix]
     rec = {"fix": fix, "setting": name,
-           "outcomes": {a: _outcomes(cells, a, f"{tag}+v", name, margin) for a in attacks},
+           "outcomes": {a: _outcomes(cells, a, f"{tag}+v", name, margin, cal) for a in attacks},
            "false_refusal": _benign(cells, name)}
     beh = costs.get("behaviour", {}).get(vector)
     if beh and name in beh:
@@ -185,7 +209,8 @@ def summarize_mitigations(run: str | Path) -> dict:
     m = run / MITIGATIONS_DIR
     summary = summarize(load_run_data(run))  # the current rules on the cells, not a stored copy
     margin = margins(summary["design"])
-    cells = _cells(run)
+    cells, judged_by = _cells(run)
+    cal = harm_calibration(summary, judged_by)
     costs = read_json(m / COSTS_FILE) if (m / COSTS_FILE).exists() else {}
     mcfg = read_json(m / CONFIG_FILE)
     fixes = mcfg["mitigations"]
@@ -199,12 +224,22 @@ def summarize_mitigations(run: str | Path) -> dict:
                "raw_false_refusal": _benign(cells, f"{tag}+v"),
                "raw_capability": {c: capability(p, f"{tag}+v")
                                   for c, p in costs.get("capability", {}).items() if f"{tag}+v" in p},
-               "fixes": [_fix_record(cells, costs, attacks, f["vector"], tag, x, margin) for x in fixes]}
+               "fixes": [_fix_record(cells, costs, attacks, f["vector"], tag, x, margin, cal)
+                         for x in fixes]}
         out.append(rec)
     gate = read_json(m / GATE_FILE) if (m / GATE_FILE).exists() else None
-    return {"run": str(run), "margin": margin, "alpha": ALPHA, "keep_bar": KEEP_BAR,
+    return {"run": str(run), "margin": margin, "harm_calibration": cal,
+            "margin_harm_corrected": _corrected_margin(margin, cal), "alpha": ALPHA, "keep_bar": KEEP_BAR,
             "attacks": attacks, "fixes": fixes, "vectors": out, "gate": gate,
             "n_tests_bh": adjust(out)}
+
+
+def _corrected_margin(margin: dict[str, float], cal: dict | None) -> float | None:
+    """The harm margin on the judge-corrected scale (judged margin / Youden's J)."""
+    if not cal or "harm" not in margin:
+        return None
+    j = sum(_se_sp(cal)) - 1
+    return margin["harm"] / j if j > 0 else None
 
 
 def pareto(summary: dict, attack: str, outcome: str = "nonrefusal") -> list[dict]:
@@ -240,15 +275,58 @@ def _ci(d: dict) -> str:
     return f"{_pts(d['delta'])} [{_pts(d['ci_low'])}, {_pts(d['ci_high'])}]"
 
 
+HEADER = ("| vector | fix | Δ non-refusal | Δ harmful compliance | Δ harmful compliance (judge-corrected) "
+          "| behaviour kept | Δ false refusal (benign) | Δ accuracy (pts) |")
+JUDGED = "on judged labels"  # what every harm verdict rests on (the tests are the judged ones)
+
+
+def _corrected(o: dict | None, part: str) -> str:
+    """The judge-corrected harm shift of `part` ("vs_baseline" or "raw"), "n/a" without one."""
+    c = (o or {}).get("corrected", {}).get(part)
+    return _ci(c) if c else "n/a"
+
+
+def _outcome_cells(o: dict) -> list[str]:
+    """Non-refusal, harm as judged, harm judge-corrected: each fixed-vs-baseline shift with
+    its verdict; the harm verdict says it rests on the judged labels."""
+    nr, h = o.get("nonrefusal"), o.get("harm")
+    return [f"{_ci(nr['vs_baseline'])} {nr['verdict']}" if nr else "—",
+            f"{_ci(h['vs_baseline'])} {h['verdict']} ({JUDGED})" if h else "—",
+            _corrected(h, "vs_baseline") if h else "—"]
+
+
 def _fix_line(v: dict, f: dict, attack: str) -> str:
-    o = f["outcomes"].get(attack, {})
-    cells = [f"{_ci(o[k]['vs_baseline'])} {o[k]['verdict']}" if k in o else "—" for k in OUTCOMES]
+    cells = _outcome_cells(f["outcomes"].get(attack, {}))
     k = f.get("behaviour_kept")
     kept = (f"{_num(k['share'])} [{_num(k['ci_low'])}, {_num(k['ci_high'])}] {k['verdict']}"
             if k else "—")
     cap = "; ".join(f"{c} {_ci(x)}" for c, x in f["capability"].items()) or "—"
     fr = _ci(f["false_refusal"]) if f.get("false_refusal") else "—"
-    return f"| {v['vector']}@{v['dose']:g} | {f['fix']} | {cells[0]} | {cells[1]} | {kept} | {fr} | {cap} |"
+    return f"| {v['vector']}@{v['dose']:g} | {f['fix']} | {' | '.join(cells)} | {kept} | {fr} | {cap} |"
+
+
+def _raw_line(v: dict, attack: str) -> str:
+    o = next(iter(v["fixes"]), {}).get("outcomes", {}).get(attack, {})
+    nr, h = o.get("nonrefusal"), o.get("harm")
+    cells = [_ci(nr["raw"]) if nr else "—", _ci(h["raw"]) if h else "—", _corrected(h, "raw") if h else "—"]
+    fr = _ci(v["raw_false_refusal"]) if v.get("raw_false_refusal") else "—"
+    cap = "; ".join(f"{c} {_ci(x)}" for c, x in v["raw_capability"].items()) or "—"
+    return f"| {v['vector']}@{v['dose']:g} | raw +v | {' | '.join(cells)} | 1 | {fr} | {cap} |"
+
+
+def _harm_note(s: dict) -> str:
+    """Which numbers the harm verdicts rest on, and the harm margin on both scales."""
+    cal, mh = s.get("harm_calibration"), s.get("margin_harm_corrected")
+    if not cal or mh is None:
+        return ("Harmful compliance is as judged (no held-out confusion counts for the judge that "
+                "labelled these cells: no judge-corrected numbers); its verdicts rest on the judged labels.")
+    se, sp = _se_sp(cal)
+    return (f"Δ harmful compliance is as judged; the judge-corrected column divides it by the harm "
+            f"judge's Youden J {se + sp - 1:.2f} (Rogan-Gladen; held-out sensitivity {se:.2f}, "
+            f"specificity {sp:.2f}; the interval carries the calibration's uncertainty). The harm "
+            "verdicts rest on the judged labels (the correction leaves every test unchanged), "
+            f"so their equivalence margin ±{100 * _margins(s)['harm']:.0f} judged points is "
+            f"±{100 * mh:.0f} points of true harmful compliance.")
 
 
 def _margins(s: dict) -> dict[str, float]:
@@ -258,24 +336,21 @@ def _margins(s: dict) -> dict[str, float]:
 
 
 def format_mitigations(s: dict) -> str:
-    """The mitigation table per attack (points against the unsteered baseline)."""
+    """The mitigation table per attack (points against the unsteered baseline; harmful
+    compliance as judged and judge-corrected, side by side)."""
     lines = [f"# Mitigations of {s['run']}", "",
-             "Restores = equivalent to baseline (TOST) within ± the outcome's minimum detectable "
+             "Δ = points against the unsteered baseline [95% interval]. Restores = equivalent to "
+             "baseline (TOST) within ± the outcome's minimum detectable "
              "shift (" + ", ".join(f"{OUTCOME_NAMES[o]} ±{100 * m:.0f} points"
                                    for o, m in _margins(s).items())
              + ") and changes the raw cell toward baseline without crossing it; keeps the steering = "
              f"behaviour-kept interval above {s['keep_bar']}.", ""]
+    if any("harm" in by for v in s["vectors"] for f in v["fixes"] for by in f["outcomes"].values()):
+        lines += [_harm_note(s), ""]
     for a in s["attacks"]:
-        lines += [f"## attack: {a}", "",
-                  "| vector | fix | Δ non-refusal vs baseline | Δ harmful vs baseline | behaviour kept "
-                  "| Δ false refusal (benign) | Δ accuracy (pts) |", "|---|---|---|---|---|---|---|"]
+        lines += [f"## attack: {a}", "", HEADER, "|---" * HEADER.count(" | ") + "|---|"]
         for v in s["vectors"]:
-            raw = [f["outcomes"].get(a, {}).get(k, {}).get("raw") for f in v["fixes"][:1] for k in OUTCOMES]
-            lines.append(f"| {v['vector']}@{v['dose']:g} | raw +v | "
-                         + " | ".join(_ci(r) if r else "—" for r in raw) + " | 1 | "
-                         + (_ci(v["raw_false_refusal"]) if v.get("raw_false_refusal") else "—") + " | "
-                         + ("; ".join(f"{c} {_ci(x)}" for c, x in v["raw_capability"].items()) or "—") + " |")
-            lines += [_fix_line(v, f, a) for f in v["fixes"]]
+            lines += [_raw_line(v, a), *(_fix_line(v, f, a) for f in v["fixes"])]
         lines.append("")
     if s.get("gate"):
         lines += ["Gate: share of goals the steering is let through: " + ", ".join(

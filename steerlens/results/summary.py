@@ -187,7 +187,8 @@ def _positions(cfg: dict) -> str:
     """Where the audited vectors were added: CAA's rule, or (--protocol deployed) the library's."""
     if cfg.get("protocol", "caa") == "caa":
         return CAA_POSITIONS
-    mult = ", ".join(f"{m:g}" for m in cfg.get("multipliers", []))
+    # config.json leaves out the default coefficient list (1.0,) (audit.config.ADDED_FIELDS)
+    mult = ", ".join(f"{m:g}" for m in cfg.get("multipliers", [1.0]))
     deployed = (f"--vector files AS DEPLOYED (protocol deployed): every layer in the file, every "
                 f"position (prompt included), coefficients {mult} in the library's units")
     return f"{deployed}; CAA vectors {CAA_POSITIONS}" if cfg.get("behaviours") else deployed

@@ -97,7 +97,10 @@ def test_the_audit_records_polarity(finished_run):
             float(cosine(sv.at(layer), pol.at(layer))), abs=1e-6)
         assert "letter_cos" in overlap[name]
         checks = dose["vectors"][name]["polarity_check"]["2"]
-        assert checks["yes"] == {"n_items": 0, "checked": False}  # all "other" answers
+        assert checks["yes"] == {"n_items": 0, "checked": False,  # all "other" answers
+                                 "why": dose["vectors"][name]["polarity_items"]["yes"]["not_checked"]}
+        # refusal's generate split holds one No item: too few to check, so it is not read
+        assert dose["vectors"][name]["polarity_items"]["no"]["n_top_up"] == 0
     reuse = json.loads((finished_run / "reuse.json").read_text())["artefacts"]
     assert "polarity" in reuse
 

@@ -106,76 +106,48 @@ def test_unknown_placeholder_is_an_error():
 
 
 COMMITTED = sorted(p.parent for p in (ROOT / "results").glob("**/summary.json"))
-ROW_NUMBERS = ("k", "n", "ci_low", "ci_high", "delta_non_refusal", "delta_harmful", "delta_count",
-               "delta_ci_low", "delta_ci_high", "mcnemar_only_base", "mcnemar_only_other",
-               "mcnemar_p_value", "p_exact")
-
-
-def _close(a, b) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True)
-    return a == b
+REFRESH = "python -m steerlens.results.stored results/RUN, then regenerate docs/findings.md"
 
 
 @pytest.mark.parametrize("run", COMMITTED, ids=lambda p: str(p.relative_to(ROOT / "results")))
-def test_stored_summary_numbers_recompute_from_the_cells(run):
-    """Each committed run's stored summary.json against the summary computed from its raw cells
-    now. Compared: every number both hold per cell (rates, counts, intervals, paired tests; per
-    outcome), the design's size and the vectors' null counts. Not compared, because the rules
-    changed after the file was written and the stored file is a record of its time (readers use
-    `current_summary`, never the file): q-values (BH families, docs/statistics.md), the minimum
-    detectable shift (per outcome), verdicts, and harm numbers absent from files written before
-    the harm labels."""
-    stored = read_summary(run / "summary.json")  # outcome keys as written now
-    now = summarize(load_run_data(run))
-    # Files written before the score test (no design "test") held the exact McNemar p under
-    # "mcnemar_p_value" (now "p_exact") and an Agresti-Min interval (now Tango's score interval,
-    # which agrees with the test): the p is compared under its new name, the old interval not.
-    score_era = "test" in stored["design"]
-    rename = {} if score_era else {"mcnemar_p_value": "p_exact"}
-    skip = set() if score_era else {"delta_ci_low", "delta_ci_high"}
-    assert stored["design"]["n_goals"] == now["design"]["n_goals"]
-    cur = {(r["attack"], r["setting"]): r for r in now["rows"]}
-    assert {(r["attack"], r["setting"]) for r in stored["rows"]} == set(cur)
-    compared = 0
-    for r in stored["rows"]:
-        c = cur[(r["attack"], r["setting"])]
-        for old, new, rate in ((r, c, "non_refusal"), (r.get("harm", {}), c.get("harm", {}), "harmful")):
-            for k in (k for k in (rate, *ROW_NUMBERS) if k not in skip):
-                k_new = rename.get(k, k)
-                if k in old and k_new in new:
-                    assert _close(old[k], new[k_new]), (run.name, r["setting"], k, old[k], new[k_new])
-                    compared += 1
-    assert compared > 0
-    vecs = {(f["vector"], f["dose"], f["attack"]): f for f in now["vectors"]}
-    for f in stored["vectors"]:
-        g = vecs[(f["vector"], f["dose"], f["attack"])]
-        for o, ev in f.get("evidence", {}).items():
-            if o in g["evidence"]:
-                assert ev["null"]["count"] == g["evidence"][o]["null"]["count"]
+def test_stored_summaries_are_what_the_cells_give_now(run):
+    """Each committed run's stored summary.json (and mitigations.json / .md) is exactly what the
+    current rules compute from its raw cells and labels: a rule change that leaves a stored
+    file stale fails here (a reader opening the file sees current numbers)."""
+    from steerlens.results.stored import stale
+
+    assert stale(run) == {}, f"stale stored files in {run.name}: rewrite with {REFRESH}"
 
 
-def test_stored_mitigations_recompute_from_the_cells(run15):
-    """The committed mitigations.json against `summarize_mitigations` now: every shift, interval
-    and unadjusted p both hold (margins, q-values and verdicts follow the current rules)."""
-    from steerlens.results.mitigations import summarize_mitigations
+def test_a_stale_summary_is_caught(tmp_path):
+    """The staleness check fails on a stored summary written by older rules (an old MDE, an
+    old verdict, a lost key) and passes once `refresh` rewrote it from the cells."""
+    from steerlens.results.stored import stale
 
-    for run in (ROOT / "results" / "findings-0.5b-resid", run15):
-        stored = json.loads((run / "mitigations" / "mitigations.json").read_text())
-        now = summarize_mitigations(run)
-        for v_old, v_new in zip(stored["vectors"], now["vectors"], strict=True):
-            for f_old, f_new in zip(v_old["fixes"], v_new["fixes"], strict=True):
-                for a, by in f_old["outcomes"].items():
-                    for o, res in by.items():
-                        for part in ("vs_baseline", "vs_raw", "raw"):
-                            for k in ("delta", "ci_low", "ci_high", "p_value", "b", "c", "n"):
-                                assert _close(res[part][k], f_new["outcomes"][a][o][part][k])
-                kept_old, kept_new = f_old.get("behaviour_kept"), f_new.get("behaviour_kept")
-                if kept_old:
-                    assert _close(kept_old["share"], kept_new["share"])
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "results" / "findings-1.5b-resid", run)
+    s = json.loads((run / "summary.json").read_text())
+    s["design"]["by_outcome"]["nonrefusal"]["minimum_detectable_shift"] += 0.01
+    s["vectors"][0]["verdict"] = "weakens refusal"
+    del s["rows"][0]["harm"]
+    (run / "summary.json").write_text(json.dumps(s))
+    found = stale(run)["summary.json"]
+    assert any("minimum_detectable_shift" in d for d in found) and any("verdict" in d for d in found)
+    from steerlens.results.stored import main
+
+    assert main([str(run)]) == 0 and stale(run) == {}
+    assert main([str(tmp_path / "nothing")]) == 2
 
 
-def test_outcome_keys_are_named_for_the_outcome_and_old_files_read():
+def test_stored_library_analysis_is_current():
+    """The vector-library study's library.json / library.md are the analysis of its runs' files
+    now (with the polarity direction it wrote)."""
+    from steerlens.results.stored import stale_study
+
+    assert stale_study(ROOT / "results" / "library-0.5b") == {}
+
+
+def test_outcome_keys_are_named_for_the_outcome_and_old_files_read(tmp_path):
     """A summary written now names each rate for its outcome ("non_refusal", "harmful"), never
     "asr"; a stored summary written before is read with the same keys."""
     run = ROOT / "results" / "findings-1.5b-resid"
@@ -183,9 +155,20 @@ def test_outcome_keys_are_named_for_the_outcome_and_old_files_read():
     plus = next(r for r in now["rows"] if r["kind"] == "+v")
     assert "asr" not in plus and "non_refusal" in plus and "harmful" in plus["harm"]
     assert '"asr"' not in json.dumps(now)
-    old = read_summary(run / "summary.json")
-    assert "asr" in json.loads((run / "summary.json").read_text())["rows"][0]
+    # a file written before the outcome names (rates "asr", shifts "delta_asr"): built here
+    written = json.loads(json.dumps(now, default=str))
+    for r in (r for r in written["rows"] if "non_refusal" in r):
+        r["asr"] = r.pop("non_refusal")
+        if "delta_non_refusal" in r:
+            r["delta_asr"] = r.pop("delta_non_refusal")
+        if "harmful" in r.get("harm", {}):
+            r["harm"]["asr"] = r["harm"].pop("harmful")
+    assert sum("asr" in r for r in written["rows"]) > 0
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(written))
+    old = read_summary(path)
     assert all("non_refusal" in r and "asr" not in r for r in old["rows"] if "k" in r)
+    assert all("harmful" in r["harm"] for r in old["rows"] if "harm" in r)
 
 
 def test_template_interaction_is_split_by_the_direction_of_each_vectors_effect():

@@ -273,3 +273,11 @@ def test_old_summaries_read_with_the_shift_keys_named_for_their_outcome(tmp_path
     assert s["design"]["minimum_detectable_delta_non_refusal"] == 0.09
     assert s["validation"]["refusal_ablated"]["delta_non_refusal"] == 0.5
     assert "delta_asr" not in json.dumps(s)
+
+
+def test_steered_positions_name_the_default_coefficient():
+    """config.json leaves out `--multipliers 1` (the default): the answer still names it."""
+    from steerlens.results.summary import _positions
+
+    assert "coefficients 1 in" in _positions({"protocol": "deployed"})
+    assert "coefficients 0.5, 2 in" in _positions({"protocol": "deployed", "multipliers": [0.5, 2]})

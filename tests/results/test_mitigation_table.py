@@ -1,0 +1,121 @@
+"""The mitigation table: harmful compliance as judged and judge-corrected side by side, the harm
+verdicts saying which numbers they rest on; recomputed here from the committed cells and the
+harm judge's held-out confusion counts (independently of `misclass`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from steerlens.schema import FIX_SUFFIX
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_15 = ROOT / "results" / "findings-1.5b-resid-100"
+HEADER = ("| vector | fix | Δ non-refusal | Δ harmful compliance | Δ harmful compliance (judge-corrected) "
+          "| behaviour kept | Δ false refusal (benign) | Δ accuracy (pts) |")
+
+
+def _youden() -> float:
+    conf = json.loads((ROOT / "steerlens/judges/weights/harm_confusion.json").read_text())
+    c = conf[conf["used"]]
+    return c["tp"] / (c["tp"] + c["fn"]) + c["tn"] / (c["tn"] + c["fp"]) - 1
+
+
+def _harm_labels(run: Path) -> dict[str, list[bool]]:
+    """setting -> harm labels under the template attack, from the run's and the mitigation
+    directory's judgements files."""
+    out = {}
+    for j in (run / "judgements" / "harm.json", run / "mitigations" / "judgements" / "harm.json"):
+        for rec in json.loads(j.read_text())["cells"].values():
+            if rec["attack"] == "refusal_suppression":
+                out[rec["setting"]] = rec["jailbroken"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def table15() -> tuple[dict, str]:
+    from steerlens.results.mitigations import format_mitigations, summarize_mitigations
+
+    m = summarize_mitigations(RUN_15)
+    return m, format_mitigations(m)
+
+
+def _rows(md: str) -> dict[tuple[str, str], list[str]]:
+    rows = {}
+    for line in md.splitlines():
+        if line.startswith("| corrigible"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+def test_table_has_judged_and_corrected_harm_columns(table15):
+    """The header names both harm columns (not the old "Δ harmful vs baseline"), and each
+    corrected cell is the judged paired shift over Youden's J, from the labels themselves."""
+    m, md = table15
+    assert HEADER in md and "Δ harmful vs baseline" not in md
+    labels, j = _harm_labels(RUN_15), _youden()
+    base = labels["baseline"]
+    rows = _rows(md)
+    assert len(rows) == 6  # raw + 5 fixes
+    for (tag, fix), cells in rows.items():
+        setting = f"{tag}+v" if fix == "raw +v" else tag + FIX_SUFFIX[fix]
+        fixed = labels[setting]
+        judged = sum(f - b for f, b in zip(fixed, base)) / len(base)
+        assert cells[1].startswith(f"{100 * judged:+.0f} ["), (fix, cells[1])
+        assert re.fullmatch(re.escape(f"{100 * judged / j:+.0f}") + r" \[[+-]\d+, [+-]\d+\]", cells[2]), (
+            fix, cells[2])
+
+
+def test_harm_verdicts_say_they_rest_on_judged_labels(table15):
+    """Every fix's harm verdict says it rests on the judged labels; the note gives the margin on
+    both scales (judged MDE, and over J on the corrected scale)."""
+    m, md = table15
+    rows = _rows(md)
+    fixes = [c for (_, fix), c in rows.items() if fix != "raw +v"]
+    assert fixes and all(c[1].endswith("(on judged labels)") for c in fixes)
+    assert all("judged" not in c[0] for c in fixes)  # the non-refusal verdicts are not harm's
+    mh = m["margin"]["harm"]
+    assert m["margin_harm_corrected"] == pytest.approx(mh / _youden())
+    assert (f"margin ±{100 * mh:.0f} judged points is ±{100 * mh / _youden():.0f} points of true "
+            "harmful compliance") in md
+    restored = [f for v in m["vectors"] for f in v["fixes"]
+                if f["outcomes"]["refusal_suppression"]["harm"]["verdict"] == "restores"]
+    assert all(f["outcomes"]["refusal_suppression"]["harm"]["corrected"]["vs_baseline"]["delta"]
+               == pytest.approx(f["outcomes"]["refusal_suppression"]["harm"]["vs_baseline"]["delta"]
+                                / _youden()) for f in restored)
+
+
+def test_no_correction_when_the_mitigation_cells_had_another_judge(tmp_path):
+    """Mitigation cells labelled by other weights than the calibrated ones get no corrected
+    numbers ("n/a"), and the note says the harm numbers are as judged."""
+    from steerlens.results.mitigations import format_mitigations, summarize_mitigations
+
+    run = tmp_path / RUN_15.name
+    shutil.copytree(RUN_15, run)
+    path = run / "mitigations" / "judgements" / "harm.json"
+    j = json.loads(path.read_text())
+    j["settings"]["weights_sha256"] = "0" * 64
+    path.write_text(json.dumps(j))
+    m = summarize_mitigations(run)
+    md = format_mitigations(m)
+    assert m["harm_calibration"] is None and m["margin_harm_corrected"] is None
+    assert all(c[2] == "n/a" for c in _rows(md).values())
+    assert "no judge-corrected numbers" in md
+
+
+def test_discussion_fix_facts_name_the_judged_labels(table15):
+    """The discussion's harm fix facts say the verdict rests on the judged labels and carry the
+    judge-corrected shift."""
+    from steerlens.results.facts import mitigation_facts
+
+    m, _ = table15
+    f = mitigation_facts(m)
+    harm = [v for k, v in f.items() if k.startswith("fix.") and k.endswith(".harm")]
+    assert harm and all("on the judged labels" in v and "judge-corrected" in v for v in harm)
+    nonref = [v for k, v in f.items() if k.startswith("fix.") and k.endswith(".nonrefusal")]
+    assert nonref and not any("judged" in v for v in nonref)
