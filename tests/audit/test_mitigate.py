@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-SMALL = ["--n-capability", "3", "--n-calibration", "4", "--learned-steps", "2"]
+SMALL = ["--n-capability", "3", "--n-calibration", "4", "--learned-steps", "2", "--learned-harmful", "4",
+         "--learned-val-harmful", "4", "--learned-items", "2", "--learned-val-items", "2"]
 
 
 @pytest.fixture(scope="module")
