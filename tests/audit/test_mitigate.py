@@ -139,10 +139,11 @@ def test_report_shows_the_pareto_view(mitigated):
 
 
 def test_the_first_mitigation_runs_settings_are_named_options():
-    """Every mitigate command of docs/findings_commands.sh gives its committed run's
-    mitigations/config.json (those runs used the first learned component: penalty form, fixed
-    steps; the new options are left out of config.json at those values), so they resume and
-    their learned components reproduce; the new defaults record their form."""
+    """Every mitigate command of docs/findings_commands.sh whose run is committed with its
+    mitigations gives that run's mitigations/config.json (those runs used the first learned
+    component: penalty form, fixed steps; the new options are left out of config.json at those
+    values), so they resume and their learned components reproduce; the new defaults record
+    their form."""
     import shlex
     from pathlib import Path
 
@@ -154,9 +155,10 @@ def test_the_first_mitigation_runs_settings_are_named_options():
     script = (root / "docs" / "findings_commands.sh").read_text().replace("\\\n", " ")
     commands = [w for w in (shlex.split(line) for line in script.splitlines()
                             if not line.lstrip().startswith("#")) if "steerlens.audit.mitigate" in w]
-    assert len(commands) == 2
-    for words in commands:
-        a = build_parser().parse_args(words[words.index("steerlens.audit.mitigate") + 1:])
+    parsed = [build_parser().parse_args(w[w.index("steerlens.audit.mitigate") + 1:]) for w in commands]
+    done = [a for a in parsed if (root / a.run / "mitigations" / "config.json").exists()]
+    assert len(done) >= 2
+    for a in done:
         saved = json.loads((root / a.run / "mitigations" / "config.json").read_text())
         assert json.loads(json.dumps(config_of(MitigateConfig, vars(a)).to_json())) == saved, a.run
     new = MitigateConfig().to_json()
