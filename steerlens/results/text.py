@@ -181,7 +181,8 @@ def mediation_lines(summary: dict) -> list[str]:
     med = summary.get("mediation") or {}
     if not med.get("attacks"):
         return []
-    every = next(iter(med["bands"]))
+    # every layer from the steering layer on: the widest band (the saved keys are sorted as text)
+    every = max(med["bands"], key=lambda b: len(med["bands"][b]))
     lines = [f"mediation (directional activation patching, layers {every}; first-token refusal "
              "score):"]
     for attack, per in med["attacks"].items():

@@ -271,3 +271,10 @@ def test_why_section_with_mediation_lays_out_at_1366px(finished_run, tmp_path):
     assert "plot-mediation-none" in text and "plot-mediation-refusal_suppression" in text
     assert text.index("plot-mediation-none") < text.index("plot-projection_layers")
     assert layout_problems(page, tmp_path) == []
+
+
+def test_the_answer_reads_the_whole_band_whatever_the_saved_key_order():
+    from steerlens.results.text import mediation_lines
+
+    lines = mediation_lines({"mediation": synthetic_mediation(["sycophancy"], ["none"])})
+    assert "layers 1-3" in lines[0] and "70% [" in lines[1]  # the 1-3 band's share, not layer 1's
