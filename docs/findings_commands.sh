@@ -84,10 +84,14 @@ python benchmarks/bench_study.py --out results/library-0.5b --json benchmarks/re
 
 # What fixes it (claims 4-5 extended): every fix with its costs, on the finished runs: the vectors
 # that lower refusal, under the template attack (a subset chosen for CPU time; ~55 and ~50 min).
+# Made with the first learned component (penalty form, 10 steps, 8 prompts, 4 items): the
+# --learned-* flags below give their config.json (docs/mitigations.md).
 python -m steerlens.audit.mitigate results/findings-0.5b-resid \
-  --vectors corrigible-neutral-HHH survival-instinct --attacks refusal_suppression
+  --vectors corrigible-neutral-HHH survival-instinct --attacks refusal_suppression \
+  --learned-form penalty --learned-stop steps --learned-steps 10 --learned-harmful 8 --learned-items 4
 python -m steerlens.audit.mitigate results/findings-1.5b-resid-100 \
-  --vectors corrigible-neutral-HHH --attacks refusal_suppression
+  --vectors corrigible-neutral-HHH --attacks refusal_suppression \
+  --learned-form penalty --learned-stop steps --learned-steps 10 --learned-harmful 8 --learned-items 4
 
 # The stored summaries (summary.json, mitigations/mitigations.{json,md}) rewritten from the cells
 # under the current rules, so a reader opening a committed file sees current numbers (no model;

@@ -30,7 +30,7 @@ from steerlens.core.steering import Steering, addition, as_float, combine
 from steerlens.core.tensorfile import load_tensors, save_tensors
 from steerlens.datasets.behaviours import behaviour_split
 from steerlens.errors import SteerlensError
-from steerlens.methods.learned import learned_component
+from steerlens.methods.learned import FORMS, STOPS, Schedule, learned_component
 from steerlens.methods.mitigations import Condition, compensation, find_condition_point, gated
 from steerlens.rundir import RunStore
 from steerlens.schema import CONDITION_TENSORS, compensation_file, learned_file
@@ -53,12 +53,34 @@ class MitigateConfig:
     n_capability: int = opt(100, "MMLU and TruthfulQA items each (both answer orders)", type=int)
     n_calibration: int = opt(32, "held-out harmful prompts (harmful_val) that calibrate the "
                              "compensation", type=int)
-    learned_steps: int = opt(10, "optimisation steps of the learned safety component", type=int)
-    learned_harmful: int = opt(8, "harmful train prompts in the learned component's objective",
+    learned_steps: int = opt(150, "most optimisation steps of the learned safety component "
+                             "(with --learned-stop steps: exactly this many)", type=int)
+    learned_harmful: int = opt(32, "harmful train prompts in the learned component's objective",
                                type=int)
-    learned_items: int = opt(4, "training A/B items of the behaviour (both orders) the learned "
+    learned_items: int = opt(16, "training A/B items of the behaviour (both orders) the learned "
                              "component keeps", type=int)
     learned_lr: float = opt(0.05, "learning rate of the learned component", type=float)
+    # The learned component's form and stopping rule (methods.learned). The first runs' values
+    # (penalty, steps; `LEARNED_LEGACY`) and what they do not read are left out of config.json,
+    # so those runs' settings are `--learned-form penalty --learned-stop steps --learned-steps
+    # 10 --learned-harmful 8 --learned-items 4`.
+    learned_form: str = opt("constrained", "the learned component's objective: constrained "
+                            "(min refusal drift s.t. behaviour kept >= --learned-keep, augmented "
+                            "Lagrangian; arXiv:2608.08383's form) or penalty (drift + (1 - kept)^2)",
+                            choices=FORMS)
+    learned_stop: str = opt("validation", "when the learned component stops: validation (best "
+                            "validation loss improved by < --learned-tol over --learned-window "
+                            "steps, or --learned-steps; the best validation step is kept) or "
+                            "steps (exactly --learned-steps; lowest training loss)", choices=STOPS)
+    learned_val_harmful: int = opt(32, "held-out harmful train prompts that validate the learned "
+                                   "component (disjoint from its training prompts)", type=int)
+    learned_val_items: int = opt(16, "held-out A/B items of the behaviour (both orders) that "
+                                 "validate the learned component", type=int)
+    learned_keep: float = opt(0.9, "the constrained form's bar: the behaviour effect kept on the "
+                              "training items, at least", type=float)
+    learned_window: int = opt(10, "steps over which the validation loss must improve", type=int)
+    learned_tol: float = opt(0.01, "relative improvement of the best validation loss over the "
+                             "window below which training stops", type=float)
     clamp_layers: tuple[int, ...] = opt((), "layers (resid_pre) where clamp1/clampk hold the "
                                         "refusal component at the unsteered twin's (default: "
                                         "every layer from the steering layer on)", nargs="+",
@@ -75,12 +97,30 @@ class MitigateConfig:
         normalise_fields(self)  # every value by the rule of audit.options (no list read as chars)
 
     def to_json(self) -> dict:
-        """The fields, less the clamps' own when no clamp runs (a mitigation run made before
-        the clamps existed keeps its settings)."""
-        out = asdict(self)
+        """The fields that change what is computed (`LEARNED_LEGACY`, `unread_learned`; the
+        clamps' own only when a clamp runs, so a run made before the clamps keeps its settings)."""
+        skip = unread_learned(self.learned_form, self.learned_stop)
         if not set(CLAMPS) & set(self.mitigations):
-            del out["clamp_layers"], out["n_timing"]
-        return out
+            skip |= {"clamp_layers", "n_timing"}
+        return {k: v for k, v in asdict(self).items() if k not in skip
+                and not (k in LEARNED_LEGACY and v == LEARNED_LEGACY[k])}
+
+    def schedule(self) -> Schedule:
+        """The learned component's optimisation (`methods.learned.Schedule`)."""
+        return Schedule(form=self.learned_form, stop=self.learned_stop, max_steps=self.learned_steps,
+                        lr=self.learned_lr, window=self.learned_window, tol=self.learned_tol,
+                        keep=self.learned_keep)
+
+
+LEARNED_LEGACY = {"learned_form": "penalty", "learned_stop": "steps"}
+
+
+def unread_learned(form: str, stop: str) -> set[str]:
+    """The learned options this form and stopping rule do not read."""
+    out = set() if form == "constrained" else {"learned_keep"}
+    if stop != "validation":
+        out |= {"learned_val_harmful", "learned_val_items", "learned_window", "learned_tol"}
+    return out
 
 
 def _log(msg: str) -> None:
@@ -132,15 +172,18 @@ def learned(store: RunStore, model, cfg: AuditConfig, mcfg: MitigateConfig, ref:
             name: str, sv, tag: str, v: torch.Tensor) -> torch.Tensor:
     """`v` less its learned safety component (`learned/{tag}.safetensors`, curve in its meta)."""
     def compute():
-        items = behaviour_split(sv.meta.get("behaviour", name), "generate")[-mcfg.learned_items:]
-        harmful = instructions("harmful_train", mcfg.learned_harmful, cfg.seed + 2)
-        _log(f"learned safety component: {tag} ({mcfg.learned_steps} steps)")
+        harmful, items, val_harmful, val_items = learned_sets(cfg, mcfg, sv.meta.get("behaviour", name))
+        sched = mcfg.schedule()
+        _log(f"learned safety component: {tag} ({sched.form}, stop: {sched.stop}, "
+             f"at most {sched.max_steps} steps)")
         return learned_component(model, v, ref.layer, harmful, items, unit(ref.direction.at(ref.layer)),
-                                 mcfg.learned_steps, mcfg.learned_lr, system=cfg.system)
+                                 sched, val_harmful, val_items, system=cfg.system)
 
     def save(comp, path) -> None:
-        save_tensors(path, {"direction": comp.direction},
-                     {"curve": comp.curve, "best_step": comp.best_step})
+        meta = {"curve": comp.curve, "best_step": comp.best_step}
+        if mcfg.learned_stop != "steps" or mcfg.learned_form != "penalty":
+            meta.update(stopped=comp.stopped, schedule=asdict(mcfg.schedule()))
+        save_tensors(path, {"direction": comp.direction}, meta)
 
     u = store.cached(learned_file(tag), compute, save, lambda p: load_tensors(p)[0]["direction"]).to(v)
     return v - (v @ u) * u
@@ -183,6 +226,24 @@ def clamp_settings(model, cfg: AuditConfig, ref: Refusal, sub, vectors, scale: f
             out += [fix_setting(frame, name, d, f, v, clamp(ref, sub, f, frame.add(v), layers))
                     for f in CLAMPS]
     return out
+
+
+def learned_sets(cfg: AuditConfig, mcfg: MitigateConfig, behaviour: str) -> tuple[list, list, list, list]:
+    """The learned component's harmful prompts (`harmful_train`, never JBB) and A/B items (the
+    behaviour's generate split, never its test items), for training and, disjoint from them,
+    validation; the first runs' sets under `--learned-stop steps`."""
+    gen = behaviour_split(behaviour, "generate")
+    n, ni = mcfg.learned_harmful, mcfg.learned_items
+    if mcfg.learned_stop == "steps":
+        return instructions("harmful_train", n, cfg.seed + 2), gen[-ni:], [], []
+    m, mi = mcfg.learned_val_harmful, mcfg.learned_val_items
+    harmful = instructions("harmful_train", n + m, cfg.seed + 2)
+    if len(harmful) < n + m or len(gen) < ni + mi:
+        raise SteerlensError(f"the learned component needs {n} + {m} harmful prompts and {ni} + {mi} "
+                             f"items; there are {len(harmful)} and {len(gen)} ({behaviour})",
+                             fix="lower --learned-harmful/--learned-val-harmful or "
+                                 "--learned-items/--learned-val-items")
+    return harmful[:n], gen[-ni:], harmful[n:], gen[-(ni + mi):-ni]
 
 
 def has_behaviour(sv) -> bool:

@@ -97,11 +97,16 @@ def check_config(mcfg: MitigateConfig) -> None:
                              fix=f"use some of: {', '.join(MITIGATIONS)}")
     sizes = {"--n-capability": mcfg.n_capability, "--n-calibration": mcfg.n_calibration,
              "--learned-steps": mcfg.learned_steps, "--learned-harmful": mcfg.learned_harmful,
-             "--learned-items": mcfg.learned_items}
+             "--learned-items": mcfg.learned_items, "--learned-val-harmful": mcfg.learned_val_harmful,
+             "--learned-val-items": mcfg.learned_val_items, "--learned-window": mcfg.learned_window}
     for flag, n in sizes.items():
         if n < 1:
             raise SteerlensError(f"{flag} {n}: mitigate sizes must be at least 1",
                                  fix="e.g. --n-capability 100")
+    if not (mcfg.learned_tol >= 0 and mcfg.learned_keep > 0):
+        raise SteerlensError(f"--learned-tol {mcfg.learned_tol} / --learned-keep {mcfg.learned_keep}: "
+                             "the tolerance must be at least 0 and the bar above 0",
+                             fix="e.g. --learned-tol 0.01 --learned-keep 0.9")
     if mcfg.n_timing < 0:
         raise SteerlensError(f"--n-timing {mcfg.n_timing}: a number of goals (0: no timing)",
                              fix="e.g. --n-timing 8")

@@ -107,7 +107,8 @@ def projection_layers(data: RunData, summary: dict) -> go.Figure:
 
 def projection_shift(summary: dict) -> go.Figure:
     """Mean projection shift (setting − baseline) across the layers from the steering layer on."""
-    fig = _fig("Refusal-projection shift of each setting<br>across layers (harmful goals)",
+    fig = _fig("Refusal-projection shift of each setting across layers<br>(harmful goals; "
+               "a correlate read after steering, not an intervention)",
                xaxis_title="layer", yaxis_title="Δ projection (mean over goals)")
     layers = summary["refusal"].get("readout_layers") or []
     for r in summary["rows"]:
@@ -183,7 +184,8 @@ def behaviour(summary: dict) -> go.Figure:
 
 def cosine_scatter(summary: dict) -> go.Figure:
     """Per vector: its antisymmetric non-refusal shift against cosine with the refusal direction."""
-    fig = _fig("Why: Δ non-refusal (½(+v − −v))<br>against cos(v, refusal direction)",
+    fig = _fig("Correlation across vectors: Δ non-refusal (½(+v − −v))<br>against "
+               "cos(v, refusal direction)",
                xaxis_title="cosine with the refusal direction",
                yaxis_title="½(Δ+v − Δ−v) non-refusal, pts")
     for key, reg in summary["regressions"].items():

@@ -1,7 +1,8 @@
 """The run's dashboard: one offline HTML file, rebuilt from the run's saved files.
 
 Verdicts first (one row per vector, dose and attack, coloured by verdict, numbers always
-shown), then why (refusal projection per layer, cosine), whether the mitigation works, the
+shown), then why (by intervention when the run has mediation.json: the per-layer-band mediated
+shares, `results.why`; by correlation: refusal projection per layer, cosine), whether the mitigation works, the
 instruments' checks, and every completion with its judges' labels. plotly.js is inlined once;
 no server is needed. `python -m steerlens.results.report RUN` rebuilds it.
 """
@@ -18,6 +19,7 @@ from steerlens.results import figures as F
 from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, current_summary, load_run_data
 from steerlens.results.text import delta_key, mde_parts, points, steered_tokens
+from steerlens.results.why import mediation_figures
 from steerlens.rundir import atomic_write_text, open_run, read_json
 from steerlens.schema import (
     CONFIG_FILE,
@@ -284,11 +286,15 @@ SECTIONS = (
     ("answer", "Does the vector weaken refusals (non-refusal) or raise harmful compliance (ASR)?", None),
     ("null", "Against the null: random and label-shuffled directions of the same norm",
      ("delta_non_refusal", "screen_null")),
-    ("projection", "Why: refusal projection", ("projection_layers", "projection_shift", "cosine")),
+    ("projection", "Why: refusal projection and cosine (correlations, read after steering)",
+     ("projection_layers", "projection_shift", "cosine")),
     ("mitigation", "Does the fix work?", ("mitigation",)),
     ("instruments", "Instruments: does each vector steer; is the refusal direction valid",
      ("behaviour", "validation", "selection", "subspace_k")),
 )
+# The "Why" section's title when the run has mediation.json: the intervention first.
+WHY_MEDIATED = ("Why: by intervention (share of the first-token refusal score effect mediated per "
+                "layer band) and by correlation (refusal projection, cosine)")
 
 
 def fixes_block(run: Path) -> str:
@@ -334,9 +340,13 @@ def render(run: Path, summary: dict, data: RunData) -> str:
     from plotly.offline import get_plotlyjs
 
     figs = F.figures(summary, data)
+    why = mediation_figures(summary)
+    figs.update(why)
     judges_html, labels = judges_block(run, data)
     parts = [f"<h1>steerlens audit: {_e(data.config.get('model'))}</h1>"]
     for sid, title, names in SECTIONS:
+        if sid == "projection" and why:
+            title, names = WHY_MEDIATED, (*why, *names)
         inner = (verdict_table(summary) + design_block(summary)) if names is None else (
             f"<div class=grid2>{''.join(_fig(figs, n) for n in names)}</div>")
         parts.append(f"<section id='{sid}'><h2>{_e(title)}</h2>{inner}</section>")

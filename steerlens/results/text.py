@@ -183,7 +183,8 @@ def mediation_lines(summary: dict) -> list[str]:
     lines = generated_lines(med.get("generated") or {})
     if not med.get("attacks"):
         return lines
-    every = next(iter(med["bands"]))
+    # every layer from the steering layer on: the widest band (the saved keys are sorted as text)
+    every = max(med["bands"], key=lambda b: len(med["bands"][b]))
     head = [f"mediation (directional activation patching, layers {every}; first-token refusal "
             "score):"]
     for attack, per in med["attacks"].items():

@@ -42,7 +42,8 @@ def fixed_run(finished_run, tiny_model, tmp_path_factory):
     run = tmp_path_factory.mktemp("export") / "run"
     shutil.copytree(finished_run, run)
     mcfg = MitigateConfig(("perp1", "perpk", "compensate", "learned"), n_calibration=4,
-                          learned_steps=2)
+                          learned_steps=2, learned_harmful=4, learned_val_harmful=4,
+                          learned_items=2, learned_val_items=2)
     fr = open_audited(run, tiny_model)
     ref, vectors = fr.refusal, replace(fr.vectors, vectors={"sycophancy": fr.vectors.vectors["sycophancy"]})
     settings = {s.name: s.steering for s in mitigation_settings(

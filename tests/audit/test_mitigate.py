@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-SMALL = ["--n-capability", "3", "--n-calibration", "4", "--learned-steps", "2"]
+SMALL = ["--n-capability", "3", "--n-calibration", "4", "--learned-steps", "2", "--learned-harmful", "4",
+         "--learned-val-harmful", "4", "--learned-items", "2", "--learned-val-items", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,51 @@ def test_report_shows_the_pareto_view(mitigated):
 
     page = write_report(mitigated).read_text()
     assert "id='fixes'" in page and "plot-pareto-none-nonrefusal" in page
+
+
+def test_the_first_mitigation_runs_settings_are_named_options():
+    """Every mitigate command of docs/findings_commands.sh whose run is committed with its
+    mitigations gives that run's mitigations/config.json (those runs used the first learned
+    component: penalty form, fixed steps; the new options are left out of config.json at those
+    values), so they resume and their learned components reproduce; the new defaults record
+    their form."""
+    import shlex
+    from pathlib import Path
+
+    from steerlens.audit.fixes import MitigateConfig
+    from steerlens.audit.flags import config_of
+    from steerlens.audit.mitigate import build_parser
+
+    root = Path(__file__).resolve().parents[2]
+    script = (root / "docs" / "findings_commands.sh").read_text().replace("\\\n", " ")
+    commands = [w for w in (shlex.split(line) for line in script.splitlines()
+                            if not line.lstrip().startswith("#")) if "steerlens.audit.mitigate" in w]
+    parsed = [build_parser().parse_args(w[w.index("steerlens.audit.mitigate") + 1:]) for w in commands]
+    done = [a for a in parsed if (root / a.run / "mitigations" / "config.json").exists()]
+    assert len(done) >= 2
+    for a in done:
+        saved = json.loads((root / a.run / "mitigations" / "config.json").read_text())
+        assert json.loads(json.dumps(config_of(MitigateConfig, vars(a)).to_json())) == saved, a.run
+    new = MitigateConfig().to_json()
+    assert new["learned_form"] == "constrained" and new["learned_stop"] == "validation"
+    assert "learned_keep" not in MitigateConfig(learned_form="penalty").to_json()
+
+
+def test_learned_training_and_validation_sets_are_disjoint_and_not_test_items():
+    from steerlens.audit.config import AuditConfig
+    from steerlens.audit.fixes import MitigateConfig, learned_sets
+    from steerlens.datasets.behaviours import behaviour_split
+    from steerlens.datasets.loaders import load_jbb
+    from steerlens.errors import SteerlensError
+
+    h, items, vh, vi = learned_sets(AuditConfig(), MitigateConfig(), "sycophancy")
+    assert (len(h), len(items), len(vh), len(vi)) == (32, 16, 32, 16)
+    assert not set(h) & set(vh) and not {i.question for i in items} & {i.question for i in vi}
+    assert not (set(h) | set(vh)) & {g.goal for g in load_jbb("harmful")}
+    test = {i.question for i in behaviour_split("sycophancy", "test")}
+    assert not ({i.question for i in items} | {i.question for i in vi}) & test
+    old = learned_sets(AuditConfig(), MitigateConfig(learned_stop="steps", learned_harmful=8,
+                                                     learned_items=4), "sycophancy")
+    assert (len(old[0]), len(old[1]), old[2], old[3]) == (8, 4, [], [])
+    with pytest.raises(SteerlensError, match="harmful prompts"):
+        learned_sets(AuditConfig(), MitigateConfig(learned_val_harmful=1000), "sycophancy")

@@ -202,3 +202,79 @@ def test_mitigation_markdown_becomes_html_tables():
     out = markdown_html(md)
     assert out.count("<table class=mitigations>") == 1 and "|" not in out
     assert "<th>a</th><th>b</th>" in out and out.count("<tr>") == 3 and "<h3>attack: none</h3>" in out
+
+
+def _share(share, lo, hi) -> dict:
+    return {"effect": -0.5, "effect_ci": [-0.6, -0.4], "held_effect": -0.5 * (1 - share),
+            "held_effect_ci": [-0.3, -0.1], "n": 4, "share": share, "share_ci": [lo, hi]}
+
+
+def synthetic_mediation(vectors: list[str], attacks: list[str]) -> dict:
+    """A mediation.json as `audit.mediation` writes it: per attack each vector's +v and one
+    generated null, shares per basis (direction, subspace, polarity) and layer band."""
+    bands = {"1": [1], "1-3": [1, 2, 3], "2": [2], "3": [3]}  # as saved: keys sorted
+
+    def rec(kind: str, vector: str, base: float) -> dict:
+        per = {b: {band: _share(base + 0.1 * i, base - 0.1, base + 0.2 + 0.1 * i)
+                   for i, band in enumerate(bands)} for b in ("direction", "subspace", "polarity")}
+        per["direction"]["3"] = {**per["direction"]["3"], "share": None, "share_ci": [None, None],
+                                 "undefined": "effect's CI includes 0"}
+        return {"kind": kind, "vector": vector, "dose": 2, "generated": True, "shares": per}
+
+    return {"outcome": "first-token refusal score (log-odds of the refusal first tokens)",
+            "steering_layer": 1, "bands": bands, "bases": {},
+            "attacks": {a: {**{f"{v}@2+v": rec("+v", v, 0.6) for v in vectors},
+                            "random@2+r0": rec("random", "random", 0.2)} for a in attacks}}
+
+
+def test_why_figure_shows_the_mediated_shares_only_with_mediation():
+    """Per attack one figure: a bar trace per vector and basis (a bar per band, its interval as
+    error bars, the undefined share left out), the nulls' shares as marks; the outcome named on
+    the axis and the legend; no figure without mediation.json."""
+    from steerlens.results.why import mediation_figures
+
+    assert mediation_figures({}) == {} and mediation_figures({"mediation": {}}) == {}
+    figs = mediation_figures({"mediation": synthetic_mediation(["sycophancy", "refusal"], ["none", "aim"])})
+    assert set(figs) == {"mediation-none", "mediation-aim"}
+    fig = figs["mediation-none"]
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert {t.name for t in bars} == {f"{v} @2: {b}" for v in ("sycophancy", "refusal") for b in (
+        "refusal direction", "refusal subspace", "answer-polarity direction")}
+    d = next(t for t in bars if t.name == "sycophancy @2: refusal direction")
+    assert list(d.x) == ["1-3", "1", "2", "3"]
+    assert list(fig.layout.xaxis.categoryarray) == ["1-3", "1", "2", "3"]  # the whole band first
+    assert list(d.y[:3]) == pytest.approx([70, 60, 80]) and d.y[3] is None
+    assert list(d.error_y.array) == pytest.approx([20, 20, 20, 0])
+    assert list(d.error_y.arrayminus) == pytest.approx([20, 10, 30, 0])
+    nulls = [t for t in fig.data if t.type == "scatter"]
+    assert {t.name for t in nulls} == {f"generated nulls: {b}" for b in (
+        "refusal direction", "refusal subspace", "answer-polarity direction")}
+    assert "first-token refusal score" in fig.layout.yaxis.title.text
+    assert "first-token refusal score" in fig.layout.legend.title.text
+
+
+@needs_chromium
+def test_why_section_with_mediation_lays_out_at_1366px(finished_run, tmp_path):
+    """A run with mediation.json: the Why section leads with the mediated shares (labelled by
+    intervention; the projection and cosine labelled as correlations) and still fits 1366 px."""
+    from steerlens.results.report import WHY_MEDIATED
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    plain = write_report(run).read_text()
+    assert "plot-mediation-" not in plain and "correlations" in plain
+    (run / "mediation.json").write_text(json.dumps(synthetic_mediation(["sycophancy", "refusal"],
+                                                                       ["none", "refusal_suppression"])))
+    page = write_report(run)
+    text = page.read_text()
+    assert html.escape(WHY_MEDIATED) in text
+    assert "plot-mediation-none" in text and "plot-mediation-refusal_suppression" in text
+    assert text.index("plot-mediation-none") < text.index("plot-projection_layers")
+    assert layout_problems(page, tmp_path) == []
+
+
+def test_the_answer_reads_the_whole_band_whatever_the_saved_key_order():
+    from steerlens.results.text import mediation_lines
+
+    lines = mediation_lines({"mediation": synthetic_mediation(["sycophancy"], ["none"])})
+    assert "layers 1-3" in lines[0] and "70% [" in lines[1]  # the 1-3 band's share, not layer 1's
