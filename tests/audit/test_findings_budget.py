@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = sorted(p.parent for p in (ROOT / "results").glob("**/config.json")
               if (p.parent / "cells").is_dir() and p.parent.name != "mitigations")
 
