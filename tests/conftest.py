@@ -64,6 +64,12 @@ def cached_model_dir(tmp_path, monkeypatch, config: str, key: str = "smollm2-135
     return d
 
 
+def seeded_vector(seed: int, norm: float, d_model: int = 64) -> torch.Tensor:
+    """A random direction of the tiny model's width (seeded) at the given norm."""
+    v = torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm() * norm
+
+
 def save_tiny_model(path, family: str = "qwen2", seed: int = 0, n_layers: int = 4) -> str:
     """Write a tiny random HF model of a family plus the tiny tokenizer to `path`."""
     import transformers as tf

@@ -13,7 +13,6 @@ as the grid does):
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 
 import torch
@@ -21,6 +20,7 @@ import torch
 from steerlens.audit.artefacts import Refusal
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.flags import opt
+from steerlens.audit.log import log as _log
 from steerlens.audit.options import normalise_fields
 from steerlens.audit.settings import FIX_KINDS, Frame, Kind, Setting, dosed, fix_setting, vector_setting
 from steerlens.audit.stages import instructions
@@ -121,10 +121,6 @@ def unread_learned(form: str, stop: str) -> set[str]:
     if stop != "validation":
         out |= {"learned_val_harmful", "learned_val_items", "learned_window", "learned_tol"}
     return out
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
 def _save_condition(c: Condition, path) -> None:

@@ -14,12 +14,12 @@ RUN/mediation/cells (harm labels under RUN/mediation/judgements/), and shared wi
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from steerlens.audit.fixes import CLAMPS, clamp_layers, clamp_settings
+from steerlens.audit.log import log as _log
 from steerlens.rundir import RunStore, read_json
 from steerlens.schema import (
     FIX_SUFFIX,
@@ -33,10 +33,6 @@ from steerlens.schema import (
 BASES = {"clamp1": "direction", "clampk": "subspace"}
 OUTCOMES = {"nonrefusal": "non-refusal (the refusal judge's label)",
             "harm": "harmful compliance (the harm judge's label)"}
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
 def share_cells(src: Path, dst: RunStore, settings: list, attacks, goals: list[str]) -> int:

@@ -9,12 +9,12 @@ model's own blocks are the same in every run on the model, and are reused (`audi
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 
 from steerlens.audit.backends import Job, run_local, run_ray
 from steerlens.audit.config import AuditConfig
+from steerlens.audit.log import log as _log
 from steerlens.audit.reuse import Reuse, data_digests, file_digest
 from steerlens.audit.settings import Kind
 from steerlens.datasets.attacks import get_attack
@@ -142,10 +142,6 @@ class GridProgress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
 def run_jobs(store: RunStore, model, cfg: AuditConfig, jobs: list, backend: str = "local",

@@ -11,18 +11,13 @@ killed stage resumes; mediation.json holds the shares, recomputed from those fil
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
+from steerlens.audit.log import log as _log
 from steerlens.rundir import RunStore
 from steerlens.schema import MEDIATION_FILE, POLARITY_TENSORS, mediation_name
 
 MEDIATED_KINDS = ("+v", "shuffled", "random", "covariance", "pair_diff")
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
 def mediated_settings(grid: list) -> list:

@@ -50,6 +50,7 @@ from steerlens.audit.flags import add_flags, config_of
 from steerlens.audit.generated import mitigation_generated, share_cells
 from steerlens.audit.grid import Block, by_owner, plan_jobs, run_jobs
 from steerlens.audit.held_out import held_out_items
+from steerlens.audit.log import log as _log
 from steerlens.audit.options import EPILOG, Spec, normalise_value
 from steerlens.audit.settings import Kind, Setting
 from steerlens.audit.stages import harm_stage, readout
@@ -80,10 +81,6 @@ from steerlens.schema import (
     SUMMARY_FILE,
     cell_name,
 )
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
 def check_config(mcfg: MitigateConfig) -> None:

@@ -11,11 +11,10 @@ printed warning (its effect may be the answer word "Yes"/"No", not a behaviour).
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
 from steerlens.audit.config import AuditConfig
+from steerlens.audit.log import log as _log
 from steerlens.core.geometry import cosine
 from steerlens.core.vectors import SteeringVector
 from steerlens.rundir import RunStore
@@ -24,10 +23,6 @@ from steerlens.schema import POLARITY_TENSORS
 POLARITY_FILE = POLARITY_TENSORS
 POLARITY_DATA = "polarity/train.json"
 WARN_COSINE = 0.5  # |cos| with the polarity direction at the steering layer that is warned about
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
 def polarity_inputs(cfg: AuditConfig) -> dict:

@@ -37,15 +37,12 @@ import torch
 from steerlens._version import __version__
 from steerlens.audit.config import AuditConfig, RunOptions, audit_config, build_parser, run_options
 from steerlens.audit.grid import grid_stage
+from steerlens.audit.log import log as _log
 from steerlens.audit.reuse import open_reuse
 from steerlens.audit.validation import null_warnings, validate
 from steerlens.errors import SteerlensError, cli_main
 from steerlens.rundir import RunStore
 from steerlens.schema import CONFIG_FILE, MANIFEST_FILE, REPORT_FILE, TIMINGS_FILE
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
 def check_not_overwriting(opts: RunOptions) -> None:

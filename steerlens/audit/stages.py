@@ -6,12 +6,11 @@ screen and the refusal projections from the grid's first decode step.
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
 from steerlens.audit.artefacts import Refusal, Vectors
 from steerlens.audit.config import AuditConfig
+from steerlens.audit.log import log as _log
 from steerlens.audit.reuse import (
     REFUSAL_FILES,
     SUBSPACE_FILES,
@@ -42,11 +41,6 @@ from steerlens.schema import (
     SUBSPACE_TENSORS,
     SUMMARY_FILE,
 )
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
-
 
 # -- 1. the refusal direction ----------------------------------------------------------------
 

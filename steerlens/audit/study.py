@@ -26,6 +26,7 @@ import torch
 
 from steerlens.audit.config import audit_options
 from steerlens.audit.flags import add_flags, config_of, opt
+from steerlens.audit.log import log as _log
 from steerlens.audit.options import EPILOG, OnceAction, Spec, check_values, normalise_fields
 from steerlens.audit.run import run_audit
 from steerlens.audit.settings import dosed, random_directions
@@ -43,10 +44,6 @@ from steerlens.rundir import read_json, write_json
 from steerlens.schema import CONFIG_FILE, LAYER_SCAN_FILE, STUDY_TIMINGS_FILE
 
 RUNS = {"caa": "library", "methods": "library-methods"}
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,6 @@ polarity. Split from `audit.stages`, which keeps the model-level stages."""
 
 from __future__ import annotations
 
-import sys
-
 from steerlens.audit.artefacts import CAAVector, Refusal, Vectors
 from steerlens.audit.config import AuditConfig
 from steerlens.audit.held_out import (
@@ -17,6 +15,7 @@ from steerlens.audit.held_out import (
     checked_effect,
     extraction_items,
 )
+from steerlens.audit.log import log as _log
 from steerlens.audit.settings import dosed
 from steerlens.core.geometry import cosine, fraction_in_subspace
 from steerlens.core.steering import addition
@@ -26,11 +25,6 @@ from steerlens.methods.extraction import extract
 from steerlens.methods.subspace import RefusalSubspace
 from steerlens.rundir import RunStore
 from steerlens.schema import DOSE_FILE, OVERLAP_FILE, VECTOR_FILES, vector_file
-
-
-def _log(msg: str) -> None:
-    print(f"[steerlens] {msg}", file=sys.stderr, flush=True)
-
 
 # -- 3. steering vectors ---------------------------------------------------------------------
 

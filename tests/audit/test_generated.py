@@ -14,8 +14,9 @@ J = 5  # the planted direction: residual coordinate J (conftest.planted_model)
 
 
 def _vec(seed: int, norm: float) -> torch.Tensor:
-    v = torch.randn(64, generator=torch.Generator().manual_seed(seed))
-    return v / v.norm() * norm
+    from conftest import seeded_vector
+
+    return seeded_vector(seed, norm)
 
 
 def _tokens(cell) -> list[list[int]]:

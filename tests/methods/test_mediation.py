@@ -33,8 +33,9 @@ def prompts(tiny_model):
 
 
 def _vec(seed: int, norm: float = 6.0) -> torch.Tensor:
-    v = torch.randn(64, generator=torch.Generator().manual_seed(seed))
-    return v / v.norm() * norm
+    from conftest import seeded_vector
+
+    return seeded_vector(seed, norm)
 
 
 def _score(model):
