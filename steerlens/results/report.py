@@ -19,7 +19,7 @@ from steerlens.results import figures as F
 from steerlens.results import verdicts as V
 from steerlens.results.summary import RunData, current_summary, load_run_data
 from steerlens.results.text import delta_key, mde_parts, points, steered_tokens
-from steerlens.results.why import mediation_figures
+from steerlens.results.why import generated_figures, mediation_figures
 from steerlens.rundir import atomic_write_text, open_run, read_json
 from steerlens.schema import (
     CONFIG_FILE,
@@ -293,8 +293,9 @@ SECTIONS = (
      ("behaviour", "validation", "selection", "subspace_k")),
 )
 # The "Why" section's title when the run has mediation.json: the intervention first.
-WHY_MEDIATED = ("Why: by intervention (share of the first-token refusal score effect mediated per "
-                "layer band) and by correlation (refusal projection, cosine)")
+WHY_MEDIATED = ("Why: by intervention (share of the effect mediated, held at unsteered: first-token "
+                "refusal score per layer band, generated outcomes) and by correlation (refusal "
+                "projection, cosine)")
 
 
 def fixes_block(run: Path) -> str:
@@ -306,6 +307,7 @@ def fixes_block(run: Path) -> str:
 
     m = summarize_mitigations(run)  # from the cells under the current rules, never a stored copy
     figs = {f"pareto-{a}-{o}": F.pareto(m, a, o) for a in m["attacks"] for o in V.OUTCOMES}
+    figs.update(generated_figures(m.get("mediation_generated")))  # the clamps' cells
     grid = "".join(_fig(figs, n) for n in figs)
     return (f"<section id='fixes'><h2>What fixes it, at what cost</h2><div class=grid2>{grid}</div>"
             f"{markdown_html(format_mitigations(m))}</section>")
@@ -340,7 +342,8 @@ def render(run: Path, summary: dict, data: RunData) -> str:
     from plotly.offline import get_plotlyjs
 
     figs = F.figures(summary, data)
-    why = mediation_figures(summary)
+    why = {**mediation_figures(summary),
+           **generated_figures((summary.get("mediation") or {}).get("generated"))}
     figs.update(why)
     judges_html, labels = judges_block(run, data)
     parts = [f"<h1>steerlens audit: {_e(data.config.get('model'))}</h1>"]

@@ -3,7 +3,9 @@ on the first-token refusal score that goes away when a component of the residual
 refusal direction, the refusal subspace, the answer-polarity direction) is held at the
 unsteered run's value, per layer band, with its paired-bootstrap interval (`mediation.json`,
 `audit.mediation`, docs/mediation.md). The generated nulls' shares are drawn beside them.
-Only for a run with mediation (`--mediation`); the correlational figures stay in `figures`."""
+Only for a run with mediation (`--mediation`); the correlational figures stay in `figures`.
+The generated outcomes' shares (`mediation_generated.json`: the clamp cells, `audit.generated`)
+get a figure of their own per attack: one bar per outcome, vector and basis."""
 
 from __future__ import annotations
 
@@ -84,3 +86,49 @@ def mediation_figures(summary: dict) -> dict[str, go.Figure]:
     """One figure per attack of the run's mediation.json; none without it."""
     med = summary.get("mediation") or {}
     return {f"mediation-{a}": mediated_shares(med, a) for a in med.get("attacks") or {}}
+
+
+GENERATED = {"nonrefusal": "non-refusal", "harm": "harmful compliance"}
+
+
+def _generated_bar(fig: go.Figure, label: str, basis: str, per_outcome: dict, color: str) -> None:
+    """One +v's generated shares through one basis (clamp1: direction, clampk: subspace)."""
+    outs = [o for o in GENERATED if basis in (per_outcome.get(o) or {})]
+    recs = [per_outcome[o][basis] for o in outs]
+    ys = [_pct(r.get("share")) for r in recs]
+    ci = [r.get("share_ci") or [None, None] for r in recs]
+    up = [0 if y is None or c[1] is None else 100 * c[1] - y for y, c in zip(ys, ci)]
+    down = [0 if y is None or c[0] is None else y - 100 * c[0] for y, c in zip(ys, ci)]
+    hover = [r.get("undefined") or f"Δ {100 * r.get('effect', float('nan')):+.0f} points"
+             for r in recs]
+    fig.add_bar(x=[f"{GENERATED[o]} (Δ generated)" for o in outs], y=ys, hovertext=hover,
+                name=f"{label}: {BASES.get(basis, basis)} clamped",
+                marker=dict(color=color, pattern=dict(shape=PATTERNS.get(basis, "x"))),
+                error_y=dict(type="data", array=up, arrayminus=down))
+
+
+def generated_shares(gen: dict, attack: str) -> go.Figure:
+    """Per generated outcome, each +v's share held back by the clamp (the component held at an
+    unsteered twin's from the steering layer on), with its paired-bootstrap interval; a share
+    whose total effect's interval includes 0 is undefined and drawn as no bar."""
+    layers = gen.get("clamp_layers") or []
+    where = f"layers {layers[0]}-{layers[-1]}" if layers else "the clamp layers"
+    fig = _fig(f"Why, by intervention ({attack}): share of each vector's<br>effect on the "
+               f"generated outcomes held back by clamping<br>a component at an unsteered "
+               f"twin's ({where})", xaxis_title="generated outcome (judged completions)",
+               yaxis_title="mediated share of the Δ (%)", barmode="group")
+    per = (gen.get("attacks") or {}).get(attack) or {}
+    for i, (tag, rec) in enumerate(per.items()):
+        for basis in dict.fromkeys(b for o in rec.values() for b in o):
+            _generated_bar(fig, tag, basis, rec, PALETTE[i % len(PALETTE)])
+    fig.add_hline(y=0, line_color="black", line_width=1)
+    fig.add_hline(y=100, line_dash="dot", annotation_text="all of the effect")
+    fig.update_layout(height=580, margin=dict(t=110, b=200), legend=dict(
+        orientation="h", yanchor="top", y=-0.3, font=dict(size=10)))
+    return fig
+
+
+def generated_figures(gen: dict | None) -> dict[str, go.Figure]:
+    """One figure per attack of a `mediation_generated.json` record; none without it."""
+    gen = gen or {}
+    return {f"mediation-generated-{a}": generated_shares(gen, a) for a in gen.get("attacks") or {}}

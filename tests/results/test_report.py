@@ -253,6 +253,40 @@ def test_why_figure_shows_the_mediated_shares_only_with_mediation():
     assert "first-token refusal score" in fig.layout.legend.title.text
 
 
+def synthetic_generated(tags: list[str], attacks: list[str]) -> dict:
+    """A mediation_generated.json as `audit.generated` writes it: per attack and +v, per
+    outcome, the direction's and the subspace's share; harm's subspace share undefined."""
+    def rec(base: float) -> dict:
+        out = {o: {b: _share(base + 0.1 * i, base - 0.1, base + 0.3)
+                   for i, b in enumerate(("direction", "subspace"))} for o in ("nonrefusal", "harm")}
+        out["harm"]["subspace"] = {**out["harm"]["subspace"], "share": None,
+                                   "share_ci": [None, None], "undefined": "effect's CI includes 0"}
+        return out
+
+    return {"clamp_layers": [1, 2, 3], "attacks": {a: {t + "+v": rec(0.4) for t in tags}
+                                                   for a in attacks}}
+
+
+def test_generated_shares_figure_names_the_outcomes_and_leaves_undefined_out():
+    """One figure per attack: per +v and basis a bar per generated outcome (named: non-refusal,
+    harmful compliance), the interval as error bars, an undefined share drawn as no bar."""
+    from steerlens.results.why import generated_figures
+
+    assert generated_figures(None) == {} and generated_figures({}) == {}
+    figs = generated_figures(synthetic_generated(["sycophancy@2"], ["none", "aim"]))
+    assert set(figs) == {"mediation-generated-none", "mediation-generated-aim"}
+    bars = {t.name: t for t in figs["mediation-generated-none"].data if t.type == "bar"}
+    assert set(bars) == {"sycophancy@2+v: refusal direction clamped",
+                         "sycophancy@2+v: refusal subspace clamped"}
+    d, k = bars["sycophancy@2+v: refusal direction clamped"], bars["sycophancy@2+v: refusal subspace clamped"]
+    assert list(d.x) == ["non-refusal (Δ generated)", "harmful compliance (Δ generated)"]
+    assert list(d.y) == pytest.approx([40, 40])
+    assert list(d.error_y.array) == pytest.approx([30, 30])
+    assert list(d.error_y.arrayminus) == pytest.approx([10, 10])
+    assert k.y[1] is None and list(k.error_y.array)[1] == 0
+    assert "layers 1-3" in figs["mediation-generated-none"].layout.title.text
+
+
 @needs_chromium
 def test_why_section_with_mediation_lays_out_at_1366px(finished_run, tmp_path):
     """A run with mediation.json: the Why section leads with the mediated shares (labelled by
@@ -265,8 +299,11 @@ def test_why_section_with_mediation_lays_out_at_1366px(finished_run, tmp_path):
     assert "plot-mediation-" not in plain and "correlations" in plain
     (run / "mediation.json").write_text(json.dumps(synthetic_mediation(["sycophancy", "refusal"],
                                                                        ["none", "refusal_suppression"])))
+    (run / "mediation_generated.json").write_text(json.dumps(synthetic_generated(
+        ["sycophancy@2"], ["none", "refusal_suppression"])))
     page = write_report(run)
     text = page.read_text()
+    assert "plot-mediation-generated-none" in text
     assert html.escape(WHY_MEDIATED) in text
     assert "plot-mediation-none" in text and "plot-mediation-refusal_suppression" in text
     assert text.index("plot-mediation-none") < text.index("plot-projection_layers")
