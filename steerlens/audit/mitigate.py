@@ -118,10 +118,21 @@ def _check_clamp(store: ReadOnlyStore, mcfg: MitigateConfig) -> None:
         clamp_layers(mcfg.clamp_layers, ref["steering_layer"], store.read_json(MANIFEST_FILE)["n_layers"])
 
 
-def check(run: str | Path, mcfg: MitigateConfig) -> ReadOnlyStore:
+def check_into(into: str) -> str:
+    """`--into`: `mitigations` or `mitigations-NAME` (a letter, digit, '-', '_' or '.' each)."""
+    import re
+
+    if into != MITIGATIONS_DIR and not re.fullmatch(rf"{MITIGATIONS_DIR}-[A-Za-z0-9][A-Za-z0-9_.-]*", into):
+        raise SteerlensError(f"--into {into!r}: a mitigation run lives in RUN/{MITIGATIONS_DIR} or "
+                             f"RUN/{MITIGATIONS_DIR}-NAME", fix=f"e.g. --into {MITIGATIONS_DIR}-clamp")
+    return into
+
+
+def check(run: str | Path, mcfg: MitigateConfig, into: str = MITIGATIONS_DIR) -> ReadOnlyStore:
     """Fail before loading anything: a finished run, known mitigations, sane sizes, no other
     mitigation run in its directory; returns the run, opened read-only."""
     check_config(mcfg)
+    check_into(into)
     store = open_run(normalise_value(Spec("run"), run))
     ran = run_config(store).attacks
     if set(mcfg.attacks) - set(ran):
@@ -138,11 +149,12 @@ def check(run: str | Path, mcfg: MitigateConfig) -> ReadOnlyStore:
                              fix="pass --vectors with the run's CAA vectors, or audit the file "
                                  "under --protocol caa and mitigate that run")
     _check_clamp(store, mcfg)
-    mine = RunStore(store.root / MITIGATIONS_DIR)
+    mine = RunStore(store.root / into)
     if mine.exists(CONFIG_FILE) and mine.read_json(CONFIG_FILE) != json.loads(
             json.dumps(mcfg.to_json())):
         raise SteerlensError(f"{mine.root} holds a mitigation run with other settings",
-                             fix="delete that directory or use the same settings")
+                             fix=f"use the same settings, --into {MITIGATIONS_DIR}-NAME for a "
+                                 "mitigation run of its own beside it, or delete that directory")
     return store
 
 
@@ -255,14 +267,14 @@ def _chosen(run: FinishedRun, mcfg: MitigateConfig) -> tuple[AuditConfig, Vector
     return cfg, run.vectors.subset(mcfg.vectors)
 
 
-def run_mitigate(run: str | Path, mcfg: MitigateConfig) -> dict:
-    """Every step of the module docstring; returns the mitigation summary."""
-    audited = check(run, mcfg)
+def run_mitigate(run: str | Path, mcfg: MitigateConfig, into: str = MITIGATIONS_DIR) -> dict:
+    """Every step of the module docstring, into RUN/`into`; returns the mitigation summary."""
+    audited = check(run, mcfg, into)
     saved = run_config(audited)
     model = load_model(saved.model, device=saved.device, dtype=saved.dtype)
     torch.set_grad_enabled(False)
     done = open_audited(audited.root, model, AUDITED)
-    store = RunStore(audited.root / MITIGATIONS_DIR)
+    store = RunStore(audited.root / into)
     store.root.mkdir(exist_ok=True)
     store.cached_json(CONFIG_FILE, mcfg.to_json)
     store.cached_json(MITIGATED_RUN_FILE, lambda: {"config_hash": audited.read_json(CONFIG_FILE)["hash"]})
@@ -285,7 +297,7 @@ def run_mitigate(run: str | Path, mcfg: MitigateConfig) -> dict:
         store.cached_json(GATE_FILE, lambda: gate_rates(model, cfg, condition(store, model, cfg,
                                                                               done.refusal)))
     store.cached_json(COSTS_FILE, lambda: costs(model, cfg, vectors, fixes, mcfg))
-    summary = summarize_mitigations(audited.root)
+    summary = summarize_mitigations(audited.root, into)
     write_mitigations(audited.root, summary)
     return summary
 
@@ -295,13 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m steerlens.audit.mitigate", epilog=EPILOG,
                                 description="What fixes a finished audit's vectors, at what cost.")
     p.add_argument("run", help="a finished audit run directory")
+    p.add_argument("--into", default=MITIGATIONS_DIR, metavar="DIR",
+                   help=f"where under RUN (default {MITIGATIONS_DIR}; {MITIGATIONS_DIR}-NAME: a "
+                        "mitigation run with other settings beside the first, read by report, "
+                        "findings and the stored-summary check alike)")
     add_flags(p, MitigateConfig)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    return cli_main(lambda: run_mitigate(a.run, config_of(MitigateConfig, vars(a))),
+    into = vars(a).pop("into")
+    return cli_main(lambda: run_mitigate(a.run, config_of(MitigateConfig, vars(a)), into),
                     format_mitigations)
 
 

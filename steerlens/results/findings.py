@@ -317,14 +317,16 @@ def _demoted(md: str, levels: int = 1) -> list[str]:
 
 def mitigation_lines(run: Path) -> list[str]:
     """Claims 4-5 extended: every fix of `python -m steerlens.audit.mitigate`, when the run has
-    them (`RUN/mitigations/`), with what each costs (`results.mitigations`)."""
-    if not (Path(run) / MITIGATIONS_DIR / CONFIG_FILE).exists():
-        return []
-    from steerlens.results.mitigations import format_mitigations, summarize_mitigations
+    them (`RUN/mitigations/`, `RUN/mitigations-NAME/`), with what each costs
+    (`results.mitigations`)."""
+    from steerlens.results.mitigations import format_mitigations, mitigation_dirs, summarize_mitigations
 
-    md = format_mitigations(summarize_mitigations(run)).replace(f"# Mitigations of {run}",
-                                                                "# What fixes it, at what cost")
-    return _demoted(md, 2) + [""]
+    out = []
+    for d in mitigation_dirs(run):
+        md = format_mitigations(summarize_mitigations(run, d)).splitlines()
+        where = "" if d == MITIGATIONS_DIR else f" ({d}/)"
+        out += _demoted("\n".join([f"# What fixes it, at what cost{where}", *md[1:]]), 2) + [""]
+    return out
 
 
 def library_lines(study: Path) -> list[str]:
@@ -380,12 +382,12 @@ def render(runs: list[str], discussion: str | None = None, library: str | None =
 def run_facts(run: Path, s: dict) -> dict[str, str]:
     """What the discussion may cite of one run (`results.facts`)."""
     from steerlens.results.facts import mitigation_facts, summary_facts
+    from steerlens.results.mitigations import mitigation_dirs, summarize_mitigations
 
     out = summary_facts(s)
-    if (Path(run) / MITIGATIONS_DIR / CONFIG_FILE).exists():
-        from steerlens.results.mitigations import summarize_mitigations
-
-        out.update(mitigation_facts(summarize_mitigations(run)))
+    for d in mitigation_dirs(run):  # another mitigation run's facts carry its directory's name
+        pre = "" if d == MITIGATIONS_DIR else f"{d}."
+        out.update({pre + k: v for k, v in mitigation_facts(summarize_mitigations(run, d)).items()})
     return out
 
 

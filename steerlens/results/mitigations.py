@@ -127,11 +127,19 @@ def capability(p: dict[str, list[float]], setting: str) -> dict:
             "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "n": t["n"]}
 
 
-def _cells(run: Path) -> tuple[dict, dict | None]:
+def mitigation_dirs(run: str | Path) -> list[str]:
+    """The run's mitigation runs: `mitigations/` first, then each `mitigations-NAME/` (a
+    mitigation run with other settings, `mitigate --into`), those with a config only."""
+    run = Path(run)
+    named = sorted(p.name for p in run.glob(f"{MITIGATIONS_DIR}-*") if (p / CONFIG_FILE).exists())
+    return ([MITIGATIONS_DIR] if (run / MITIGATIONS_DIR / CONFIG_FILE).exists() else []) + named
+
+
+def _cells(run: Path, into: str = MITIGATIONS_DIR) -> tuple[dict, dict | None]:
     """The run's cells and its mitigation cells; and the harm judge's settings behind the
     mitigation cells' labels (None when they have none)."""
     cells = dict(load_run_data(run).cells)
-    m = run / MITIGATIONS_DIR
+    m = run / into
     harm = None
     if (m / CELLS_DIR).exists():
         more, harm = load_run_data_cells(m)
@@ -205,13 +213,13 @@ def _fix_record(cells, costs, attacks, vector, tag, fix, margin, cal=None) -> di
     return rec
 
 
-def summarize_mitigations(run: str | Path) -> dict:
-    """Every (vector, dose) with its raw cells and each fix's record."""
+def summarize_mitigations(run: str | Path, into: str = MITIGATIONS_DIR) -> dict:
+    """Every (vector, dose) with its raw cells and each fix's record (of `RUN/into`)."""
     run = Path(run)
-    m = run / MITIGATIONS_DIR
+    m = run / into
     summary = summarize(load_run_data(run))  # the current rules on the cells, not a stored copy
     margin = margins(summary["design"])
-    cells, judged_by = _cells(run)
+    cells, judged_by = _cells(run, into)
     cal = harm_calibration(summary, judged_by)
     costs = read_json(m / COSTS_FILE) if (m / COSTS_FILE).exists() else {}
     mcfg = read_json(m / CONFIG_FILE)
@@ -234,7 +242,8 @@ def summarize_mitigations(run: str | Path) -> dict:
     clamp = {"decode_seconds": costs["decode_seconds"]} if costs.get("decode_seconds") else {}
     if gen.exists():  # a clamp fix's cells give the generated-outcome mediation (audit.generated)
         clamp["mediation_generated"] = read_json(gen)
-    return {"run": str(run), "margin": margin, "harm_calibration": cal,
+    named = {} if into == MITIGATIONS_DIR else {"into": into}
+    return {"run": str(run), **named, "margin": margin, "harm_calibration": cal,
             "margin_harm_corrected": _corrected_margin(margin, cal), "alpha": ALPHA, "keep_bar": KEEP_BAR,
             "attacks": attacks, "fixes": fixes, "vectors": out, "gate": gate, **clamp,
             "n_tests_bh": adjust(out)}
@@ -344,7 +353,7 @@ def _margins(s: dict) -> dict[str, float]:
 def format_mitigations(s: dict) -> str:
     """The mitigation table per attack (points against the unsteered baseline; harmful
     compliance as judged and judge-corrected, side by side)."""
-    lines = [f"# Mitigations of {s['run']}", "",
+    lines = [f"# Mitigations of {s['run']}" + (f" ({s['into']}/)" if s.get("into") else ""), "",
              "Δ = points against the unsteered baseline [95% interval]. Restores = equivalent to "
              "baseline (TOST) within ± the outcome's minimum detectable "
              "shift (" + ", ".join(f"{OUTCOME_NAMES[o]} ±{100 * m:.0f} points"
@@ -381,6 +390,6 @@ def decode_lines(dec: dict) -> list[str]:
 
 
 def write_mitigations(run: str | Path, s: dict) -> None:
-    m = Path(run) / MITIGATIONS_DIR
+    m = Path(run) / s.get("into", MITIGATIONS_DIR)
     write_json(m / MITIGATIONS_FILE, s)
     atomic_write_text(m / MITIGATIONS_TEXT, format_mitigations(s) + "\n")

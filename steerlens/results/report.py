@@ -22,7 +22,6 @@ from steerlens.results.text import delta_key, mde_parts, points, steered_tokens
 from steerlens.results.why import generated_figures, mediation_figures
 from steerlens.rundir import atomic_write_text, open_run, read_json
 from steerlens.schema import (
-    CONFIG_FILE,
     DELTA_KEYS,
     HARM_LABELS,
     JUDGEMENTS_DIR,
@@ -299,17 +298,25 @@ WHY_MEDIATED = ("Why: by intervention (share of the effect mediated, held at uns
 
 
 def fixes_block(run: Path) -> str:
-    """What fixes it, at what cost (`python -m steerlens.audit.mitigate RUN`): the Pareto view
-    per attack and outcome, and the table; empty when the run has no mitigations."""
-    if not (Path(run) / MITIGATIONS_DIR / CONFIG_FILE).exists():
-        return ""
+    """What fixes it, at what cost (`python -m steerlens.audit.mitigate RUN`): per mitigation
+    run (`mitigations/`, `mitigations-NAME/`) the Pareto view per attack and outcome, the
+    clamps' generated shares, and the table; empty when the run has no mitigations."""
+    from steerlens.results.mitigations import mitigation_dirs
+
+    return "".join(_fixes_section(run, d) for d in mitigation_dirs(run))
+
+
+def _fixes_section(run: Path, into: str) -> str:
     from steerlens.results.mitigations import format_mitigations, summarize_mitigations
 
-    m = summarize_mitigations(run)  # from the cells under the current rules, never a stored copy
-    figs = {f"pareto-{a}-{o}": F.pareto(m, a, o) for a in m["attacks"] for o in V.OUTCOMES}
-    figs.update(generated_figures(m.get("mediation_generated")))  # the clamps' cells
+    m = summarize_mitigations(run, into)  # from the cells under the current rules, never a stored copy
+    tag = "" if into == MITIGATIONS_DIR else f"{into}-"
+    figs = {f"{tag}pareto-{a}-{o}": F.pareto(m, a, o) for a in m["attacks"] for o in V.OUTCOMES}
+    figs.update({tag + k: f for k, f in generated_figures(m.get("mediation_generated")).items()})
     grid = "".join(_fig(figs, n) for n in figs)
-    return (f"<section id='fixes'><h2>What fixes it, at what cost</h2><div class=grid2>{grid}</div>"
+    title = "What fixes it, at what cost" + ("" if not tag else f" ({into}/)")
+    sid = "fixes" if not tag else f"fixes-{into}"
+    return (f"<section id='{sid}'><h2>{_e(title)}</h2><div class=grid2>{grid}</div>"
             f"{markdown_html(format_mitigations(m))}</section>")
 
 

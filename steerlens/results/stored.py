@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from steerlens.rundir import _clean, read_json, write_json
-from steerlens.schema import CONFIG_FILE, MITIGATIONS_DIR, MITIGATIONS_FILE, MITIGATIONS_TEXT, SUMMARY_FILE
+from steerlens.schema import CONFIG_FILE, MITIGATIONS_FILE, MITIGATIONS_TEXT, SUMMARY_FILE
 
 REL, ABS = 1e-9, 1e-12  # float tolerance: the same code on another BLAS may differ in the last bits
 
@@ -25,12 +25,11 @@ def _summary(run: Path) -> dict:
     return current_summary(run)
 
 
-def _mitigations(run: Path) -> dict | None:
-    if not (run / MITIGATIONS_DIR / CONFIG_FILE).exists():
-        return None
-    from steerlens.results.mitigations import summarize_mitigations
+def _mitigations(run: Path) -> dict[str, dict]:
+    """Each mitigation run of RUN (`mitigations/`, `mitigations-NAME/`) summarised now."""
+    from steerlens.results.mitigations import mitigation_dirs, summarize_mitigations
 
-    return summarize_mitigations(run)
+    return {d: summarize_mitigations(run, d) for d in mitigation_dirs(run)}
 
 
 def refresh(run: str | Path) -> list[Path]:
@@ -41,9 +40,9 @@ def refresh(run: str | Path) -> list[Path]:
     run = Path(run)
     write_json(run / SUMMARY_FILE, _summary(run))
     out = [run / SUMMARY_FILE]
-    if (m := _mitigations(run)) is not None:
+    for d, m in _mitigations(run).items():
         write_mitigations(run, m)
-        out += [run / MITIGATIONS_DIR / MITIGATIONS_FILE, run / MITIGATIONS_DIR / MITIGATIONS_TEXT]
+        out += [run / d / MITIGATIONS_FILE, run / d / MITIGATIONS_TEXT]
     return out
 
 
@@ -74,16 +73,16 @@ def stale(run: str | Path) -> dict[str, list[str]]:
     d = differences(read_json(run / SUMMARY_FILE), _as_stored(_summary(run)))
     if d:
         out[SUMMARY_FILE] = d[:5]
-    if (m := _mitigations(run)) is not None:
+    for name, m in _mitigations(run).items():
         from steerlens.results.mitigations import format_mitigations
 
-        stored = read_json(run / MITIGATIONS_DIR / MITIGATIONS_FILE)
+        stored = read_json(run / name / MITIGATIONS_FILE)
         d = differences({**stored, "run": None}, {**_as_stored(m), "run": None})
         if d:
-            out[MITIGATIONS_FILE] = d[:5]
-        text = (run / MITIGATIONS_DIR / MITIGATIONS_TEXT).read_text().splitlines()[1:]
+            out[f"{name}/{MITIGATIONS_FILE}"] = d[:5]
+        text = (run / name / MITIGATIONS_TEXT).read_text().splitlines()[1:]
         if text != (format_mitigations(m) + "\n").splitlines()[1:]:  # line 0 names the run's path
-            out[MITIGATIONS_TEXT] = ["text differs"]
+            out[f"{name}/{MITIGATIONS_TEXT}"] = ["text differs"]
     return out
 
 

@@ -152,6 +152,39 @@ def test_report_shows_the_pareto_view(mitigated):
     assert "id='fixes'" in page and "plot-pareto-none-nonrefusal" in page
 
 
+def test_a_second_mitigation_run_lives_beside_the_first(mitigated, tmp_path, capsys):
+    """--into mitigations-NAME: a mitigation run with other settings beside RUN/mitigations,
+    which it leaves byte for byte; report, stored-summary check and findings facts read both;
+    a bad name is refused before any model work."""
+    from steerlens.audit.mitigate import main
+    from steerlens.results.findings import run_facts
+    from steerlens.results.mitigations import mitigation_dirs
+    from steerlens.results.report import write_report
+    from steerlens.results.stored import refresh, stale
+
+    run = tmp_path / "run"
+    shutil.copytree(mitigated, run)
+    first = {p: p.read_bytes() for p in (run / "mitigations").rglob("*") if p.is_file()}
+    assert main([str(run), "--into", "elsewhere"]) == 2
+    assert "mitigations-NAME" in capsys.readouterr().err
+    assert main([str(run), *SMALL, "--into", "mitigations-perp", "--vectors", "refusal",
+                 "--attacks", "none", "--mitigations", "perp1"]) == 0
+    assert {p: p.read_bytes() for p in (run / "mitigations").rglob("*") if p.is_file()} == first
+    assert mitigation_dirs(run) == ["mitigations", "mitigations-perp"]
+    s = json.loads((run / "mitigations-perp" / "mitigations.json").read_text())
+    assert s["into"] == "mitigations-perp" and [v["vector"] for v in s["vectors"]] == ["refusal"]
+    refresh(run)
+    assert stale(run) == {}
+    (run / "mitigations-perp" / "mitigations.md").write_text("# x\nstale\n")
+    assert "mitigations-perp/mitigations.md" in stale(run)
+    facts = run_facts(run, json.loads((run / "summary.json").read_text()))
+    assert any(k.startswith("mitigations-perp.fix.refusal@2.perp1.") for k in facts)
+    assert any(k.startswith("fix.sycophancy@2.learned.") for k in facts)
+    page = write_report(run).read_text()
+    assert "id='fixes'" in page and "id='fixes-mitigations-perp'" in page
+    assert "plot-mitigations-perp-pareto-none-nonrefusal" in page
+
+
 def test_the_first_mitigation_runs_settings_are_named_options():
     """Every mitigate command of docs/findings_commands.sh whose run is committed with its
     mitigations gives that run's mitigations/config.json (those runs used the first learned
