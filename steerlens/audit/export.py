@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -83,6 +83,7 @@ class RunGeometry:
     scale: float
     n_layers: int
     config_hash: str
+    mitigations: str = MITIGATIONS_DIR  # which mitigation run the fixes come from (mitigate --into)
 
 
 def load_geometry(run: str | Path) -> RunGeometry:
@@ -123,10 +124,12 @@ def _dose(g: RunGeometry, dose: float | None) -> float:
 
 
 def _mitigation_file(g: RunGeometry, rel: str, fix: str) -> Path:
-    path = g.run / MITIGATIONS_DIR / rel
+    path = g.run / g.mitigations / rel
     if not path.exists():
+        into = "" if g.mitigations == MITIGATIONS_DIR else f" --into {g.mitigations}"
         raise SteerlensError(f"the run has no {fix} fix ({path} is missing)",
-                             fix=f"python -m steerlens.audit.mitigate {g.run} --mitigations {fix}")
+                             fix=f"python -m steerlens.audit.mitigate {g.run} --mitigations {fix}{into}"
+                                 " (or --mitigations DIR: the mitigation run that has it)")
     return path
 
 
@@ -163,11 +166,11 @@ def measured_verdict(g: RunGeometry, name: str, dose: float, fix: str) -> dict |
     """The fix's verdicts per attack and outcome (mitigations.json; the raw vector's from
     summary.json), None when the run has not measured it."""
     tag = f"{name}@{dose:g}"
-    m = g.run / MITIGATIONS_DIR / MITIGATIONS_FILE
+    m = g.run / g.mitigations / MITIGATIONS_FILE
     if fix != "raw" and m.exists():
         for v in (v for v in read_json(m)["vectors"] if v["tag"] == tag):
             for f in (f for f in v["fixes"] if f["fix"] == fix):
-                return {"source": f"{MITIGATIONS_DIR}/{MITIGATIONS_FILE}",
+                return {"source": f"{g.mitigations}/{MITIGATIONS_FILE}",
                         "by_attack": {a: {o: r["verdict"] for o, r in by.items()}
                                       for a, by in f["outcomes"].items()},
                         "behaviour_kept": (f.get("behaviour_kept") or {}).get("verdict")}
@@ -195,12 +198,15 @@ def provenance(g: RunGeometry, name: str, fix: str, dose: float, layers: list[in
 
 
 def export(run: str | Path, name: str, fix: str, fmt: str, out: str | Path,
-           dose: float | None = None) -> dict:
-    """Write the run's `name` with `fix` to `out` in `fmt`; returns what was written."""
+           dose: float | None = None, mitigations: str = MITIGATIONS_DIR) -> dict:
+    """Write the run's `name` with `fix` (from the mitigation run `RUN/mitigations`) to `out`
+    in `fmt`; returns what was written."""
     if fmt not in FORMATS:
         raise SteerlensError(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
     check_fix(fix)
-    g = load_geometry(run)
+    from steerlens.audit.mitigate import check_into
+
+    g = replace(load_geometry(run), mitigations=check_into(mitigations))
     if is_deployed(g.cfg, name):
         raise SteerlensError(f"{name} was audited as deployed (every layer, the library's "
                              "coefficients): the run's settings are its own file times a "
@@ -244,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the file to write (" + ", ".join(
         f"{k}: {v}" for k, v in SUFFIXES.items()) + ")")
     p.add_argument("--dose", type=float, default=None, help="the audited dose (default: the run's only one)")
+    p.add_argument("--mitigations", default=MITIGATIONS_DIR, metavar="DIR",
+                   help=f"the mitigation run the fix comes from (default {MITIGATIONS_DIR}; "
+                        f"{MITIGATIONS_DIR}-NAME: one written by mitigate --into)")
     a = p.parse_args(argv)
-    return cli_main(lambda: export(a.run, a.vector, a.fix, a.fmt, a.out, a.dose), format_export)
+    return cli_main(lambda: export(a.run, a.vector, a.fix, a.fmt, a.out, a.dose, a.mitigations),
+                    format_export)
 
 
 if __name__ == "__main__":

@@ -196,6 +196,36 @@ def test_gate_and_unknown_fixes_are_refused_with_what_to_do(fixed_run, tmp_path,
     assert "sycophancy@2+v_perp1" in capsys.readouterr().out
 
 
+def test_a_fix_comes_from_the_named_mitigation_run(fixed_run, tmp_path):
+    """--mitigations DIR (a `mitigate --into` run): the learned direction and the verdict are
+    that run's, not RUN/mitigations'; a missing or badly named one is refused with the fix."""
+    from safetensors.torch import load_file, save_file
+
+    from steerlens.audit.export import export
+    from steerlens.core.vectors import SteeringVector
+
+    run, _ = fixed_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    src = copy / "mitigations" / "learned" / "sycophancy@2.safetensors"
+    other = copy / "mitigations-other" / "learned"
+    other.mkdir(parents=True)
+    t = load_file(src)
+    u = torch.zeros_like(t["direction"])
+    u[0] = 1.0  # another learned direction: e_0
+    save_file({**t, "direction": u}, other / src.name)
+    export(copy, "sycophancy", "learned", "gguf", tmp_path / "a.gguf")
+    b = export(copy, "sycophancy", "learned", "gguf", tmp_path / "b.gguf", mitigations="mitigations-other")
+    va = SteeringVector.load(tmp_path / "a.gguf").as_resid_pre().vectors[0]
+    vb = SteeringVector.load(tmp_path / "b.gguf").as_resid_pre().vectors[0]
+    assert abs(float(vb[0])) < 1e-6 and not torch.allclose(va, vb)
+    assert b["verdict"] is None  # that mitigation run has no mitigations.json
+    with pytest.raises(SteerlensError, match="--into"):
+        export(copy, "sycophancy", "compensate", "gguf", tmp_path / "c.gguf", mitigations="mitigations-other")
+    with pytest.raises(SteerlensError, match="mitigations-NAME"):
+        export(copy, "sycophancy", "learned", "gguf", tmp_path / "d.gguf", mitigations="../x")
+
+
 @pytest.mark.parametrize(("fix", "instead"), [("clamp1", "perp1"), ("clampk", "perpk")])
 def test_clamps_are_refused_as_not_static_before_reading_the_run(fix, instead, tmp_path, capsys):
     """A clamp needs the unsteered twin at run time: refused (before the run is read) with
