@@ -11,7 +11,7 @@ import re
 
 from steerlens.errors import SteerlensError
 from steerlens.results.summary import NULL_KINDS
-from steerlens.results.text import points
+from steerlens.results.text import points, share_text
 from steerlens.schema import DELTA_KEYS
 
 PLACEHOLDER = re.compile(r"\{\{([^{}:]+):([^{}]+)\}\}")
@@ -52,6 +52,42 @@ def summary_facts(s: dict) -> dict[str, str]:
             for d, x in t.get("by_direction", {}).items():
                 out[f"template.{a}.{o}.{d}"] = (f"{100 * x['mean_difference']:+.1f} points per vector "
                                                 f"and goal (p {_p(x['p_value'])})")
+    med = s.get("mediation") or {}
+    return {**out, **first_token_facts(med), **generated_facts(med.get("generated") or {})}
+
+
+def first_token_facts(med: dict) -> dict[str, str]:
+    """mediation.json, every layer from the steering layer on: per setting (+v and null), attack
+    and basis `mediation.SETTING.ATTACK.BASIS` = "x% [lo, hi]", and the effect it is a share of
+    (`mediation_effect.SETTING.ATTACK`, log-odds with its t-interval)."""
+    if not med.get("attacks"):
+        return {}
+    every = max(med["bands"], key=lambda b: len(med["bands"][b]))
+    out = {"mediation_band": every}
+    for a, per in med["attacks"].items():
+        for name, rec in per.items():
+            for b, by in rec["shares"].items():
+                if every in by:
+                    out[f"mediation.{name}.{a}.{b}"] = share_text(by[every])
+            d = rec["shares"].get("direction", {}).get(every)
+            if d:
+                lo, hi = d["effect_ci"]
+                out[f"mediation_effect.{name}.{a}"] = f"{d['effect']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    return out
+
+
+def generated_facts(gen: dict) -> dict[str, str]:
+    """mediation_generated.json: `mediation_generated.TAG+v.ATTACK.OUTCOME.BASIS` = "x% [lo, hi]"
+    and the total effect it is a share of (`..._effect...`, points with its t-interval)."""
+    out = {}
+    for a, per in (gen.get("attacks") or {}).items():
+        for name, by in per.items():
+            for o, bases in by.items():
+                for b, r in bases.items():
+                    out[f"mediation_generated.{name}.{a}.{o}.{b}"] = share_text(r)
+                    lo, hi = r["effect_ci"]
+                    out[f"mediation_generated_effect.{name}.{a}.{o}"] = (
+                        f"{points(r['effect'])} [{points(lo)}, {points(hi)}]")
     return out
 
 
@@ -92,7 +128,10 @@ def mitigation_facts(m: dict) -> dict[str, str]:
             ends += [x for c in f.get("capability", {}).values() for x in (c["ci_low"], c["ci_high"])]
     if ends:
         out["capability_ci_range"] = f"{points(min(ends))} to {points(max(ends))}"
-    return out
+    for vec, r in (m.get("decode_seconds") or {}).items():  # the clamps' decode cost
+        for k, x in (r.get("ratio_to_plus") or {}).items():
+            out[f"decode_ratio.{vec}.{k}"] = f"{x:.2f}x"
+    return {**out, **generated_facts(m.get("mediation_generated") or {})}
 
 
 def fill(text: str, facts: dict[str, dict[str, str]]) -> str:

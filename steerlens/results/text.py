@@ -164,7 +164,7 @@ def design_lines(summary: dict) -> list[str]:
     return lines
 
 
-def _share(s: dict | None) -> str:
+def share_text(s: dict | None) -> str:
     """A mediated share as `x% [lo, hi]`, or why there is none."""
     if not s:
         return "n/a"
@@ -194,8 +194,8 @@ def mediation_lines(summary: dict) -> list[str]:
             sh = rec["shares"]
             sub = sh.get("subspace", {}).get(every)
             head.append(f"  {name} under {attack}: mediated through the refusal direction "
-                        f"(first-token refusal score): {_share(sh['direction'].get(every))}"
-                        + (f" (subspace: {_share(sub)})" if sub is not None else ""))
+                        f"(first-token refusal score): {share_text(sh['direction'].get(every))}"
+                        + (f" (subspace: {share_text(sub)})" if sub is not None else ""))
         head.append(f"  its generated nulls under {attack}: {_null_shares(per, every)}")
     return head + lines
 
@@ -217,8 +217,8 @@ def generated_lines(gen: dict) -> list[str]:
             for o, sh in by.items():
                 sub = sh.get("subspace")
                 lines.append(f"  {name} under {attack}: mediated through the refusal direction "
-                             f"({GENERATED_NAMES.get(o, o)}): {_share(sh.get('direction'))}"
-                             + (f" (subspace: {_share(sub)})" if sub is not None else ""))
+                             f"({GENERATED_NAMES.get(o, o)}): {share_text(sh.get('direction'))}"
+                             + (f" (subspace: {share_text(sub)})" if sub is not None else ""))
     return lines
 
 

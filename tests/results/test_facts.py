@@ -1,0 +1,33 @@
+"""The mediation numbers the findings discussion may cite (`results.facts`), from the records
+`audit.mediation` and `audit.generated` write."""
+
+from __future__ import annotations
+
+from test_report import synthetic_generated, synthetic_mediation
+
+
+def test_first_token_facts_read_the_widest_band_for_every_setting_and_basis():
+    from steerlens.results.facts import first_token_facts
+
+    f = first_token_facts(synthetic_mediation(["sycophancy"], ["none"]))
+    assert f["mediation_band"] == "1-3"  # every layer from the steering layer, not layer 1
+    # band "1-3" is the second of the sorted keys: share 0.6 + 0.1, interval [0.5, 0.9]
+    assert f["mediation.sycophancy@2+v.none.direction"] == "70% [50, 90]"
+    assert f["mediation.random@2+r0.none.subspace"] == "30% [10, 50]"
+    assert f["mediation_effect.sycophancy@2+v.none"] == "-0.50 [-0.60, -0.40]"
+    assert first_token_facts({}) == {}
+
+
+def test_generated_facts_give_each_outcome_and_basis_or_say_undefined():
+    from steerlens.results.facts import generated_facts, mitigation_facts
+
+    g = synthetic_generated(["sycophancy@2"], ["none"])
+    f = generated_facts(g)
+    assert f["mediation_generated.sycophancy@2+v.none.nonrefusal.direction"] == "40% [30, 70]"
+    assert f["mediation_generated.sycophancy@2+v.none.harm.subspace"].startswith("undefined")
+    assert f["mediation_generated_effect.sycophancy@2+v.none.harm"] == "-50 [-60, -40]"
+    m = {"vectors": [], "mediation_generated": g,
+         "decode_seconds": {"sycophancy@2": {"ratio_to_plus": {"clamp1": 1.93}}}}
+    got = mitigation_facts(m)
+    assert got["decode_ratio.sycophancy@2.clamp1"] == "1.93x"
+    assert got["mediation_generated.sycophancy@2+v.none.nonrefusal.subspace"] == "50% [30, 70]"
