@@ -177,6 +177,7 @@ class RunOptions:
     batch_size: int = 0  # requested (0: from free memory)
     mediation: bool = False  # mediated shares of the first-token effect (audit.mediation)
     mediation_generated: bool = False  # ... of the generated outcomes' (audit.generated)
+    fixes: tuple[str, ...] = ()  # then `mitigate` with these fixes and its defaults (RUN/mitigations)
 
 
 def _judge_names() -> list[str]:
@@ -235,6 +236,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "component clamped to an unsteered twin's (the clamp1/clampk fixes' "
                         "cells, shared with mitigate; mediation_generated.json; 2 cells per +v "
                         "and attack, each about twice a plain cell's decode cost)")
+    p.add_argument("--fixes", nargs="+", default=(), metavar="FIX",
+                   help="then run these fixes on the finished run as `python -m "
+                        "steerlens.audit.mitigate RUN --mitigations FIX ...` does with its "
+                        "defaults (RUN/mitigations; e.g. --fixes perp1 clamp1 learned)")
     p.add_argument("--backend", choices=["local", "ray"], default="local", action=OnceAction,
                    help="run evaluation cells here (default) or as Ray actors")
     p.add_argument("--address", default=None, action=OnceAction,
@@ -263,7 +268,7 @@ RUN_OPTIONS = {"resume": ("resume", bool), "no_report": ("report", lambda v: not
                "backend": ("backend", str), "address": ("address", str), "ray_workers": ("workers", int),
                "device": ("device", str), "dtype": ("dtype", str), "batch_size": ("batch_size", int),
                "mediation": ("mediation", bool),
-               "mediation_generated": ("mediation_generated", bool)}
+               "mediation_generated": ("mediation_generated", bool), "fixes": ("fixes", tuple)}
 
 
 def audit_config(preset: str = "quick", **values) -> AuditConfig:

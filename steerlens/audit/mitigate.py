@@ -267,11 +267,14 @@ def _chosen(run: FinishedRun, mcfg: MitigateConfig) -> tuple[AuditConfig, Vector
     return cfg, run.vectors.subset(mcfg.vectors)
 
 
-def run_mitigate(run: str | Path, mcfg: MitigateConfig, into: str = MITIGATIONS_DIR) -> dict:
-    """Every step of the module docstring, into RUN/`into`; returns the mitigation summary."""
+def run_mitigate(run: str | Path, mcfg: MitigateConfig, into: str = MITIGATIONS_DIR,
+                 model=None) -> dict:
+    """Every step of the module docstring, into RUN/`into`; returns the mitigation summary
+    (`model`: the audited model already loaded, as the audit's `--fixes` passes it)."""
     audited = check(run, mcfg, into)
     saved = run_config(audited)
-    model = load_model(saved.model, device=saved.device, dtype=saved.dtype)
+    if model is None:
+        model = load_model(saved.model, device=saved.device, dtype=saved.dtype)
     torch.set_grad_enabled(False)
     done = open_audited(audited.root, model, AUDITED)
     store = RunStore(audited.root / into)

@@ -101,6 +101,20 @@ def manifest(cfg: AuditConfig, model) -> dict:
             "data_sha256": {str(p.relative_to(data_dir())): file_sha256(p) for p in files}}
 
 
+def check_fixes(cfg: AuditConfig, fixes: tuple[str, ...]) -> None:
+    """`--fixes`: known fix names, on an audit whose vectors act at one layer (before any model)."""
+    if not fixes:
+        return
+    from steerlens.audit.fixes import MitigateConfig
+    from steerlens.audit.mitigate import check_config
+
+    check_config(MitigateConfig(mitigations=tuple(fixes)))
+    if cfg.protocol == "deployed":
+        raise SteerlensError("--fixes with --protocol deployed: the fixes act at one layer after "
+                             "the instruction, a deployed file at every layer",
+                             fix="audit the file under --protocol caa with --fixes, or drop --fixes")
+
+
 class _Clock:
     """Seconds per stage of this session (timings.json; not a result: never compared)."""
 
@@ -113,8 +127,13 @@ class _Clock:
         self.stages[name] = round(time.time() - t, 2)
         return out
 
-    def record(self) -> dict:
-        return {"seconds_this_session": time.time() - self.t0, "stages": self.stages}
+    def record(self, before: dict | None = None) -> dict:
+        """This session's seconds; a resumed run keeps the earlier sessions' records."""
+        rec = {"seconds_this_session": time.time() - self.t0, "stages": self.stages}
+        if before:
+            earlier = before.pop("earlier_sessions", [])
+            rec["earlier_sessions"] = [*earlier, before]
+        return rec
 
 
 def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
@@ -123,6 +142,7 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     from steerlens.audit.polarity import polarity_stage
 
     validate(cfg)
+    check_fixes(cfg, opts.fixes)
     for line in null_warnings(cfg):
         _log(line)
     check_not_overwriting(opts)
@@ -155,7 +175,13 @@ def run_audit(cfg: AuditConfig, opts: RunOptions) -> dict:
     reuse.write_record(store)
     summary = stages.summary_stage(store)
     store.write_json(MANIFEST_FILE, manifest(cfg, model))
-    store.write_json(TIMINGS_FILE, clock.record())
+    if opts.fixes:
+        from steerlens.audit.fixes import MitigateConfig
+        from steerlens.audit.mitigate import run_mitigate
+
+        clock("fixes", lambda: run_mitigate(store.root, MitigateConfig(mitigations=opts.fixes), model=model))
+    before = store.read_json(TIMINGS_FILE) if store.exists(TIMINGS_FILE) else None
+    store.write_json(TIMINGS_FILE, clock.record(before))
     if opts.report:
         from steerlens.results.report import write_report
 

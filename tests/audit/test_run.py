@@ -68,6 +68,25 @@ def test_killed_run_resumes_to_identical_results(tiny_model_dir, finished_run, t
         assert (out / name).read_bytes() == (finished_run / name).read_bytes(), name
 
 
+def test_fixes_run_after_the_audit_and_timings_keep_earlier_sessions(tiny_model_dir, finished_run,
+                                                                   tmp_path, capsys):
+    """--fixes: an unknown fix is refused before any model work; on a (resumed) run the fixes
+    are RUN/mitigations as `mitigate` writes them; a resume keeps the first session's timings."""
+    import shutil
+
+    assert main(_args(tiny_model_dir, tmp_path / "x", "--fixes", "magic")) == 2
+    assert "unknown mitigation" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    first = json.loads((run / "timings.json").read_text())
+    assert main(_args(tiny_model_dir, run, "--resume", "--no-report", "--fixes", "perp1")) == 0
+    m = json.loads((run / "mitigations" / "mitigations.json").read_text())
+    assert m["fixes"] == ["perp1"] and {v["vector"] for v in m["vectors"]} == {"sycophancy", "refusal"}
+    t = json.loads((run / "timings.json").read_text())
+    assert t["earlier_sessions"] == [first] and "fixes" in t["stages"]
+    assert _cells(run) == _cells(finished_run)
+
+
 def test_existing_run_needs_resume(tiny_model_dir, finished_run, capsys):
     assert main(_args(tiny_model_dir, finished_run)) == 2
     assert "--resume" in capsys.readouterr().err
