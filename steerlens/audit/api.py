@@ -40,15 +40,16 @@ def audit(preset: str = "quick", out: str | Path = "runs/audit", **overrides: An
     return AuditResult(Path(out), RunStore(out).read_json(CONFIG_FILE), summary)
 
 
-def mitigate(run: str | Path, **overrides: Any) -> dict:
+def mitigate(run: str | Path, into: str = "mitigations", **overrides: Any) -> dict:
     """What fixes a finished audit's vectors, at what cost (`steerlens mitigate RUN`), into
-    RUN/mitigations/; overrides are `MitigateConfig` fields (`mitigations=["gate"]`, ...).
-    Returns the mitigation summary (RUN/mitigations/mitigations.json)."""
+    RUN/mitigations/ (`into="mitigations-NAME"`: a mitigation run with other settings beside
+    it); overrides are `MitigateConfig` fields (`mitigations=["gate"]`, ...). Returns the
+    mitigation summary (RUN/<into>/mitigations.json)."""
     from steerlens.audit.fixes import MitigateConfig
     from steerlens.audit.flags import config_of
     from steerlens.audit.mitigate import run_mitigate
 
-    return run_mitigate(run, config_of(MitigateConfig, overrides, "mitigate"))
+    return run_mitigate(run, config_of(MitigateConfig, overrides, "mitigate"), into)
 
 
 def study(out: str | Path = "runs/library", resume: bool = False, **overrides: Any) -> dict:

@@ -14,7 +14,8 @@ generation). Static fixes only: raw, perp1, perpk, compensate (+v plus
 the calibrated corrections at later layers), learned. A gate is not a vector (it decides per
 prompt whether to steer), nor is a clamp (clamp1/clampk: it needs the unsteered twin at run
 time); both are refused with what to deploy instead. Nothing is recomputed:
-every fix is read from the run's files (`RUN/mitigations/` for compensate and learned).
+every fix is read from the run's files (`RUN/mitigations/` for compensate and learned, or the
+mitigation run named by `--mitigations mitigations-NAME`, written by `mitigate --into`).
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def _mitigation_file(g: RunGeometry, rel: str, fix: str) -> Path:
     if not path.exists():
         into = "" if g.mitigations == MITIGATIONS_DIR else f" --into {g.mitigations}"
         raise SteerlensError(f"the run has no {fix} fix ({path} is missing)",
-                             fix=f"python -m steerlens.audit.mitigate {g.run} --mitigations {fix}{into}"
-                                 " (or --mitigations DIR: the mitigation run that has it)")
+                             fix=f"compute it: python -m steerlens.audit.mitigate {g.run} "
+                                 f"--mitigations {fix}{into}; or export from the mitigation run "
+                                 "that has it (export --mitigations mitigations-NAME)")
     return path
 
 
@@ -188,7 +190,7 @@ def provenance(g: RunGeometry, name: str, fix: str, dose: float, layers: list[in
             "config_hash": g.config_hash, "model": g.cfg.model, "vector": name, "fix": fix,
             "setting": f"{name}@{dose:g}{SETTING_SUFFIX[fix]}", "dose": dose,
             "dose_unit": g.cfg.dose_unit, "dose_scale": g.scale,
-            "layers_resid_pre": layers, "operation": "add",
+            "layers_resid_pre": layers, "operation": "add", "mitigation_run": g.mitigations,
             "hooks": [f"blocks.{lay}.hook_resid_pre" for lay in layers],
             "coefficient": 1.0,
             "units": "dose x dose_scale baked in: coefficient 1 adds the run's vectors",
@@ -206,7 +208,12 @@ def export(run: str | Path, name: str, fix: str, fmt: str, out: str | Path,
     check_fix(fix)
     from steerlens.audit.mitigate import check_into
 
-    g = replace(load_geometry(run), mitigations=check_into(mitigations))
+    check_into(mitigations)
+    g = replace(load_geometry(run), mitigations=mitigations)
+    if mitigations != MITIGATIONS_DIR and not (g.run / mitigations).is_dir():
+        raise SteerlensError(f"--mitigations {mitigations}: the run has no such mitigation run",
+                             fix=f"pass one the run has ({g.run}/mitigations-*), or write it with "
+                                 f"mitigate RUN --into {mitigations}")
     if is_deployed(g.cfg, name):
         raise SteerlensError(f"{name} was audited as deployed (every layer, the library's "
                              "coefficients): the run's settings are its own file times a "

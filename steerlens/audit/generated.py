@@ -25,7 +25,6 @@ from steerlens.schema import (
     FIX_SUFFIX,
     MEDIATION_DIR,
     MEDIATION_GENERATED_FILE,
-    MITIGATIONS_DIR,
     OUTCOME_LABELS,
     cell_name,
 )
@@ -117,7 +116,10 @@ def generated_stage(store: RunStore, model, cfg, ref, sub, vectors, scale: float
     settings = clamp_settings(model, cfg, ref, sub, vectors.subset(caa), scale, layers) if caa else []
     med = RunStore(store.root / MEDIATION_DIR)
     goals = stratified(load_jbb("harmful"), cfg.n_goals)
-    share_cells(store.root / MITIGATIONS_DIR, med, settings, cfg.attacks, [g.goal for g in goals])
+    from steerlens.results.mitigations import mitigation_dirs
+
+    for d in mitigation_dirs(store.root):  # RUN/mitigations and every RUN/mitigations-NAME
+        share_cells(store.root / d, med, settings, cfg.attacks, [g.goal for g in goals])
     grid = [b for a in cfg.attacks for b in by_owner(a, goals, settings) if b.settings]
     jobs = plan_jobs(med, cfg, grid, readout(model, ref, sub))
     _log(f"generated mediation: {len(settings)} clamped settings per attack, {len(jobs)} jobs "

@@ -131,7 +131,8 @@ def mitigation_facts(m: dict) -> dict[str, str]:
     for vec, r in (m.get("decode_seconds") or {}).items():  # the clamps' decode cost
         for k, x in (r.get("ratio_to_plus") or {}).items():
             out[f"decode_ratio.{vec}.{k}"] = f"{x:.2f}x"
-    return {**out, **generated_facts(m.get("mediation_generated") or {})}
+    # prefixed: the audit's own mediation_generated.json gives the unprefixed keys
+    return {**out, **{f"fix_{k}": v for k, v in generated_facts(m.get("mediation_generated") or {}).items()}}
 
 
 def fill(text: str, facts: dict[str, dict[str, str]]) -> str:

@@ -292,9 +292,10 @@ SECTIONS = (
      ("behaviour", "validation", "selection", "subspace_k")),
 )
 # The "Why" section's title when the run has mediation.json: the intervention first.
-WHY_MEDIATED = ("Why: by intervention (share of the effect mediated, held at unsteered: first-token "
-                "refusal score per layer band, generated outcomes) and by correlation (refusal "
-                "projection, cosine)")
+WHY_MEDIATED = ("Why: by intervention (share of the first-token refusal score effect mediated per "
+                "layer band) and by correlation (refusal projection, cosine)")
+WHY_GENERATED = ("Why: by intervention (share of the generated outcomes' effect held back by the "
+                 "clamp) and by correlation (refusal projection, cosine)")
 
 
 def fixes_block(run: Path) -> str:
@@ -312,7 +313,8 @@ def _fixes_section(run: Path, into: str) -> str:
     m = summarize_mitigations(run, into)  # from the cells under the current rules, never a stored copy
     tag = "" if into == MITIGATIONS_DIR else f"{into}-"
     figs = {f"{tag}pareto-{a}-{o}": F.pareto(m, a, o) for a in m["attacks"] for o in V.OUTCOMES}
-    figs.update({tag + k: f for k, f in generated_figures(m.get("mediation_generated")).items()})
+    # prefixed even for RUN/mitigations: the Why section draws the run's own generated shares
+    figs.update({f"{into}-{k}": f for k, f in generated_figures(m.get("mediation_generated")).items()})
     grid = "".join(_fig(figs, n) for n in figs)
     title = "What fixes it, at what cost" + ("" if not tag else f" ({into}/)")
     sid = "fixes" if not tag else f"fixes-{into}"
@@ -356,7 +358,8 @@ def render(run: Path, summary: dict, data: RunData) -> str:
     parts = [f"<h1>steerlens audit: {_e(data.config.get('model'))}</h1>"]
     for sid, title, names in SECTIONS:
         if sid == "projection" and why:
-            title, names = WHY_MEDIATED, (*why, *names)
+            first_token = any(n.startswith("mediation-") and "generated" not in n for n in why)
+            title, names = (WHY_MEDIATED if first_token else WHY_GENERATED), (*why, *names)
         inner = (verdict_table(summary) + design_block(summary)) if names is None else (
             f"<div class=grid2>{''.join(_fig(figs, n) for n in names)}</div>")
         parts.append(f"<section id='{sid}'><h2>{_e(title)}</h2>{inner}</section>")

@@ -73,9 +73,13 @@ def stale(run: str | Path) -> dict[str, list[str]]:
     d = differences(read_json(run / SUMMARY_FILE), _as_stored(_summary(run)))
     if d:
         out[SUMMARY_FILE] = d[:5]
-    for name, m in _mitigations(run).items():
-        from steerlens.results.mitigations import format_mitigations
+    from steerlens.results.mitigations import format_mitigations, mitigation_dirs, summarize_mitigations
 
+    for name in mitigation_dirs(run):
+        if not (run / name / MITIGATIONS_FILE).exists():
+            out[f"{name}/{MITIGATIONS_FILE}"] = ["missing: the mitigation run has not finished"]
+            continue
+        m = summarize_mitigations(run, name)
         stored = read_json(run / name / MITIGATIONS_FILE)
         d = differences({**stored, "run": None}, {**_as_stored(m), "run": None})
         if d:

@@ -224,6 +224,9 @@ def test_a_fix_comes_from_the_named_mitigation_run(fixed_run, tmp_path):
         export(copy, "sycophancy", "compensate", "gguf", tmp_path / "c.gguf", mitigations="mitigations-other")
     with pytest.raises(SteerlensError, match="mitigations-NAME"):
         export(copy, "sycophancy", "learned", "gguf", tmp_path / "d.gguf", mitigations="../x")
+    with pytest.raises(SteerlensError, match="no such mitigation run"):
+        export(copy, "sycophancy", "perp1", "gguf", tmp_path / "e.gguf", mitigations="mitigations-typo")
+    assert b["mitigation_run"] == "mitigations-other"
 
 
 @pytest.mark.parametrize(("fix", "instead"), [("clamp1", "perp1"), ("clampk", "perpk")])

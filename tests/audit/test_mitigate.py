@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -180,9 +181,20 @@ def test_a_second_mitigation_run_lives_beside_the_first(mitigated, tmp_path, cap
     facts = run_facts(run, json.loads((run / "summary.json").read_text()))
     assert any(k.startswith("mitigations-perp.fix.refusal@2.perp1.") for k in facts)
     assert any(k.startswith("fix.sycophancy@2.learned.") for k in facts)
+    share = {"effect": 0.2, "effect_ci": [0.1, 0.3], "share": 0.5, "share_ci": [0.2, 0.8]}
+    gen = json.dumps({"clamp_layers": [1, 2], "attacks": {"none": {"sycophancy@2+v": {
+        "nonrefusal": {"direction": share}}}}})
+    for where in (run, run / "mitigations"):  # the audit's own record and a mitigation run's
+        (where / "mediation_generated.json").write_text(gen)
     page = write_report(run).read_text()
+    assert "plot-mediation-generated-none" in page and "plot-mitigations-mediation-generated-none" in page
     assert "id='fixes'" in page and "id='fixes-mitigations-perp'" in page
     assert "plot-mitigations-perp-pareto-none-nonrefusal" in page
+    ids = re.findall(r'<div id="(plot-[^"]+)" class="plotly-graph-div"', page)
+    assert len(ids) > 4 and len(ids) == len(set(ids))  # plotly draws by id: one div per figure
+    (run / "mitigations-late").mkdir()
+    shutil.copy(run / "mitigations-perp" / "config.json", run / "mitigations-late" / "config.json")
+    assert stale(run)["mitigations-late/mitigations.json"][0].startswith("missing")
 
 
 def test_the_first_mitigation_runs_settings_are_named_options():

@@ -30,4 +30,6 @@ def test_generated_facts_give_each_outcome_and_basis_or_say_undefined():
          "decode_seconds": {"sycophancy@2": {"ratio_to_plus": {"clamp1": 1.93}}}}
     got = mitigation_facts(m)
     assert got["decode_ratio.sycophancy@2.clamp1"] == "1.93x"
-    assert got["mediation_generated.sycophancy@2+v.none.nonrefusal.subspace"] == "50% [30, 70]"
+    # the mitigation run's copy is prefixed: the audit's own record keeps the plain keys
+    assert got["fix_mediation_generated.sycophancy@2+v.none.nonrefusal.subspace"] == "50% [30, 70]"
+    assert not any(k.startswith("mediation_generated") for k in got)
