@@ -128,9 +128,9 @@ def mitigation_facts(m: dict) -> dict[str, str]:
             ends += [x for c in f.get("capability", {}).values() for x in (c["ci_low"], c["ci_high"])]
     if ends:
         out["capability_ci_range"] = f"{points(min(ends))} to {points(max(ends))}"
-    for vec, r in (m.get("decode_seconds") or {}).items():  # the clamps' decode cost
-        for k, x in (r.get("ratio_to_plus") or {}).items():
-            out[f"decode_ratio.{vec}.{k}"] = f"{x:.2f}x"
+    for vec, r in (m.get("decode_seconds") or {}).items():  # the clamps' decode cost (costs.json)
+        for setting, x in (r.get("ratio_to_plus") or {}).items():  # "+v_clamp1": wall s / +v's
+            out[f"decode_ratio.{vec}.{setting.removeprefix('+v_')}"] = f"{x:.2f}x"
     # prefixed: the audit's own mediation_generated.json gives the unprefixed keys
     return {**out, **{f"fix_{k}": v for k, v in generated_facts(m.get("mediation_generated") or {}).items()}}
 

@@ -27,9 +27,10 @@ def test_generated_facts_give_each_outcome_and_basis_or_say_undefined():
     assert f["mediation_generated.sycophancy@2+v.none.harm.subspace"].startswith("undefined")
     assert f["mediation_generated_effect.sycophancy@2+v.none.harm"] == "-50 [-60, -40]"
     m = {"vectors": [], "mediation_generated": g,
-         "decode_seconds": {"sycophancy@2": {"ratio_to_plus": {"clamp1": 1.93}}}}
+         "decode_seconds": {"sycophancy": {"+v": 10.0, "+v_clamp1": 19.3,
+                                           "ratio_to_plus": {"+v_clamp1": 1.93}}}}  # as costs.json
     got = mitigation_facts(m)
-    assert got["decode_ratio.sycophancy@2.clamp1"] == "1.93x"
+    assert got["decode_ratio.sycophancy.clamp1"] == "1.93x"
     # the mitigation run's copy is prefixed: the audit's own record keeps the plain keys
     assert got["fix_mediation_generated.sycophancy@2+v.none.nonrefusal.subspace"] == "50% [30, 70]"
     assert not any(k.startswith("mediation_generated") for k in got)
