@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # the budget plans the findings runs: CAA vectors of behaviours under the CAA protocol; runs
 # with --vector files (the library's decomposition, the as-deployed demo) are not budgeted by it
 RUNS = sorted(p.parent for p in (ROOT / "results").glob("**/config.json")
-              if (p.parent / "cells").is_dir() and p.parent.name != "mitigations"
+              if (p.parent / "cells").is_dir() and not p.parent.name.startswith("mitigations")
+              and p.parent.name != "mediation"
               and json.loads(p.read_text())["config"].get("protocol", "caa") == "caa"
               and not json.loads(p.read_text())["config"].get("vectors"))
 
