@@ -210,17 +210,24 @@ def clamp(ref: Refusal, sub, fix: str, steering: Steering, layers: list[int]) ->
     return TwinClamp(steering, layers, per_layer_bases(dirs, layers, extra))
 
 
+def distinct_clamps(k: int) -> tuple[str, ...]:
+    """The clamps that differ for a subspace of `k` rows: with k = 1 clampk holds the same
+    single direction as clamp1, so decoding it again would only repeat clamp1's cell."""
+    return CLAMPS if k > 1 else ("clamp1",)
+
+
 def clamp_settings(model, cfg: AuditConfig, ref: Refusal, sub, vectors, scale: float,
                    layers: list[int]) -> list[Setting]:
-    """clamp1 and clampk of every CAA vector's +v at every audited dose (the generated
-    mediation's cells; `mitigation_settings` builds the same ones)."""
+    """clamp1 and (when the subspace has more than one row) clampk of every CAA vector's +v
+    at every audited dose (the generated mediation's cells; `mitigation_settings` builds the
+    same ones)."""
     frame = Frame.of(model, ref, sub)
     out = []
     for d in cfg.doses:
         for name, sv in vectors.vectors.items():
             v = dosed(sv.at(ref.layer), d, scale)
             out += [fix_setting(frame, name, d, f, v, clamp(ref, sub, f, frame.add(v), layers))
-                    for f in CLAMPS]
+                    for f in distinct_clamps(sub.evidence["k"])]
     return out
 
 

@@ -22,6 +22,7 @@ from steerlens.audit.fixes import CLAMPS, clamp_layers, clamp_settings
 from steerlens.audit.log import log as _log
 from steerlens.rundir import RunStore, read_json
 from steerlens.schema import (
+    CONFIG_FILE,
     FIX_SUFFIX,
     MEDIATION_DIR,
     MEDIATION_GENERATED_FILE,
@@ -75,9 +76,11 @@ def vector_shares(cells: dict, attack: str, tag: str, seed: int = 0) -> dict:
 
 
 def generated_mediation(cells: dict, tags: list[str], attacks, layers: list[int],
-                        seed: int = 0) -> dict:
-    """The record of every +v (`tags`) under every attack (see the module docstring)."""
-    return {"outcomes": {o: OUTCOMES[o] for o in OUTCOME_LABELS},
+                        seed: int = 0, k: int | None = None) -> dict:
+    """The record of every +v (`tags`) under every attack (see the module docstring); with a
+    one-row subspace (`k` = 1) no clampk cell is decoded and the record says the subspace's
+    share is the direction's."""
+    rec = {"outcomes": {o: OUTCOMES[o] for o in OUTCOME_LABELS},
             "definition": "(Δ(+v) − Δ(+v clamped)) / Δ(+v), Δ against the baseline cell per goal",
             "held_at": "an unsteered twin's component, the twin fed the steered row's tokens",
             "bases": {"direction": "clamp1: the refusal direction of each layer",
@@ -87,6 +90,11 @@ def generated_mediation(cells: dict, tags: list[str], attacks, layers: list[int]
                         "undefined when Δ(+v)'s 95% t-interval includes 0",
             "attacks": {a: {t + "+v": vector_shares(cells, a, t, seed) for t in tags}
                         for a in attacks}}
+    if k is not None:
+        rec["subspace_k"] = k
+        if k == 1:
+            rec["bases"]["subspace"] = "the subspace has one row (k = 1): the direction's share"
+    return rec
 
 
 def run_cells(run: Path, *dirs: Path) -> dict:
@@ -129,7 +137,8 @@ def generated_stage(store: RunStore, model, cfg, ref, sub, vectors, scale: float
     if harm_judge and settings:
         harm_stage(med, model)
     tags = [f"{n}@{d:g}" for d in cfg.doses for n in caa]
-    rec = generated_mediation(run_cells(store.root, med.root), tags, cfg.attacks, layers, cfg.seed)
+    rec = generated_mediation(run_cells(store.root, med.root), tags, cfg.attacks, layers, cfg.seed,
+                              k=sub.evidence["k"])
     store.write_json(MEDIATION_GENERATED_FILE, rec)
     return store.read_json(MEDIATION_GENERATED_FILE)
 
@@ -145,3 +154,42 @@ def mitigation_generated(run: Path, mitigations: RunStore, cfg, vectors, fixes: 
                               cfg.attacks, layers, cfg.seed)
     mitigations.write_json(MEDIATION_GENERATED_FILE, rec)
     return rec
+
+
+def record_paths(run: Path) -> list[Path]:
+    """RUN's generated-mediation records: the run's own and each mitigation run's."""
+    from steerlens.results.mitigations import mitigation_dirs
+
+    return [p for p in [run / MEDIATION_GENERATED_FILE,
+                        *(run / d / MEDIATION_GENERATED_FILE for d in mitigation_dirs(run))]
+            if p.exists()]
+
+
+def recompute_record(run: Path, path: Path) -> dict:
+    """The record at `path` computed again from the saved cells under the current rules (the
+    same vectors, attacks, layers and seed; no model)."""
+    rec = read_json(path)
+    per = list(rec["attacks"].values())
+    tags = [t.removesuffix("+v") for t in per[0]] if per else []
+    dirs = [run / MEDIATION_DIR] + ([path.parent] if path.parent != run else [])
+    seed = read_json(run / CONFIG_FILE)["config"]["seed"]
+    return generated_mediation(run_cells(run, *dirs), tags, list(rec["attacks"]),
+                               rec["clamp_layers"], seed, k=rec.get("subspace_k"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m steerlens.audit.generated RUN...`: rewrite each run's generated-mediation
+    records from their cells under the current rules."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m steerlens.audit.generated", description=main.__doc__)
+    ap.add_argument("runs", nargs="+", type=Path)
+    for run in ap.parse_args(argv).runs:
+        for p in record_paths(run):
+            RunStore(p.parent).write_json(p.name, recompute_record(run, p))
+            print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -135,11 +135,30 @@ def mediated_share(effect: Sequence[float], held: Sequence[float], n_resamples: 
     def share(a, b, axis=-1):
         return 1.0 - b.mean(axis=axis) / a.mean(axis=axis)
 
-    boot = stats.bootstrap((e, h), share, paired=True, vectorized=True, n_resamples=n_resamples,
-                           confidence_level=confidence, method="percentile",
-                           random_state=np.random.default_rng(seed))
-    ci = boot.confidence_interval
-    return {**out, "share": float(share(e, h)), "share_ci": [float(ci.low), float(ci.high)]}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = stats.bootstrap((e, h), share, paired=True, vectorized=True,
+                               n_resamples=n_resamples, confidence_level=confidence,
+                               method="percentile", random_state=np.random.default_rng(seed))
+    lo_s, hi_s, n_undefined = share_interval(boot.bootstrap_distribution, confidence)
+    return {**out, "share": float(share(e, h)), "share_ci": [lo_s, hi_s],
+            "resamples_undefined": n_undefined}
+
+
+def share_interval(dist: np.ndarray, confidence: float) -> tuple[float, float, int]:
+    """The percentile interval of bootstrap shares, over the resamples where the share is
+    defined: one whose effect and held effect both average 0 (0/0) has none and is left out
+    (counted), one whose effect alone averages 0 is ±inf and kept; a constant share (every
+    resample equal) gives a zero-width interval rather than scipy's NaN."""
+    ok = dist[~np.isnan(dist)]
+    if not len(ok):
+        return float("nan"), float("nan"), int(len(dist))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(ok, [alpha, 1 - alpha])
+    if np.isnan(lo):  # interpolated between -inf and a finite share: the infinite one
+        lo = np.quantile(ok, alpha, method="lower")
+    if np.isnan(hi):
+        hi = np.quantile(ok, 1 - alpha, method="higher")
+    return float(lo), float(hi), int(len(dist) - len(ok))
 
 
 def shares(scores: dict, baseline: Sequence[float], seed: int = 0) -> dict:

@@ -212,13 +212,16 @@ def generated_lines(gen: dict) -> list[str]:
     span = f"{layers[0]}-{layers[-1]}" if layers else "?"
     lines = [f"mediation of the generated outcomes (+v decoded with the component clamped to an "
              f"unsteered twin's, layers {span}):"]
+    one_row = gen.get("subspace_k") == 1
     for attack, per in gen["attacks"].items():
         for name, by in per.items():
             for o, sh in by.items():
                 sub = sh.get("subspace")
+                tail = (" (subspace: the same, k = 1)" if one_row else
+                        f" (subspace: {share_text(sub)})" if sub is not None else "")
                 lines.append(f"  {name} under {attack}: mediated through the refusal direction "
                              f"({GENERATED_NAMES.get(o, o)}): {share_text(sh.get('direction'))}"
-                             + (f" (subspace: {share_text(sub)})" if sub is not None else ""))
+                             + tail)
     return lines
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,7 +88,9 @@ def test_generated_mediation_in_the_audit_and_its_cells_shared_with_mitigate(
     gen = json.loads((run / "mediation_generated.json").read_text())
     assert set(gen["attacks"]) == {"none", "refusal_suppression"}
     assert set(gen["attacks"]["none"]) == {"sycophancy@2+v", "refusal@2+v"}
-    assert set(gen["attacks"]["none"]["sycophancy@2+v"]["nonrefusal"]) == {"direction", "subspace"}
+    assert gen["subspace_k"] == 1  # the tiny run's subspace: clampk would repeat clamp1
+    assert set(gen["attacks"]["none"]["sycophancy@2+v"]["nonrefusal"]) == {"direction"}
+    assert "(subspace: the same, k = 1)" in answer
     cells = run / "mediation" / "cells"
     clamp = json.loads((cells / "none__sycophancy@2+v_clamp1.json").read_text())
     assert clamp["kind"] == "+v_clamp1" and clamp["clamp_layers"] == gen["clamp_layers"] == [1, 2, 3]
@@ -95,9 +99,11 @@ def test_generated_mediation_in_the_audit_and_its_cells_shared_with_mitigate(
     assert mitigate([str(run), "--n-capability", "3", "--mitigations", "clamp1", "clampk",
                      "--vectors", "sycophancy", "--attacks", "none", "--n-timing", "2"]) == 0
     m = run / "mitigations"
-    for fix in ("clamp1", "clampk"):
-        name = f"none__sycophancy@2+v_{fix}.json"
-        assert (m / "cells" / name).read_bytes() == (cells / name).read_bytes()
+    name = "none__sycophancy@2+v_clamp1.json"
+    assert (m / "cells" / name).read_bytes() == (cells / name).read_bytes()
+    assert not (cells / "none__sycophancy@2+v_clampk.json").exists()
+    for fix in ("clamp1", "clampk"):  # mitigate decodes the clampk it is asked for
+        assert (m / "cells" / f"none__sycophancy@2+v_{fix}.json").exists()
         assert (m / "cells" / f"benign__sycophancy@2+v_{fix}.json").exists()
     s = json.loads((m / "mitigations.json").read_text())
     fixes = {f["fix"]: f for f in s["vectors"][0]["fixes"]}
@@ -108,8 +114,9 @@ def test_generated_mediation_in_the_audit_and_its_cells_shared_with_mitigate(
     assert dec["+v_clamp1"] > 0 and set(dec["ratio_to_plus"]) == {"+v_clamp1", "+v_clampk"}
     beh = json.loads((m / "costs.json").read_text())["behaviour"]["sycophancy"]
     assert {"sycophancy@2+v_clamp1", "sycophancy@2+v_clampk"} <= set(beh)
-    assert s["mediation_generated"]["attacks"]["none"]["sycophancy@2+v"] == \
-        gen["attacks"]["none"]["sycophancy@2+v"]
+    mine = s["mediation_generated"]["attacks"]["none"]["sycophancy@2+v"]
+    assert {o: mine[o]["direction"] for o in mine} == \
+        {o: v["direction"] for o, v in gen["attacks"]["none"]["sycophancy@2+v"].items()}
     text = (m / "mitigations.md").read_text()
     assert "Decode cost of the clamps" in text and "2x rows per step" in text
     assert "mediated through the refusal direction (generated non-refusal)" in text
@@ -140,3 +147,41 @@ def test_answer_lines_of_the_generated_shares():
     assert lines[2] == ("  v@0.15+v under none: mediated through the refusal direction (generated "
                         "harmful compliance): undefined (effect's interval includes 0)")
     assert generated_lines({}) == [] and mediation_lines({"mediation": {}}) == []
+
+
+def test_a_one_row_subspace_decodes_no_second_clamp_and_says_so():
+    """k = 1: clampk would hold the same single direction as clamp1, so only clamp1 is
+    decoded; the record and the answer say the subspace's share is the direction's (and with
+    k > 1 both clamps stay, the subspace's line its own)."""
+    from steerlens.audit.fixes import CLAMPS, distinct_clamps
+    from steerlens.audit.generated import generated_mediation
+    from steerlens.results.text import generated_lines
+
+    assert distinct_clamps(1) == ("clamp1",) and distinct_clamps(6) == CLAMPS
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, 40).astype(float)
+    plus = np.maximum(base, rng.integers(0, 2, 40))
+    cells = {("none", "baseline"): {"jailbroken": base.tolist()},
+             ("none", "v@1+v"): {"jailbroken": plus.tolist()},
+             ("none", "v@1+v_clamp1"): {"jailbroken": base.tolist()}}
+    rec = generated_mediation(cells, ["v@1"], ["none"], [1, 2], k=1)
+    assert rec["subspace_k"] == 1 and "k = 1" in rec["bases"]["subspace"]
+    assert set(rec["attacks"]["none"]["v@1+v"]["nonrefusal"]) == {"direction"}
+    line = generated_lines(rec)[1]
+    assert line.endswith("(subspace: the same, k = 1)") and "100% [100, 100]" in line
+    six = generated_mediation(cells, ["v@1"], ["none"], [1, 2], k=6)
+    assert not generated_lines(six)[1].endswith("k = 1)")
+
+
+def test_committed_generated_records_are_what_their_cells_give_now():
+    """Every committed run's mediation_generated.json (its own and each mitigation run's) equals
+    the record recomputed from the saved cells under the current rules."""
+    from steerlens.audit.generated import record_paths, recompute_record
+    from steerlens.results.stored import _as_stored, differences
+    from steerlens.rundir import read_json
+
+    root = Path(__file__).resolve().parents[2] / "results"
+    paths = [(run, p) for run in sorted(root.iterdir()) if run.is_dir() for p in record_paths(run)]
+    assert len(paths) >= 2
+    for run, p in paths:
+        assert differences(read_json(p), _as_stored(recompute_record(run, p))) == [], p

@@ -152,6 +152,34 @@ def test_share_maths_and_the_undefined_guard():
         mediated_share([1.0], [0.5])
 
 
+def test_share_interval_leaves_out_only_the_undefined_resamples():
+    """Binary labels: a resample of goals whose effect and held effect both average 0 has no
+    share (0/0) and is counted, not propagated (scipy's interval is NaN then); an effect that
+    alone averages 0 is an infinite share and kept; a constant share is a zero-width interval;
+    with no undefined resample the interval is scipy's percentile interval."""
+    from scipy import stats
+
+    from steerlens.methods.mediation import share_interval
+
+    lo, hi, n = share_interval(np.array([np.nan, 1.0, 1.0, 1.0]), 0.95)
+    assert (lo, hi, n) == (1.0, 1.0, 1)
+    lo, hi, n = share_interval(np.array([-np.inf, *np.linspace(0, 1, 98), np.inf]), 0.5)
+    assert n == 0 and 0 < lo < hi < 1
+    assert share_interval(np.array([-np.inf, np.inf, 0.5]), 0.95)[0] == -np.inf
+    e = np.zeros(40)
+    e[:5] = 1.0  # 5 goals of 40 flip: some resamples draw none of them
+    s = mediated_share(e, 0.5 * e, n_resamples=20000)
+    assert s["resamples_undefined"] > 0 and s["share_ci"] == [0.5, 0.5]
+    rng = np.random.default_rng(3)
+    e, h = rng.normal(1, 1, 50), rng.normal(0.4, 1, 50)
+    ref = stats.bootstrap((e, h), lambda a, b, axis=-1: 1 - b.mean(axis) / a.mean(axis), paired=True,
+                          vectorized=True, n_resamples=2000, method="percentile",
+                          random_state=np.random.default_rng(0)).confidence_interval
+    got = mediated_share(e, h)
+    assert got["share_ci"] == pytest.approx([ref.low, ref.high], rel=1e-12)
+    assert got["resamples_undefined"] == 0
+
+
 def test_layer_bands_cover_every_layer_from_the_steering_layer():
     bands = layer_bands(14, 24)
     assert bands["14-23"] == list(range(14, 24))
