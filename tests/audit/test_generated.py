@@ -176,7 +176,7 @@ def test_a_one_row_subspace_decodes_no_second_clamp_and_says_so():
 def test_committed_generated_records_are_what_their_cells_give_now():
     """Every committed run's mediation_generated.json (its own and each mitigation run's) equals
     the record recomputed from the saved cells under the current rules."""
-    from steerlens.audit.generated import record_paths, recompute_record
+    from steerlens.audit.generated import recompute_record, record_paths
     from steerlens.results.stored import _as_stored, differences
     from steerlens.rundir import read_json
 
