@@ -8,7 +8,8 @@ ends refusals sooner, so this is an upper bound), and the wall time that implies
 (b) at the audit's own throughput measured on a committed run of the same model (its tokens at
 most over its whole wall time, every stage included: the realistic figure). With --mediation,
 the first-token mediation passes are added at the per-setting cost measured on the 0.5B
-(docs/mediation_0.5b.json; x the model's throughput ratio for the 1.5B).
+(docs/mediation_0.5b.json; x the model's throughput ratio for the 1.5B); with
+--mediation-generated, the clamped cells at the measured clamp-to-plain decode ratio.
 The cell count is checked against the committed runs' cells (tests/test_findings_budget.py).
 
     python benchmarks/findings_budget.py [--json docs/findings_budget.json]
@@ -39,15 +40,20 @@ MEASURED = {"0.5b": ("results/findings-0.5b-resid", 2153.4,
             "1.5b": ("results/findings-1.5b-resid-100", 4375.1,
                      "its timings.json, seconds_this_session (2 cores, beside nothing)")}
 MEDIATION_FILE = "docs/mediation_0.5b.json"
+# --mediation-generated decodes each +v's clamped cells beside an unsteered twin (2 rows per
+# step): their cost per cell against a plain +v cell, measured by `mitigate`'s decode timing
+# on the 0.5B (8 goals, the clamp run of the committed 0.5B findings run).
+CLAMP_DECODE_FILE = "results/findings-0.5b-resid/mitigations-clamp/mitigations.json"
 # `audit.mitigate` on round 1 (docs/findings_commands.sh: all five fixes under one attack, the
 # fixes' calibration, capability and behaviour costs included): seconds per mitigated vector.
 MITIGATE_S = {"0.5b": 55 * 60 / 2, "1.5b": 50 * 60 / 1}
 
 # The round-2 runs (docs/findings_commands.sh, "Round 2"): the audit's arguments.
 ROUND2 = {
-    "r2-0.5b-resid": "--preset standard --mediation",
+    "r2-0.5b-resid": "--preset standard --mediation --mediation-generated",
     "r2-0.5b-paper": "--preset standard --mediation --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5",
-    "r2-1.5b-resid": "--preset standard --mediation --model qwen2.5-coder-1.5b-instruct",
+    "r2-1.5b-resid": "--preset standard --mediation --mediation-generated "
+                     "--model qwen2.5-coder-1.5b-instruct",
     "r2-1.5b-paper": "--preset standard --mediation --model qwen2.5-coder-1.5b-instruct "
                      "--dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5",
 }
@@ -63,6 +69,29 @@ def config(args: str) -> tuple[AuditConfig, bool]:
     """The AuditConfig (and whether --mediation is on) that the audit's command line gives."""
     cfg, opts = config_from_args(build_parser().parse_args(shlex.split(args)))
     return cfg, opts.mediation
+
+
+def generated_on(args: str) -> bool:
+    """Whether the command runs --mediation-generated."""
+    return config_from_args(build_parser().parse_args(shlex.split(args)))[1].mediation_generated
+
+
+def clamp_ratio() -> float:
+    """A clamped cell's decode time over a plain +v cell's (the larger of the two clamps)."""
+    dec = json.loads((ROOT / CLAMP_DECODE_FILE).read_text())["decode_seconds"]
+    return max(r for v in dec.values() for r in v["ratio_to_plus"].values())
+
+
+def clamped_cells(cfg: AuditConfig) -> int:
+    """--mediation-generated: clamp1 and clampk of each +v per attack and dose (an upper
+    bound: a one-row refusal subspace decodes clamp1 only)."""
+    return 2 * len(cfg.attacks) * len(cfg.doses) * _vectors(cfg)
+
+
+def generated_seconds(cfg: AuditConfig, model: str) -> float:
+    """The clamped cells' wall time: goals x new tokens at the audit's throughput, times the
+    measured clamp-to-plain decode ratio."""
+    return clamped_cells(cfg) * cfg.n_goals * cfg.max_new_tokens / throughput(model) * clamp_ratio()
 
 
 def _vectors(cfg: AuditConfig) -> int:
@@ -121,13 +150,16 @@ def budget(name: str, args: str) -> dict:
     model = next(k for k, v in MODELS.items() if v == cfg.model)
     n = tokens(cfg)
     med = mediation_seconds(cfg, model) if mediation else 0.0
+    gen = generated_seconds(cfg, model) if generated_on(args) else 0.0
+    med += gen
     return {"run": name, "command": f"python -m steerlens.audit {args}", "model": cfg.model,
             "cells": cells(cfg), "nulls_per_attack_dose": nulls_per_attack_dose(cfg),
             "n_goals": cfg.n_goals, "n_benign": cfg.n_benign, "max_new_tokens": cfg.max_new_tokens,
             "tokens_at_most": n, "hf_tok_s": HF_TOK_S[model],
             "hours_at_hf_rate": (n / HF_TOK_S[model] + med) / 3600,
             "audit_tok_s": throughput(model), "hours_at_audit_rate": (n / throughput(model) + med) / 3600,
-            "mediation_hours": med / 3600}
+            "mediation_hours": med / 3600, "clamped_cells": clamped_cells(cfg) if gen else 0,
+            "generated_mediation_hours": gen / 3600}
 
 
 def mitigate_hours() -> dict[str, float]:

@@ -124,8 +124,8 @@ steerlens findings results/findings-0.5b-resid results/findings-0.5b-paper \
 # Committed before any of it runs. Design, the verdicts it lets be reached and the analysis
 # rules: docs/findings_round2.md. It replaces F1 and F2 above (never run). Budget (tokens and
 # wall time per run, from each AuditConfig): python benchmarks/findings_budget.py
-# (about 21 h of the audits plus 2.6 h of mitigations on this 2-core CPU at the audit's measured
-# rate; 71 h at HF generate's rate). In priority order; every command resumes where it stopped.
+# (about 22 h of the audits plus 2.6 h of mitigations on this 2-core CPU at the audit's measured
+# rate; 72 h at HF generate's rate). In priority order; every command resumes where it stopped.
 # Each audit: the standard preset as it ships (polarity-balanced vectors, 3 behaviours, 100 JBB
 # goals, no attack and refusal suppression, 30 benign goals, 14 random + 2 x 3 label-shuffled =
 # 20 generated nulls per attack and dose, both outcomes judged), with --mediation.
@@ -137,8 +137,11 @@ audit_r2() {  # NAME ARGS...: a new run, or the same run continued when its conf
     python -m steerlens.audit "$@" --out "$out" --no-report
   fi
 }
-audit_r2 r2-0.5b-resid --preset standard --mediation
-audit_r2 r2-1.5b-resid --preset standard --mediation --model qwen2.5-coder-1.5b-instruct
+# Amendment 1 (2026-12-06, before any round-2 run; docs/findings_round2.md): the two
+# residual-dose runs also decode every +v with the refusal direction (subspace) clamped
+# (--mediation-generated): the generated shares of every vector under both attacks.
+audit_r2 r2-0.5b-resid --preset standard --mediation --mediation-generated
+audit_r2 r2-1.5b-resid --preset standard --mediation --mediation-generated --model qwen2.5-coder-1.5b-instruct
 # What fixes it: every fix, under the template attack, on the two vectors that are not the refusal
 # vector (fixed here, not chosen from the results). A killed mitigation is run again with the
 # same command (same settings: it refuses a mitigations/ directory made with others).

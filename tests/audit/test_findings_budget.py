@@ -61,6 +61,11 @@ def test_round2_runs_are_the_preregistered_commands(budget):
     for args in cmds.values():
         cfg, mediation = budget.config(args)
         assert budget.nulls_per_attack_dose(cfg) >= 20 and cfg.balance == "polarity" and mediation
+    # amendment 1: generated mediation on the two residual-dose runs, and priced there
+    assert {k for k, a in cmds.items() if budget.generated_on(a)} == {"r2-0.5b-resid", "r2-1.5b-resid"}
+    rows = {n: budget.budget(n, a) for n, a in budget.ROUND2.items()}
+    assert rows["r2-0.5b-resid"]["clamped_cells"] == 12 and rows["r2-0.5b-paper"]["clamped_cells"] == 0
+    assert rows["r2-0.5b-resid"]["generated_mediation_hours"] > 0
 
 
 def test_tokens_are_cells_times_goals_times_length(budget):
