@@ -110,6 +110,9 @@ def _fix_facts(tag: str, f: dict) -> dict[str, str]:
             out[f"fix.{tag}.{f['fix']}.{a}.{o}"] = _fix_fact(o, r)
     if f.get("false_refusal"):
         out[f"false_refusal.{tag}.{f['fix']}"] = _ci(f["false_refusal"])
+    if k := f.get("behaviour_kept"):  # the share of the behaviour effect the fix keeps
+        out[f"behaviour_kept.{tag}.{f['fix']}"] = (f"{k['share']:.2f} [{k['ci_low']:.2f}, "
+                                                   f"{k['ci_high']:.2f}], {k['verdict']}")
     for c, x in f.get("capability", {}).items():
         out[f"capability.{tag}.{f['fix']}.{c}"] = _ci(x)
     return out

@@ -34,3 +34,13 @@ def test_generated_facts_give_each_outcome_and_basis_or_say_undefined():
     # the mitigation run's copy is prefixed: the audit's own record keeps the plain keys
     assert got["fix_mediation_generated.sycophancy@2+v.none.nonrefusal.subspace"] == "50% [30, 70]"
     assert not any(k.startswith("mediation_generated") for k in got)
+
+
+def test_fix_facts_give_the_behaviour_kept_with_its_interval_and_verdict():
+    from steerlens.results.facts import mitigation_facts
+
+    fix = {"fix": "clamp1", "outcomes": {}, "capability": {},
+           "behaviour_kept": {"share": 0.9403, "ci_low": 0.9266, "ci_high": 0.9523,
+                              "verdict": "keeps the steering"}}
+    got = mitigation_facts({"vectors": [{"tag": "v@0.15", "fixes": [fix]}]})
+    assert got["behaviour_kept.v@0.15.clamp1"] == "0.94 [0.93, 0.95], keeps the steering"
