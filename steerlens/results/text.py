@@ -171,6 +171,8 @@ def share_text(s: dict | None) -> str:
     if s.get("share") is None:
         return "undefined (effect's interval includes 0)"
     lo, hi = s["share_ci"]
+    if lo is None or hi is None:  # every bootstrap resample undefined (0/0)
+        return f"{100 * s['share']:.0f}% (no interval: every resample's share is undefined)"
     return f"{100 * s['share']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 

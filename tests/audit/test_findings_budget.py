@@ -83,3 +83,25 @@ def test_the_design_doc_shows_the_scripts_budget(budget):
     assert table in doc
     total = sum(budget.mitigate_hours().values()) + sum(r["hours_at_audit_rate"] for r in rows)
     assert f"{total:.1f} h" in doc
+
+
+def test_clamped_cells_are_what_generated_mediation_decoded(budget):
+    """The budget's clamped cells for --mediation-generated = the clamp cells a committed run's
+    generated mediation holds (RUN/mediation/cells), where its record covers every vector and
+    attack (a one-row subspace: clamp1 only)."""
+    from steerlens.audit.config import AuditConfig
+
+    checked = 0
+    for run in RUNS:
+        if not (run / "mediation_generated.json").exists():
+            continue
+        rec = json.loads((run / "mediation_generated.json").read_text())
+        cfg = AuditConfig.from_json(json.loads((run / "config.json").read_text())["config"])
+        if set(rec["attacks"]) != set(cfg.attacks) or any(
+                len(v) != len(cfg.behaviours) * len(cfg.doses) for v in rec["attacks"].values()):
+            continue  # a partial record (one vector's cells taken from a mitigation run)
+        got = [p for p in (run / "mediation" / "cells").glob("*+v_clamp*.json")
+               if p.name.split("__")[0] in cfg.attacks]
+        assert len(got) == budget.clamped_cells(cfg) // (2 if rec.get("subspace_k") == 1 else 1), run
+        checked += 1
+    assert checked >= 1

@@ -147,6 +147,9 @@ def test_answer_lines_of_the_generated_shares():
     assert lines[2] == ("  v@0.15+v under none: mediated through the refusal direction (generated "
                         "harmful compliance): undefined (effect's interval includes 0)")
     assert generated_lines({}) == [] and mediation_lines({"mediation": {}}) == []
+    from steerlens.results.text import share_text  # a stored NaN interval reads back as null
+
+    assert share_text({"share": 1.0, "share_ci": [None, None]}).startswith("100% (no interval")
 
 
 def test_a_one_row_subspace_decodes_no_second_clamp_and_says_so():
