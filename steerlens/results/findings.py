@@ -297,10 +297,24 @@ def _claims(s: dict) -> dict[str, list[dict]]:
     return {o: [claim(s, o) for claim in CLAIMS] for o in s["design"].get("outcomes", [])}
 
 
+BALANCE_TEXT = {
+    "polarity": "in both answer orders, Yes-like and No-like matching answers weighed equally "
+                "(polarity-balanced)",
+    "letter": "in both answer orders (letter-balanced)",
+    "none": "as given (plain CAA, unbalanced)",
+}
+
+
+def balance_text(config: dict) -> str:
+    """How the run's CAA items were balanced (config.json omits "letter", the value of runs
+    made before the field existed)."""
+    return BALANCE_TEXT[config.get("balance", "letter")]
+
+
 def run_section(run: Path, s: dict, config: dict, claims: dict[str, list[dict]]) -> list[str]:
     lines = [f"## {run_label(s, config)} — `{run}`", "", f"Preset {config['preset']}; behaviours "
-             f"{', '.join(config['behaviours'])}; CAA over {config['n_caa_items']} items in both "
-             f"answer orders (letter-balanced); {config['max_new_tokens']} new tokens, greedy.", ""]
+             f"{', '.join(config['behaviours'])}; CAA over {config['n_caa_items']} items "
+             f"{balance_text(config)}; {config['max_new_tokens']} new tokens, greedy.", ""]
     lines += instrument_lines(s) + ["", *verdict_table(s), ""]
     for o, cl in claims.items():
         lines += [f"Claims on the **{V.OUTCOME_NAMES[o]}**:", "", "| claim | paper | measured | verdict |",

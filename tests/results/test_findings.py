@@ -102,3 +102,11 @@ def test_findings_commands_reproduce_the_committed_configs():
         cfg, opts = config_from_args(build_parser().parse_args(args))
         committed = read_json(root / opts.out / "config.json")
         assert cfg.hash == committed["hash"], f"{opts.out}: {' '.join(args)}"
+
+
+def test_run_header_names_the_vectors_balance():
+    """A polarity-balanced run is not described as letter-balanced (round 2's first run was)."""
+    from steerlens.results.findings import balance_text
+    assert "polarity-balanced" in balance_text({"balance": "polarity"})
+    assert "letter-balanced" in balance_text({})  # runs made before the field: letter
+    assert "letter" not in balance_text({"balance": "none"})
