@@ -51,9 +51,13 @@ def _o(row: dict | None, outcome: str) -> dict:
     return row if outcome == "nonrefusal" else row.get("harm", {})
 
 
-def _power(s: dict) -> str:
-    mde = s["design"]["minimum_detectable_delta_non_refusal"]
-    return f"MDE {points(mde)} pts"
+def _mde(s: dict, o: str) -> float:
+    """The outcome's own minimum detectable shift (from its own null flips), never another's."""
+    return s["design"]["by_outcome"][o]["minimum_detectable_shift"]
+
+
+def _power(s: dict, o: str) -> str:
+    return f"MDE {points(_mde(s, o))} pts"
 
 
 # -- the paper's claims, each on one outcome ------------------------------------------------
@@ -73,9 +77,9 @@ def claim_shift(s: dict, o: str) -> dict:
     measured = (f"{len(up)} vector×attack cells raise it, {len(down)} lower it, {len(few)} shift "
                 f"significantly but cannot be tested against {s['design'].get('nulls_needed', 20)}+ "
                 f"generated nulls, {sum(f['verdicts'][o] == V.NOT_BEYOND_NULL for f in fs)} are not "
-                f"beyond the null, of {len(fs)}; {_power(s)}"
+                f"beyond the null, of {len(fs)}; {_power(s, o)}"
                 + (f"; largest: {_cell(big['plus'], o)}" if big else ""))
-    mde = s["design"]["minimum_detectable_delta_non_refusal"]
+    mde = _mde(s, o)
     verdict = ("supported" if up and down else "partly (one sign)" if up or down
                else "shifts significant, null untestable" if few
                else "not supported" if mde <= 0.10 else "not testable at this power")

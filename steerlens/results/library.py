@@ -357,6 +357,15 @@ def unit_set(records: list[dict], vecs: dict, nulls: list[dict], screened: list[
     return {"geometry": geo, "units": units, "outcomes": out}
 
 
+def outcome_margin(design: dict, outcome: str) -> float | None:
+    """The equivalence margin on one outcome: that outcome's own minimum detectable shift (from
+    its own null flips); None where the design does not record it (no test then)."""
+    by = design.get("by_outcome", {}).get(outcome)
+    if by is not None:
+        return by["minimum_detectable_shift"]
+    return design.get("minimum_detectable_delta_non_refusal") if outcome == "nonrefusal" else None
+
+
 def equivalence(units: list[dict], nulls: list[dict], outcome: str, margin: float) -> dict:
     """TOST of mean |Δ| real − mean |Δ| null within ±margin, beside each two-sample test: a
     non-significant difference is not equality."""
@@ -457,8 +466,10 @@ def analyse(runs, scan: Path | None = None, polarity: Path | None = None,
                         for k, v in _by_attack(sets).items() if len(v) >= 2}
     if out["equivalence_margin"] and "all" in out["unit_sets"]:  # on the merged units (one attack)
         for o in OUTCOMES:
-            out["outcomes"][o]["equivalence"] = equivalence(out["unit_sets"]["all"]["units"], nulls, o,
-                                                            out["equivalence_margin"])
+            margin = outcome_margin(design, o)  # each outcome's own MDE, never another's
+            if margin:
+                out["outcomes"][o]["equivalence"] = equivalence(out["unit_sets"]["all"]["units"],
+                                                                nulls, o, margin)
     out["screen_slope"] = predictors(units, "screen_slope")
     out["screen_shift"] = predictors(units, "refusal_score_shift")
     if scan is not None and Path(scan).exists():

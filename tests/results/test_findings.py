@@ -110,3 +110,15 @@ def test_run_header_names_the_vectors_balance():
     assert "polarity-balanced" in balance_text({"balance": "polarity"})
     assert "letter-balanced" in balance_text({})  # runs made before the field: letter
     assert "letter" not in balance_text({"balance": "none"})
+
+
+def test_claim_one_reads_each_outcomes_own_power():
+    """Claim 1 on harmful compliance states (and decides 'not testable at this power' by) the
+    harm MDE, not the non-refusal one: the two differ when harm flips differently."""
+    from steerlens.results.findings import claim_shift
+
+    s = {"vectors": [], "design": {"minimum_detectable_delta_non_refusal": 0.08, "by_outcome": {
+        "nonrefusal": {"minimum_detectable_shift": 0.08}, "harm": {"minimum_detectable_shift": 0.25}}}}
+    harm, nonrefusal = claim_shift(s, "harm"), claim_shift(s, "nonrefusal")
+    assert "MDE +25 pts" in harm["measured"] and harm["verdict"] == "not testable at this power"
+    assert "MDE +8 pts" in nonrefusal["measured"] and nonrefusal["verdict"] == "not supported"

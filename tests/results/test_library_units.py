@@ -234,3 +234,16 @@ def test_analysis_with_a_per_layer_polarity_file(tmp_path):
         assert u["polarity_cos"] == pytest.approx(float(v @ d / np.linalg.norm(v) / np.linalg.norm(d)))
     assert {"polarity_cosine", "cosine_given_polarity"} <= set(a["outcomes"]["nonrefusal"]["all"])
     assert "polarity cosine" in format_analysis(a)
+
+
+def test_each_outcomes_equivalence_uses_its_own_margin():
+    """The library's TOST on harmful compliance uses the harm MDE; without one it is not run
+    (never the non-refusal margin in its place)."""
+    from steerlens.results.library import outcome_margin
+
+    d = {"minimum_detectable_delta_non_refusal": 0.17,
+         "by_outcome": {"nonrefusal": {"minimum_detectable_shift": 0.17},
+                        "harm": {"minimum_detectable_shift": 0.11}}}
+    assert outcome_margin(d, "harm") == 0.11 and outcome_margin(d, "nonrefusal") == 0.17
+    old = {"minimum_detectable_delta_non_refusal": 0.17}
+    assert outcome_margin(old, "harm") is None and outcome_margin(old, "nonrefusal") == 0.17
