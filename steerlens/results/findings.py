@@ -19,7 +19,15 @@ from steerlens.results import verdicts as V
 from steerlens.results.facts import fill
 from steerlens.results.stats import smallest_permutation_p
 from steerlens.results.summary import NULL_KINDS, load_run_data, summarize
-from steerlens.results.text import corrected_cell, harm_verdict, null_cell, points, shift_cell, steered_tokens
+from steerlens.results.text import (
+    corrected_cell,
+    harm_verdict,
+    mediation_lines,
+    null_cell,
+    points,
+    shift_cell,
+    steered_tokens,
+)
 from steerlens.rundir import atomic_write_text
 from steerlens.schema import CONFIG_FILE, DELTA_KEYS, LAYER_SCAN_FILE, MITIGATIONS_DIR, SUMMARY_FILE
 
@@ -315,11 +323,25 @@ def balance_text(config: dict) -> str:
     return BALANCE_TEXT[config.get("balance", "letter")]
 
 
+def why_lines(s: dict) -> list[str]:
+    """The run's mediation (mediation.json, mediation_generated.json) as Markdown: shares of each
+    +v's effect that go away when its refusal-direction (subspace) component is held at the
+    unsteered value; descriptive, not tests (a share needs its effect's interval to exclude 0)."""
+    med = mediation_lines(s)
+    if not med:
+        return []
+    out = ["**Why, by intervention** (shares of each +v's effect that go through the refusal "
+           "direction; descriptive, in no test family; `docs/mediation.md`):"]
+    for line in med:
+        out += [f"- {line.strip()}"] if line.startswith("  ") else ["", f"{line[0].upper()}{line[1:]}", ""]
+    return [*out, ""]
+
+
 def run_section(run: Path, s: dict, config: dict, claims: dict[str, list[dict]]) -> list[str]:
     lines = [f"## {run_label(s, config)} — `{run}`", "", f"Preset {config['preset']}; behaviours "
              f"{', '.join(config['behaviours'])}; CAA over {config['n_caa_items']} items "
              f"{balance_text(config)}; {config['max_new_tokens']} new tokens, greedy.", ""]
-    lines += instrument_lines(s) + ["", *verdict_table(s), ""]
+    lines += instrument_lines(s) + ["", *verdict_table(s), "", *why_lines(s)]
     for o, cl in claims.items():
         lines += [f"Claims on the **{V.OUTCOME_NAMES[o]}**:", "", "| claim | paper | measured | verdict |",
                   "|---|---|---|---|"]

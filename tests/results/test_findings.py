@@ -122,3 +122,17 @@ def test_claim_one_reads_each_outcomes_own_power():
     harm, nonrefusal = claim_shift(s, "harm"), claim_shift(s, "nonrefusal")
     assert "MDE +25 pts" in harm["measured"] and harm["verdict"] == "not testable at this power"
     assert "MDE +8 pts" in nonrefusal["measured"] and nonrefusal["verdict"] == "not supported"
+
+
+def test_a_run_with_mediation_says_why_by_intervention():
+    """A run's section carries its mediated shares (first-token and generated) as a list; a run
+    without mediation has no such block."""
+    from steerlens.results.findings import why_lines
+
+    assert why_lines({}) == []
+    gen = {"attacks": {"none": {"v@1+v": {"nonrefusal": {"direction": {
+        "share": 0.26, "share_ci": [0.12, 0.41], "effect": -0.35, "effect_ci": [-0.45, -0.25]}}}}},
+        "clamp_layers": [14, 23], "subspace_k": 1}
+    lines = why_lines({"mediation": {"generated": gen}})
+    assert lines[0].startswith("**Why, by intervention**")
+    assert any(x.startswith("- v@1+v under none") and "26% [12, 41]" in x for x in lines)
