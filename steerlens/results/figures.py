@@ -33,6 +33,39 @@ def _fig(title: str, **layout) -> go.Figure:
     return fig
 
 
+# A dashboard figure's width at 1366 px (half the page's grid) and plotly's legend metrics at
+# font 12: what `fit_top_legend` packs the legend's items into.
+FIG_WIDTH, ITEM_PAD, CHAR_PX, ROW_PX, TITLE_LINE_PX = 620, 46, 6.6, 21, 20
+
+
+def legend_rows(names: list[str], width: float) -> int:
+    """Rows a horizontal legend of these item names needs in a plot area `width` px wide: one
+    row when all fit, else (as plotly.js lays it out) a grid of columns as wide as the widest
+    item."""
+    if not names:
+        return 0
+    widths = [ITEM_PAD + CHAR_PX * len(n) for n in names]
+    if sum(widths) <= width:
+        return 1
+    cols = max(1, int(width // max(widths)))
+    return -(-len(names) // cols)
+
+
+def fit_top_legend(fig: go.Figure) -> go.Figure:
+    """Room for a legend that sits on top (the default): a top margin for the title's lines plus
+    the legend's rows, so neither covers the other; legends placed below are left alone."""
+    leg = fig.layout.legend
+    if (leg.yanchor or "bottom") != "bottom" or (leg.y if leg.y is not None else 1.0) < 1.0:
+        return fig
+    names = [t.name or "" for t in fig.data if t.showlegend is not False and t.name]
+    title = (fig.layout.title.text or "")
+    m = fig.layout.margin
+    width = FIG_WIDTH - (m.l if m.l is not None else 80) - (m.r if m.r is not None else 30)
+    top = 14 + TITLE_LINE_PX * (title.count("<br>") + 1) + ROW_PX * legend_rows(names, width)
+    fig.update_layout(margin=dict(t=max(top, fig.layout.margin.t or 0)))
+    return fig
+
+
 def _pct(x) -> float | None:
     return None if x is None else 100 * x
 
@@ -73,11 +106,15 @@ def screen_null(summary: dict) -> go.Figure:
         if null:
             fig.add_box(y=null, x=[attack] * len(null), name=f"null ({attack})", boxpoints="all",
                         jitter=0.4, marker_color="#999", showlegend=attack == summary["rows"][0]["attack"])
+    shown = set()  # one legend item per vector and dose, whatever the attacks
     for f in summary["vectors"]:
+        name = f"{f['vector']} @{f['dose']:g}"
         fig.add_scatter(x=[f["attack"]], y=[f["plus"].get("refusal_score_shift")], mode="markers",
                         marker=dict(size=13, color=COLORS.get(f.get("verdict"), "#333"),
                                     line=dict(width=1, color="black")),
-                        name=f"{f['vector']} @{f['dose']:g}")
+                        name=name, legendgroup=name, showlegend=name not in shown,
+                        hovertext=f"{name} ({f['attack']}): {f.get('verdict', '')}")
+        shown.add(name)
     fig.update_layout(boxmode="overlay")
     return fig
 

@@ -276,7 +276,7 @@ def _browser(data: RunData, labels: dict) -> str:
 
 def _fig(figs: dict, name: str) -> str:
     return (f"<div class=fig id='fig-{name}'>"
-            + figs[name].to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}",
+            + F.fit_top_legend(figs[name]).to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}",
                                  config={"responsive": True, "displayModeBar": False})
             + "</div>")
 

@@ -64,7 +64,7 @@ def mediated_shares(med: dict, attack: str) -> go.Figure:
     fig = _fig(f"Why, by intervention ({attack}): share of each vector's effect<br>on the "
                f"{OUTCOME} held back by holding a component at unsteered",
                xaxis_title="layers where the component is held (resid_pre)",
-               yaxis_title=f"mediated share of the Δ {OUTCOME} (%)", barmode="group")
+               yaxis_title=f"share of the Δ {OUTCOME}<br>held back (%)", barmode="group")
     bands, per = band_order(med.get("bands") or {}), med["attacks"][attack]
     vectors = [(n, r) for n, r in per.items() if r.get("kind") == "+v"]
     for i, (name, rec) in enumerate(vectors):

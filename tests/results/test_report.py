@@ -80,6 +80,12 @@ window.addEventListener('load', () => setTimeout(() => {
     if (leg) f.querySelectorAll('g.xtick text, g.ytick text, g.g-xtitle, g.g-ytitle').forEach(x => {
       if (hit(box(leg), box(x))) bad.push(name + ' legend overlaps an axis label');
     });
+    f.querySelectorAll('.gtitle').forEach(g => {
+      if (leg && hit(box(leg), box(g))) bad.push(name + ' legend overlaps the title');
+      f.querySelectorAll('g.g-xtitle, g.g-ytitle').forEach(x => {
+        if (hit(box(g), box(x))) bad.push(name + ' axis title overlaps the title');
+      });
+    });
   });
   const pre = document.createElement('pre'); pre.id = 'layout-check';
   pre.textContent = JSON.stringify([...new Set(bad)]); document.body.appendChild(pre);
@@ -315,3 +321,34 @@ def test_the_answer_reads_the_whole_band_whatever_the_saved_key_order():
 
     lines = mediation_lines({"mediation": synthetic_mediation(["sycophancy"], ["none"])})
     assert "layers 1-3" in lines[0] and "70% [" in lines[1]  # the 1-3 band's share, not layer 1's
+
+
+def _legend_page(fig, tmp_path: Path, name: str) -> Path:
+    """One figure alone in a dashboard-sized cell (620 px), plotly inlined."""
+    page = tmp_path / f"{name}.html"
+    page.write_text("<html><body><div class=fig id=fig-t style='width:620px'>"
+                    + fig.to_html(full_html=False, include_plotlyjs=True) + "</div></body></html>")
+    return page
+
+
+@needs_chromium
+def test_a_long_top_legend_gets_room_above_the_plot(tmp_path):
+    """A two-line title and a legend of many long names on top: as laid out by default they
+    overlap (the check sees it); `fit_top_legend` makes room for both."""
+    def fig():
+        f = figures._fig("Refusal projection per layer:<br>harmful, harmless and steered activations")
+        for i in range(6):
+            f.add_scatter(x=[0, 1], y=[i, i + 1], name=f"harmful +corrigible-neutral-HHH-{i} @0.15")
+        return f
+
+    before = layout_problems(_legend_page(fig(), tmp_path, "before"), tmp_path)
+    assert "fig-t legend overlaps the title" in before
+    assert layout_problems(_legend_page(figures.fit_top_legend(fig()), tmp_path, "after"), tmp_path) == []
+
+
+def test_legend_rows_follow_plotlys_grid():
+    """One row when every item fits; else columns as wide as the widest item."""
+    assert figures.legend_rows([], 500) == 0
+    assert figures.legend_rows(["a", "b"], 500) == 1
+    assert figures.legend_rows(["x" * 60] * 3, 500) == 3
+    assert figures.legend_rows(["x" * 20] * 6, 500) == 3  # 178 px items: 2 per row
