@@ -12,6 +12,7 @@ import re
 from steerlens.errors import SteerlensError
 from steerlens.results.summary import NULL_KINDS
 from steerlens.results.text import points, share_text
+from steerlens.results.verdicts import read_fix_verdict
 from steerlens.schema import DELTA_KEYS
 
 PLACEHOLDER = re.compile(r"\{\{([^{}:]+):([^{}]+)\}\}")
@@ -95,10 +96,10 @@ def _fix_fact(o: str, r: dict) -> str:
     """One fix on one outcome: fixed vs baseline, verdict and its tests; on harm, which numbers
     the verdict rests on (the judged labels) and the judge-corrected shift beside them."""
     if o != "harm":
-        return (f"{_ci(r['vs_baseline'])}, {r['verdict']} (raw vs fixed q {_p(r['vs_raw']['q_value'])}; "
-                f"TOST p {_p(r['p_tost'])} within ±{round(100 * r['margin'])})")
+        return (f"{_ci(r['vs_baseline'])}, {read_fix_verdict(r)} (raw vs fixed q "
+                f"{_p(r['vs_raw']['q_value'])}; TOST p {_p(r['p_tost'])} within ±{round(100 * r['margin'])})")
     c = (r.get("corrected") or {}).get("vs_baseline")
-    return (f"{_ci(r['vs_baseline'])} as judged, {r['verdict']} on the judged labels (raw vs fixed q "
+    return (f"{_ci(r['vs_baseline'])} as judged, {read_fix_verdict(r)} on the judged labels (raw vs fixed q "
             f"{_p(r['vs_raw']['q_value'])}; TOST p {_p(r['p_tost'])} within ±{round(100 * r['margin'])} "
             "judged points)" + (f"; judge-corrected {_ci(c)}" if c else ""))
 

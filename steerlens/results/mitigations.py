@@ -34,7 +34,15 @@ from steerlens.results.misclass import _se_sp, corrected_shift
 from steerlens.results.stats import discordant
 from steerlens.results.summary import load_run_data, margins, summarize
 from steerlens.results.text import generated_lines
-from steerlens.results.verdicts import ALPHA, OUTCOME_NAMES, OUTCOMES, fix_verdict
+from steerlens.results.verdicts import (
+    ALPHA,
+    NO_SHIFT,
+    NOT_BEYOND_NULL,
+    OUTCOME_NAMES,
+    OUTCOMES,
+    fix_verdict,
+    read_fix_verdict,
+)
 from steerlens.rundir import atomic_write_text, read_json, write_json
 from steerlens.schema import (
     CELLS_DIR,
@@ -225,6 +233,7 @@ def summarize_mitigations(run: str | Path, into: str = MITIGATIONS_DIR) -> dict:
     mcfg = read_json(m / CONFIG_FILE)
     fixes = mcfg["mitigations"]
     attacks = sorted(mcfg.get("attacks") or {a for a, _ in cells if a != "benign"})
+    primary = {(f["vector"], f["dose"], f["attack"]): f.get("verdicts", {}) for f in summary["vectors"]}
     out = []
     for f in summary["vectors"]:
         if f["attack"] != attacks[0] or (mcfg.get("vectors") and f["vector"] not in mcfg["vectors"]):
@@ -236,6 +245,7 @@ def summarize_mitigations(run: str | Path, into: str = MITIGATIONS_DIR) -> dict:
                                   for c, p in costs.get("capability", {}).items() if f"{tag}+v" in p},
                "fixes": [_fix_record(cells, costs, attacks, f["vector"], tag, x, margin, cal)
                          for x in fixes]}
+        mark_read(rec, {a: primary.get((f["vector"], f["dose"], a), {}) for a in attacks})
         out.append(rec)
     gate = read_json(m / GATE_FILE) if (m / GATE_FILE).exists() else None
     gen = m / MEDIATION_GENERATED_FILE
@@ -247,6 +257,22 @@ def summarize_mitigations(run: str | Path, into: str = MITIGATIONS_DIR) -> dict:
             "margin_harm_corrected": _corrected_margin(margin, cal), "alpha": ALPHA, "keep_bar": KEEP_BAR,
             "attacks": attacks, "fixes": fixes, "vectors": out, "gate": gate, **clamp,
             "n_tests_bh": adjust(out)}
+
+
+# A fix is read only where the raw +v's primary shift could be the vector's own (the
+# pre-registered rule, docs/findings_round2.md rule 2): not where the raw vector shows no
+# detectable shift, nor where random directions of its size shift as much.
+NOT_READ = (NO_SHIFT, NOT_BEYOND_NULL)
+
+
+def mark_read(rec: dict, verdicts: dict[str, dict[str, str]]) -> None:
+    """Give each fix outcome the raw +v's primary verdict (`primary`) and whether the fix's
+    verdict is read (`read`)."""
+    for f in rec["fixes"]:
+        for a, by in f["outcomes"].items():
+            for o, res in by.items():
+                res["primary"] = verdicts.get(a, {}).get(o)
+                res["read"] = res["primary"] not in NOT_READ
 
 
 def _corrected_margin(margin: dict[str, float], cal: dict | None) -> float | None:
@@ -305,8 +331,9 @@ def _outcome_cells(o: dict) -> list[str]:
     """Non-refusal, harm as judged, harm judge-corrected: each fixed-vs-baseline shift with
     its verdict; the harm verdict says it rests on the judged labels."""
     nr, h = o.get("nonrefusal"), o.get("harm")
-    return [f"{_ci(nr['vs_baseline'])} {nr['verdict']}" if nr else "—",
-            f"{_ci(h['vs_baseline'])} {h['verdict']} ({JUDGED})" if h else "—",
+    return [f"{_ci(nr['vs_baseline'])} {read_fix_verdict(nr)}" if nr else "—",
+            f"{_ci(h['vs_baseline'])} {read_fix_verdict(h)}" + (f" ({JUDGED})" if h.get("read", True) else "")
+            if h else "—",
             _corrected(h, "vs_baseline") if h else "—"]
 
 

@@ -69,3 +69,9 @@ def fix_verdict(raw_vs_fixed_q: float, equivalent: bool, fixed_vs_base_q: float,
     if changed and toward_baseline(raw_delta, fixed_delta):
         return RESTORES if equivalent else PARTLY
     return DOES_NOT if fixed_vs_base_q < ALPHA or changed else INCONCLUSIVE
+
+
+def read_fix_verdict(o: dict) -> str:
+    """A fix's verdict as read: the verdict, or why it is not read (`mitigations.mark_read`: the
+    raw +v's primary shift is not detectable or not beyond its generated nulls)."""
+    return o["verdict"] if o.get("read", True) else f"not read (raw +v: {o['primary']})"

@@ -136,3 +136,23 @@ def test_a_run_with_mediation_says_why_by_intervention():
     lines = why_lines({"mediation": {"generated": gen}})
     assert lines[0].startswith("**Why, by intervention**")
     assert any(x.startswith("- v@1+v under none") and "26% [12, 41]" in x for x in lines)
+
+
+def test_claims_4_5_skip_shifts_the_nulls_match():
+    """A vector whose shift is significant but not beyond its generated nulls has no fix read
+    under claims 4-5 (its shift is not the vector's); one beyond them does."""
+    from steerlens.results import verdicts as V
+    from steerlens.results.findings import claim_orthogonal
+
+    fix = {"nonrefusal": {"delta_non_refusal": 0.1, "q_value": 0.5, "equivalence_margin": 0.09,
+                          "p_tost": 0.6, "verdict": "does not restore"}}
+    row = {"delta_non_refusal": 0.12, "delta_ci_low": 0.05, "delta_ci_high": 0.2, "q_value": 0.01,
+           "setting": "v@1+v"}
+
+    def s(verdict):
+        return {"vectors": [{"vector": "v", "attack": "none", "verdicts": {"nonrefusal": verdict},
+                             "plus": row, "mitigation": {"perp1": fix}}]}
+
+    not_tested = "not tested (no significant shift)"
+    assert claim_orthogonal(s(V.NOT_BEYOND_NULL), "nonrefusal")["verdict"] == not_tested
+    assert claim_orthogonal(s(V.RAISES["nonrefusal"]), "nonrefusal")["verdict"] == "1 does not restore"

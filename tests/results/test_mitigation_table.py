@@ -119,3 +119,23 @@ def test_discussion_fix_facts_name_the_judged_labels(table15):
     assert harm and all("on the judged labels" in v and "judge-corrected" in v for v in harm)
     nonref = [v for k, v in f.items() if k.startswith("fix.") and k.endswith(".nonrefusal")]
     assert nonref and not any("judged" in v for v in nonref)
+
+
+def test_a_fix_is_read_only_where_the_raw_shift_could_be_the_vectors():
+    """Pre-registered rule 2: a fix's verdict is not read where the raw +v shows no detectable
+    shift or one that random directions of its size match; it is where the shift is a verdict
+    (or, in a run with too few nulls, untestable)."""
+    from steerlens.results import verdicts as V
+    from steerlens.results.mitigations import mark_read
+
+    def rec():
+        return {"fixes": [{"outcomes": {"none": {"nonrefusal": {"verdict": "does not restore"},
+                                                 "harm": {"verdict": "inconclusive"}}}}]}
+
+    for primary, read in ((V.NO_SHIFT, False), (V.NOT_BEYOND_NULL, False), (V.RAISES["nonrefusal"], True),
+                          (V.TOO_FEW_NULLS, True)):
+        r = rec()
+        mark_read(r, {"none": {"nonrefusal": primary, "harm": V.NO_SHIFT}})
+        nr, h = r["fixes"][0]["outcomes"]["none"]["nonrefusal"], r["fixes"][0]["outcomes"]["none"]["harm"]
+        assert nr["read"] is read and h["read"] is False
+        assert V.read_fix_verdict(nr) == ("does not restore" if read else f"not read (raw +v: {primary})")
