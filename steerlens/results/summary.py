@@ -416,10 +416,17 @@ def template_interaction(data: RunData, findings: list[dict], outcome: str) -> d
 
 
 def _interaction(effects: list[list[int]]) -> dict:
-    """Summed per-goal oriented differences over vectors: mean per vector and goal, sign-flip p."""
-    total = [sum(x) for x in zip(*effects)]
-    return {"n_goals": len(total), "n_vectors": len(effects),
-            "mean_difference": sum(total) / (len(total) * len(effects)), "p_value": _sign_flip_p(total)}
+    """Summed per-goal oriented differences over vectors: mean per vector and goal, sign-flip p,
+    and a 95% t-interval of that mean over goals (what a 'not supported' must bound)."""
+    import numpy as np
+    from scipy import stats
+
+    total = np.asarray([sum(x) for x in zip(*effects)], float) / len(effects)
+    half = (stats.t.ppf(0.975, len(total) - 1) * total.std(ddof=1) / np.sqrt(len(total))
+            if len(total) > 1 else float("inf"))
+    m = float(total.mean())
+    return {"n_goals": len(total), "n_vectors": len(effects), "mean_difference": m,
+            "ci": [m - half, m + half], "p_value": _sign_flip_p([sum(x) for x in zip(*effects)])}
 
 
 def validation(rows: list[dict]) -> dict:

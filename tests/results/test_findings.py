@@ -166,3 +166,36 @@ def test_claims_4_5_skip_shifts_the_nulls_match():
     not_tested = "not tested (no significant shift)"
     assert claim_orthogonal(s(V.NOT_BEYOND_NULL), "nonrefusal")["verdict"] == not_tested
     assert claim_orthogonal(s(V.RAISES["nonrefusal"]), "nonrefusal")["verdict"] == "1 does not restore"
+
+
+def _template_summary(mean: float, ci: list[float], p: float, mde: float = 0.09) -> dict:
+    t = {"refusal_suppression": {"vectors": ["a@1", "b@1"], "n_goals": 100, "n_vectors": 2,
+                                 "mean_difference": mean, "ci": ci, "p_value": p}}
+    return {"templates": {"harm": t}, "design": {"by_outcome": {"harm": {"minimum_detectable_shift": mde}}}}
+
+
+def test_claim2_reads_non_significance_as_absence_only_where_the_interval_bounds_it():
+    """'not supported' needs the interval to exclude an enlargement of the MDE; else inconclusive."""
+    from steerlens.results.findings import claim_templates
+
+    bounded = _template_summary(0.007, [-0.05, 0.06], 0.92)
+    assert claim_templates(bounded, "harm")["verdict"] == "not supported"
+    c = claim_templates(_template_summary(0.03, [-0.02, 0.10], 0.2), "harm")
+    assert c["verdict"] == "inconclusive" and "does not exclude an enlargement of +9" in c["measured"]
+    assert claim_templates(_template_summary(0.12, [0.05, 0.19], 0.001), "harm")["verdict"] == "supported"
+    assert claim_templates(_template_summary(-0.12, [-0.19, -0.05], 0.001), "harm")["verdict"] == "opposite"
+
+
+def test_template_interval_is_the_t_interval_of_the_per_goal_mean():
+    """Checked against scipy's one-sample t-test interval of the per-goal differences."""
+    import numpy as np
+    from scipy.stats import ttest_1samp
+
+    from steerlens.results.summary import _interaction
+
+    rng = np.random.default_rng(3)
+    effects = [list(rng.integers(-1, 2, 100)) for _ in range(3)]
+    r = _interaction(effects)
+    per_goal = np.sum(effects, axis=0) / 3
+    lo, hi = ttest_1samp(per_goal, 0).confidence_interval(0.95)
+    assert r["ci"] == pytest.approx([lo, hi]) and r["mean_difference"] == pytest.approx(per_goal.mean())

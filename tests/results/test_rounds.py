@@ -1,0 +1,44 @@
+"""Round comparison: each claim's verdict on the previous run beside the new one's."""
+
+import pytest
+
+from steerlens.results.findings import main
+from steerlens.results.rounds import change_lines, claim_changes
+
+
+def _claims(*verdicts):
+    return [{"claim": f"{i + 1}. claim {i + 1}" + (" (k = 3) and more" if i == 0 else ""), "verdict": v}
+            for i, v in enumerate(verdicts)]
+
+
+def test_claim_changes_pairs_claims_in_order_and_marks_changes():
+    old = {"nonrefusal": _claims("supported", "not supported"), "harm": _claims("a", "b")}
+    new = {"nonrefusal": _claims("partly (one sign)", "not supported")}
+    rows = claim_changes(old, new)
+    assert [(r["outcome"], r["before"], r["after"], r["changed"]) for r in rows] == [
+        ("nonrefusal", "supported", "partly (one sign)", True),
+        ("nonrefusal", "not supported", "not supported", False)]
+    assert rows[0]["claim"] == "1. claim 1 and more"  # a run's own k is not part of the name
+    text = "\n".join(change_lines([("old", "new", rows)]))
+    assert "1 of 2 claim verdicts changed" in text
+    assert text.count("**changed**") == 2  # the legend and the one changed row
+
+
+def test_claim_lists_of_different_lengths_are_an_error():
+    with pytest.raises(ValueError):
+        claim_changes({"harm": _claims("a", "b")}, {"harm": _claims("a")})
+
+
+def test_findings_against_itself_changes_nothing(finished_run, tmp_path):
+    out = tmp_path / "f.md"
+    assert main([str(finished_run), "--against", str(finished_run), str(finished_run),
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## What changed against the previous round" in text
+    assert "| **changed** |" not in text
+    assert f"--against {finished_run} {finished_run}" in text  # the command names both
+
+
+def test_against_a_missing_run_is_an_error(finished_run, tmp_path):
+    assert main([str(finished_run), "--against", str(tmp_path / "nope"), str(finished_run),
+                 "--out", str(tmp_path / "f.md")]) == 2
