@@ -203,7 +203,8 @@ def claim_subspace(s: dict, o: str) -> dict:
 def claim_null(s: dict, o: str) -> dict:
     """6. Verdict: 'vector-specific' if every significant vector cell is beyond the generated
     null (exact counts, >= 20 nulls); 'k of n vector-specific' if some are; 'untestable' if the
-    run generated too few nulls; 'random directions move it as much' if none is beyond."""
+    run generated too few nulls; '0 of n vector-specific' if none is beyond (its nulls, random
+    and label-shuffled, are as extreme: not distinguishable, which is not 'as much')."""
     fs = _generated(s["vectors"], o)
     sig = [f for f in fs if f["verdicts"][o] != V.NO_SHIFT]
     beyond = [f for f in sig if f["verdicts"][o] in V.REAL]
@@ -218,8 +219,7 @@ def claim_null(s: dict, o: str) -> dict:
     verdict = ("no significant vector" if not sig else
                "untestable (too few generated nulls)" if all(f["verdicts"][o] == V.TOO_FEW_NULLS for f in sig)
                else "vector-specific" if len(beyond) == len(sig)
-               else f"{len(beyond)} of {len(sig)} vector-specific" if beyond
-               else "random directions move it as much")
+               else f"{len(beyond)} of {len(sig)} vector-specific")
     return {"claim": "6. Effects exceed a null of the same kind and size",
             "paper": "no random control reported", "measured": measured, "verdict": verdict}
 

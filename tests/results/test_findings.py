@@ -199,3 +199,20 @@ def test_template_interval_is_the_t_interval_of_the_per_goal_mean():
     per_goal = np.sum(effects, axis=0) / 3
     lo, hi = ttest_1samp(per_goal, 0).confidence_interval(0.95)
     assert r["ci"] == pytest.approx([lo, hi]) and r["mean_difference"] == pytest.approx(per_goal.mean())
+
+
+def test_claim6_never_reads_not_distinguishable_as_as_much():
+    """Significant shifts that no test puts beyond their nulls are '0 of n vector-specific',
+    not 'random directions move it as much' (non-significance is not equality)."""
+    from steerlens.results import verdicts as V
+    from steerlens.results.findings import claim_null
+
+    def vec(verdict):
+        return {"vector": "v", "attack": "none", "verdicts": {"nonrefusal": verdict},
+                "evidence": {"nonrefusal": {"null": {"n_null": 20}}}, "null_percentile_screen": 50.0}
+
+    s = {"vectors": [vec(V.NOT_BEYOND_NULL), vec(V.NOT_BEYOND_NULL), vec(V.NO_SHIFT)], "rows": [],
+         "design": {}}
+    assert claim_null(s, "nonrefusal")["verdict"] == "0 of 2 vector-specific"
+    s["vectors"][0] = vec(V.LOWERS["nonrefusal"])
+    assert claim_null(s, "nonrefusal")["verdict"] == "1 of 2 vector-specific"
