@@ -32,8 +32,15 @@ def _p(x) -> str:
     return "n/a" if x is None or x != x else f"{x:.2g}"
 
 
+def _template_text(x: dict) -> str:
+    """Claim 2's per-goal mean difference, its 95% interval (when stored) and sign-flip p."""
+    ci = f" [{100 * x['ci'][0]:+.1f}, {100 * x['ci'][1]:+.1f}]" if "ci" in x else ""
+    return f"{100 * x['mean_difference']:+.1f}{ci} points per vector and goal (p {_p(x['p_value'])})"
+
+
 def summary_facts(s: dict) -> dict[str, str]:
-    """Null cells significant on their own, each outcome's MDE, template splits by direction."""
+    """Null cells significant on their own, each outcome's MDE, claim 2 (`all` and split by
+    direction)."""
     out = {}
     for o in s["design"].get("outcomes", []):
         nulls = [r for r in s["rows"] if r["kind"] in NULL_KINDS and "mcnemar_p_value" in _o(r, o)]
@@ -50,9 +57,8 @@ def summary_facts(s: dict) -> dict[str, str]:
                     f"{_ci(g, DELTA_KEYS[o])}, q {_p(g.get('q_value'))}"
                     + (f"; judge-corrected {_ci(g['corrected'])}" if g.get("corrected") else ""))
         for a, t in s.get("templates", {}).get(o, {}).items():
-            for d, x in t.get("by_direction", {}).items():
-                out[f"template.{a}.{o}.{d}"] = (f"{100 * x['mean_difference']:+.1f} points per vector "
-                                                f"and goal (p {_p(x['p_value'])})")
+            for d, x in {"all": t, **t.get("by_direction", {})}.items():
+                out[f"template.{a}.{o}.{d}"] = _template_text(x)
     med = s.get("mediation") or {}
     return {**out, **first_token_facts(med), **generated_facts(med.get("generated") or {})}
 

@@ -44,3 +44,18 @@ def test_fix_facts_give_the_behaviour_kept_with_its_interval_and_verdict():
                               "verdict": "keeps the steering"}}
     got = mitigation_facts({"vectors": [{"tag": "v@0.15", "fixes": [fix]}]})
     assert got["behaviour_kept.v@0.15.clamp1"] == "0.94 [0.93, 0.95], keeps the steering"
+
+
+def test_template_facts_give_the_total_and_each_direction_with_the_interval():
+    from steerlens.results.facts import summary_facts
+
+    x = {"mean_difference": 0.057, "ci": [0.017, 0.097], "p_value": 0.0095, "n_goals": 100, "n_vectors": 3}
+    up = {**x, "mean_difference": 0.05, "ci": [-0.01, 0.11], "p_value": 0.075}
+    t = {**x, "by_direction": {"raises": up}}
+    s = {"design": {"outcomes": ["harm"], "by_outcome": {"harm": {"minimum_detectable_shift": 0.1}}},
+         "rows": [], "vectors": [], "templates": {"harm": {"refusal_suppression": t}}}
+    f = summary_facts(s)
+    want = "+5.7 [+1.7, +9.7] points per vector and goal (p 0.0095)"
+    assert f["template.refusal_suppression.harm.all"] == want
+    assert f["template.refusal_suppression.harm.raises"].startswith("+5.0 [-1.0, +11.0]")
+    assert "template.refusal_suppression.harm.lowers" not in f
