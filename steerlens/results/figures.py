@@ -7,8 +7,6 @@ axis labels.
 
 from __future__ import annotations
 
-import statistics
-
 import plotly.graph_objects as go
 
 from steerlens.results import verdicts as V
@@ -183,7 +181,8 @@ def validation(summary: dict) -> go.Figure:
 
 def mitigation(summary: dict) -> go.Figure:
     """Non-refusal under raw, 1-D and k-D orthogonalised vectors, beside the baseline."""
-    fig = _fig("Non-refusal rate: raw vs orthogonalised vectors<br>(⊥ refusal direction, ⊥ subspace)",
+    fig = _fig("Non-refusal rate: raw vs orthogonalised vectors (⊥ refusal direction,<br>⊥ subspace); "
+               "— = the unsteered baseline under the same attack",
                yaxis_title="non-refusal rate (%)", barmode="group")
     for key, label in (("plus", "raw +v"), ("perp1", "+v ⊥1"), ("perpk", "+v ⊥k")):
         fs = [f for f in summary["vectors"] if f.get(key) and "non_refusal" in f[key]]
@@ -192,10 +191,14 @@ def mitigation(summary: dict) -> go.Figure:
                     error_y=dict(type="data",
                                  array=[100 * (f[key]["ci_high"] - f[key]["non_refusal"]) for f in fs],
                                  arrayminus=[100 * (f[key]["non_refusal"] - f[key]["ci_low"]) for f in fs]))
-    base = [r["non_refusal"] for r in summary["rows"] if r["kind"] == "baseline" and "non_refusal" in r]
-    if base:
-        fig.add_hline(y=100 * statistics.fmean(base), line_dash="dash",
-                      annotation_text="unsteered baseline", annotation_position="top left")
+    base = {r["attack"]: r["non_refusal"] for r in summary["rows"]
+            if r["kind"] == "baseline" and "non_refusal" in r}
+    fs = [f for f in summary["vectors"] if f["attack"] in base]
+    if fs:  # each bar group against its own attack's baseline (attacks' baselines differ)
+        fig.add_scatter(x=[f"{f['vector']} @{f['dose']:g} · {f['attack']}" for f in fs],
+                        y=[100 * base[f["attack"]] for f in fs], mode="markers",
+                        name="unsteered baseline (same attack)", showlegend=False,
+                        marker=dict(symbol="line-ew-open", size=40, color="#222", line=dict(width=2)))
     fig.update_xaxes(tickangle=-40)
     return fig
 

@@ -157,7 +157,7 @@ def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], list[str]]:
     lines, outcomes = [], []
     for f in _generated(s["vectors"], o):
         t = f["mitigation"].get(key, {}).get(o)
-        if not t or f["verdicts"][o] in (V.NO_SHIFT, V.NOT_BEYOND_NULL):
+        if not t or f["verdicts"][o] in V.NOT_READ:
             continue  # read only where the primary shift could be the vector's (rule 2)
         outcomes.append(t["verdict"])
         lines.append(f"{f['vector']}/{f['attack']}: raw {points(_o(f['plus'], o)[DELTA_KEYS[o]])} → "

@@ -36,8 +36,7 @@ from steerlens.results.summary import load_run_data, margins, summarize
 from steerlens.results.text import generated_lines
 from steerlens.results.verdicts import (
     ALPHA,
-    NO_SHIFT,
-    NOT_BEYOND_NULL,
+    NOT_READ,
     OUTCOME_NAMES,
     OUTCOMES,
     fix_verdict,
@@ -117,7 +116,7 @@ def kept_share(p: dict[str, list[float]], raw: str, fixed: str, seed: int = 0) -
     lo = hi = float("nan")
     if steers:  # the denominator's interval excludes 0: the ratio's resamples are finite
         lo, hi = np.percentile(df[idx].mean(1) / den, [2.5, 97.5])
-    verdict = ("raw vector does not steer here" if not steers else
+    verdict = ("raw vector not shown to steer here" if not steers else
                "keeps the steering" if lo >= KEEP_BAR else
                "loses the steering" if hi < KEEP_BAR else "steering kept: undetermined")
     return {"share": share, "ci_low": float(lo), "ci_high": float(hi), "raw_shift": float(dr.mean()),
@@ -262,7 +261,6 @@ def summarize_mitigations(run: str | Path, into: str = MITIGATIONS_DIR) -> dict:
 # A fix is read only where the raw +v's primary shift could be the vector's own (the
 # pre-registered rule, docs/findings_round2.md rule 2): not where the raw vector shows no
 # detectable shift, nor where random directions of its size shift as much.
-NOT_READ = (NO_SHIFT, NOT_BEYOND_NULL)
 
 
 def mark_read(rec: dict, verdicts: dict[str, dict[str, str]]) -> None:

@@ -77,7 +77,7 @@ def _behaviour_cell(f: dict) -> str:
         return "n/a"
     steers = (f["behaviour"].get("steers") or {}).get(f"{abs(f['dose']):g}")
     return (f"{base['mean']:.2f} → {up['mean']:.2f} (p {_p(up['p_value'])})"
-            + ("" if steers else " <b>does not steer</b>"))
+            + ("" if steers else " <b>not shown to steer</b>"))
 
 
 def _benign_cell(summary: dict, f: dict) -> str:
@@ -93,7 +93,8 @@ def _mitigation_cell(f: dict, key: str) -> str:
     if m.get("duplicate_of"):
         return "= ⊥1 (k = 1)"
     parts = [f"{SHORT[o]}: {points(t.get(DELTA_KEYS[o]))} (q {_p(t.get('q_value'))}; "
-             f"{_e(t.get('verdict', ''))})" for o, t in m.items() if isinstance(t, dict) and "p_value" in t]
+             f"{_e(V.fix_text(t.get('verdict', ''), f.get('verdicts', {}).get(o)))})"
+             for o, t in m.items() if isinstance(t, dict) and "p_value" in t]
     return "<br>".join(parts) or "n/a"
 
 
@@ -167,8 +168,9 @@ def design_block(summary: dict) -> str:
                        f"{points(v.get(DELTA_KEYS['nonrefusal']))} points (p {_p(v['p_value'])}).</div>")
     for f in summary["vectors"]:
         if (f.get("behaviour") or {}).get("steers", {}).get(f"{abs(f['dose']):g}") is False:
-            out.append(f"<div class=warn>{_e(f['vector'])} does not move its own behaviour at dose "
-                       f"{f['dose']:g}: its shifts of non-refusal and harmful compliance are not a behaviour's effect.</div>")
+            out.append(f"<div class=warn>{_e(f['vector'])} is not shown to move its own behaviour at dose "
+                       f"{f['dose']:g} (the behaviour check fails): its shifts of non-refusal and harmful "
+                       "compliance may not be a behaviour's effect.</div>")
     return "".join(dict.fromkeys(out))
 
 

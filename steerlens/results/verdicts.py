@@ -23,6 +23,7 @@ NOT_BEYOND_NULL = "not distinguishable from the generated null"
 TOO_FEW_NULLS = "significant, but too few generated nulls to compare"
 NO_SHIFT = "no detectable shift"
 REAL = (*RAISES.values(), *LOWERS.values())
+NOT_READ = (NO_SHIFT, NOT_BEYOND_NULL)  # a fix of such a raw +v shift is not read (rule 2)
 
 RESTORES, PARTLY, DOES_NOT, INCONCLUSIVE = ("restores", "partly restores", "does not restore",
                                             "inconclusive")
@@ -69,6 +70,11 @@ def fix_verdict(raw_vs_fixed_q: float, equivalent: bool, fixed_vs_base_q: float,
     if changed and toward_baseline(raw_delta, fixed_delta):
         return RESTORES if equivalent else PARTLY
     return DOES_NOT if fixed_vs_base_q < ALPHA or changed else INCONCLUSIVE
+
+
+def fix_text(verdict: str, primary: str | None) -> str:
+    """A fix's verdict where the raw +v's primary verdict lets it be read, else why not."""
+    return f"not read (raw +v: {primary})" if primary in NOT_READ else verdict
 
 
 def read_fix_verdict(o: dict) -> str:

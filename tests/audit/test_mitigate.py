@@ -136,7 +136,7 @@ def test_kept_share_and_verdicts_on_planted_numbers():
     half = kept_share(p, "raw", "half")
     assert half["share"] == pytest.approx(0.5, abs=0.05) and half["verdict"] == "loses the steering"
     assert half["n_items"] == 20
-    assert kept_share(p, "flat", "raw")["verdict"] == "raw vector does not steer here"
+    assert kept_share(p, "flat", "raw")["verdict"] == "raw vector not shown to steer here"
     c = capability({"unsteered": [0.9, 0.9] * 25 + [0.1, 0.1] * 25, "x": [0.1] * 100}, "x")
     assert c["n"] == 50 and c["unsteered"] == 0.5 and c["accuracy"] == 0.0 and c["ci_high"] < 0
     base, raw = [False] * 100, [True] * 40 + [False] * 60

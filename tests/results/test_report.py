@@ -352,3 +352,37 @@ def test_legend_rows_follow_plotlys_grid():
     assert figures.legend_rows(["a", "b"], 500) == 1
     assert figures.legend_rows(["x" * 60] * 3, 500) == 3
     assert figures.legend_rows(["x" * 20] * 6, 500) == 3  # 178 px items: 2 per row
+
+
+def test_dashboard_reads_a_fix_only_where_the_raw_shift_is_a_verdict():
+    """The ⊥ columns say "not read" where the raw +v shows no detectable shift or is not beyond
+    its nulls (as the findings and mitigation tables do), and give the verdict otherwise."""
+    from steerlens.results import verdicts as V
+    from steerlens.results.report import _mitigation_cell
+
+    t = {"delta_non_refusal": 0.01, "q_value": 0.46, "p_value": 0.4, "verdict": "inconclusive"}
+    f = {"mitigation": {"perp1": {"nonrefusal": t}}, "verdicts": {"nonrefusal": V.NO_SHIFT}}
+    assert "not read (raw +v: no detectable shift)" in _mitigation_cell(f, "perp1")
+    f["verdicts"]["nonrefusal"] = V.NOT_BEYOND_NULL
+    assert "not read (raw +v: not distinguishable" in _mitigation_cell(f, "perp1")
+    f["verdicts"]["nonrefusal"] = V.LOWERS["nonrefusal"]
+    assert "inconclusive" in _mitigation_cell(f, "perp1") and "not read" not in _mitigation_cell(f, "perp1")
+
+
+def test_fix_figure_marks_each_attacks_own_baseline():
+    """The raw/⊥ bars of each vector and attack stand beside that attack's unsteered baseline
+    (attacks' baselines differ: one line at their mean matched neither)."""
+    from steerlens.results.figures import mitigation
+
+    def cell(x):
+        return {"non_refusal": x, "ci_low": x - 0.1, "ci_high": x + 0.1}
+
+    s = {"rows": [{"kind": "baseline", "attack": "none", "non_refusal": 0.49},
+                  {"kind": "baseline", "attack": "refusal_suppression", "non_refusal": 0.70}],
+         "vectors": [{"vector": "v", "dose": 0.15, "attack": a, "plus": cell(0.3), "perp1": cell(0.4)}
+                     for a in ("none", "refusal_suppression")]}
+    fig = mitigation(s)
+    base = next(t for t in fig.data if t.name.startswith("unsteered baseline"))
+    assert list(base.y) == [49.0, 70.0]
+    assert list(base.x) == ["v @0.15 · none", "v @0.15 · refusal_suppression"]
+    assert not fig.layout.shapes  # no single line across attacks
