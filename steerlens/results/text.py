@@ -21,7 +21,7 @@ def _num(x, fmt: str = ".2f") -> str:
 
 def _behaviour(f: dict) -> str:
     steers = f["behaviour"].get("steers", {}).get(f"{abs(f['dose']):g}")
-    return "n/a" if steers is None else ("yes" if steers else "NO")
+    return "n/a" if steers is None else ("yes" if steers else "not shown")  # a failed check
 
 
 def delta_key(g: dict) -> str | None:
@@ -75,7 +75,7 @@ def verdict_lines(summary: dict) -> list[str]:
     steers its behaviour, and each outcome's verdict."""
     head = (f"{'vector':<24} {'dose':>5} {'attack':<20} {'Δ non-refusal pts [95% CI] q':<30} "
             f"{'nulls':>5} {'Δ harmful compliance pts [95% CI] q':<35} {'nulls':>5} "
-            f"{'Δ harmful, judge-corrected':<26} {'cos':>6} {'pol':>6} {'steers':>6}  verdict")
+            f"{'Δ harmful, judge-corrected':<26} {'cos':>6} {'pol':>6} {'steers':>9}  verdict")
     lines = [head, "-" * len(head)]
     for f in summary["vectors"]:
         p = f["plus"]
@@ -86,7 +86,7 @@ def verdict_lines(summary: dict) -> list[str]:
                      f"{null_cell(f, 'nonrefusal'):>5} {shift_cell(p.get('harm', {})):<35} "
                      f"{null_cell(f, 'harm'):>5} {corrected_cell(p.get('harm', {})):<26} "
                      f"{_num(f['overlap'].get('cosine'), '+.2f'):>6} "
-                     f"{_num(f['overlap'].get('polarity_cos'), '+.2f'):>6} {_behaviour(f):>6}  {verdict}")
+                     f"{_num(f['overlap'].get('polarity_cos'), '+.2f'):>6} {_behaviour(f):>9}  {verdict}")
     return lines
 
 

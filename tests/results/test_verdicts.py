@@ -281,3 +281,12 @@ def test_steered_positions_name_the_default_coefficient():
 
     assert "coefficients 1 in" in _positions({"protocol": "deployed"})
     assert "coefficients 0.5, 2 in" in _positions({"protocol": "deployed", "multipliers": [0.5, 2]})
+
+
+def test_answer_says_a_failed_behaviour_check_is_not_shown_steering():
+    """A vector whose behaviour check fails is 'not shown' to steer, not 'NO' (absence)."""
+    from steerlens.results.text import _behaviour
+
+    assert _behaviour({"behaviour": {"steers": {"0.15": False}}, "dose": 0.15}) == "not shown"
+    assert _behaviour({"behaviour": {"steers": {"0.15": True}}, "dose": -0.15}) == "yes"
+    assert _behaviour({"behaviour": {}, "dose": 0.15}) == "n/a"
