@@ -193,7 +193,7 @@ def mitigation(summary: dict) -> go.Figure:
                                  arrayminus=[100 * (f[key]["non_refusal"] - f[key]["ci_low"]) for f in fs]))
     base = {r["attack"]: r["non_refusal"] for r in summary["rows"]
             if r["kind"] == "baseline" and "non_refusal" in r}
-    fs = [f for f in summary["vectors"] if f["attack"] in base]
+    fs = [f for f in summary["vectors"] if f["attack"] in base and "non_refusal" in (f.get("plus") or {})]
     if fs:  # each bar group against its own attack's baseline (attacks' baselines differ)
         fig.add_scatter(x=[f"{f['vector']} @{f['dose']:g} · {f['attack']}" for f in fs],
                         y=[100 * base[f["attack"]] for f in fs], mode="markers",

@@ -120,8 +120,10 @@ def claim_templates(s: dict, o: str) -> dict:
     verdict = ("supported" if sig and all(r["mean_difference"] > 0 for r in sig) else
                "opposite" if sig else "not supported" if bounded else "inconclusive")
     if not sig:
-        parts.append(f"the interval {'excludes' if bounded else 'does not exclude'} an "
-                     f"enlargement of {points(_mde(s, o))} pts (the MDE)")
+        which = "the interval" if len(t) == 1 else "every template's interval"
+        parts.append(f"{which} {'excludes' if bounded else 'does not exclude'} an enlargement of "
+                     f"{points(_mde(s, o))} pts (the MDE)" if all("ci" in r for r in t.values())
+                     else "no interval stored (a summary from before 2026-12-06): inconclusive")
     return {"claim": "2. Shifts are larger under template attacks than with no attack",
             "paper": "largest under simple template attacks", "measured": "; ".join(parts),
             "verdict": verdict}
@@ -403,11 +405,11 @@ def _against(pairs: list[tuple[str, str]], loaded: list) -> list[str]:
     """The claims each new run changed against the previous round's run it replaces."""
     from steerlens.results.rounds import change_lines, claim_changes
 
-    mine = {str(run): claims for run, _, _, claims in loaded}
+    mine = {Path(run).resolve(): claims for run, _, _, claims in loaded}
     out = []
     for old, new in pairs:
         before = _claims(summarize(load_run_data(old)))
-        after = mine.get(str(Path(new))) or _claims(summarize(load_run_data(new)))
+        after = mine.get(Path(new).resolve()) or _claims(summarize(load_run_data(new)))
         out.append((old, new, claim_changes(before, after)))
     return change_lines(out)
 
@@ -473,6 +475,11 @@ def _write(args) -> Path:
         if not (Path(run) / CONFIG_FILE).exists():
             raise SteerlensError(f"{run} is not a run directory (no config.json)",
                                  fix="pass audit run directories (their --out)")
+    pages = {Path(r).resolve() for r in args.runs}
+    for _, new in args.against:
+        if Path(new).resolve() not in pages:
+            raise SteerlensError(f"--against names {new} as the new run, but it is not one of this "
+                                 "page's runs", fix="name as NEW a run the page reports (its RUN argument)")
     against = [(old, new) for old, new in args.against]
     atomic_write_text(Path(args.out), render(args.runs, args.discussion, args.library, against))
     return Path(args.out)

@@ -64,7 +64,7 @@ def test_committed_findings_match_committed_runs(doc, tmp_path, monkeypatch):
     m = re.search(r"`steerlens findings ([^`]+)`", text)
     assert m, f"{doc.name} does not name the command that generated it"
     args = shlex.split(m.group(1))
-    for a in (a for a in args if not a.startswith("--")):
+    for a in dict.fromkeys(a for a in args if not a.startswith("--")):  # a run may be named twice
         src = ROOT / a
         assert src.exists(), f"{a} is named in {doc.name} but not committed"
         dst = tmp_path / a
@@ -184,6 +184,14 @@ def test_claim2_reads_non_significance_as_absence_only_where_the_interval_bounds
     assert c["verdict"] == "inconclusive" and "does not exclude an enlargement of +9" in c["measured"]
     assert claim_templates(_template_summary(0.12, [0.05, 0.19], 0.001), "harm")["verdict"] == "supported"
     assert claim_templates(_template_summary(-0.12, [-0.19, -0.05], 0.001), "harm")["verdict"] == "opposite"
+    two = _template_summary(0.007, [-0.05, 0.06], 0.92)
+    two["templates"]["harm"]["aim"] = {**two["templates"]["harm"]["refusal_suppression"], "ci": [-0.02, 0.12]}
+    c = claim_templates(two, "harm")  # one template's interval reaches the MDE: not absence
+    assert c["verdict"] == "inconclusive" and "every template's interval does not exclude" in c["measured"]
+    old = _template_summary(0.007, [-0.05, 0.06], 0.92)
+    del old["templates"]["harm"]["refusal_suppression"]["ci"]  # a summary from before the interval
+    c = claim_templates(old, "harm")
+    assert c["verdict"] == "inconclusive" and "no interval stored" in c["measured"]
 
 
 def test_template_interval_is_the_t_interval_of_the_per_goal_mean():

@@ -42,3 +42,11 @@ def test_findings_against_itself_changes_nothing(finished_run, tmp_path):
 def test_against_a_missing_run_is_an_error(finished_run, tmp_path):
     assert main([str(finished_run), "--against", str(tmp_path / "nope"), str(finished_run),
                  "--out", str(tmp_path / "f.md")]) == 2
+
+
+def test_against_a_run_not_on_the_page_is_an_error(finished_run, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text((finished_run / "config.json").read_text())
+    assert main([str(finished_run), "--against", str(finished_run), str(other),
+                 "--out", str(tmp_path / "f.md")]) == 2
