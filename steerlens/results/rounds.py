@@ -12,18 +12,26 @@ import re
 
 from steerlens.results import verdicts as V
 
+NOT_MEASURED = "not measured"  # the outcome is not in that run
+
 
 def claim_changes(old: dict[str, list[dict]], new: dict[str, list[dict]]) -> list[dict]:
-    """One row per claim and outcome both runs read: the claim's text and both verdicts.
+    """One row per claim and outcome: the claim's text and both verdicts.
 
-    `old` and `new` map each outcome to the run's claims in `findings.CLAIMS` order. An
-    outcome one run does not measure has no row (nothing to compare)."""
+    `old` and `new` map each outcome to the run's claims in `findings.CLAIMS` order. An outcome
+    only one run measures keeps its rows, the other side reading `NOT_MEASURED`, and counts as
+    a change (a verdict gained or lost), so the table never drops a claim silently."""
     rows = []
-    for o in [o for o in new if o in old]:
-        for before, after in zip(old[o], new[o], strict=True):
-            rows.append({"outcome": o, "claim": re.sub(r" \(k = \w+\)", "", before["claim"]),
-                         "before": before["verdict"], "after": after["verdict"],
-                         "changed": before["verdict"] != after["verdict"]})
+    for o in [*new, *[o for o in old if o not in new]]:
+        before, after = old.get(o), new.get(o)
+        if before is not None and after is not None and len(before) != len(after):
+            raise ValueError(f"{o}: {len(before)} claims before, {len(after)} now")
+        for b, a in zip(before or [None] * len(after), after or [None] * len(before)):
+            named = b or a
+            rows.append({"outcome": o, "claim": re.sub(r" \(k = \w+\)", "", named["claim"]),
+                         "before": b["verdict"] if b else NOT_MEASURED,
+                         "after": a["verdict"] if a else NOT_MEASURED,
+                         "changed": b is None or a is None or b["verdict"] != a["verdict"]})
     return rows
 
 

@@ -13,15 +13,26 @@ def _claims(*verdicts):
 
 def test_claim_changes_pairs_claims_in_order_and_marks_changes():
     old = {"nonrefusal": _claims("supported", "not supported"), "harm": _claims("a", "b")}
-    new = {"nonrefusal": _claims("partly (one sign)", "not supported")}
+    new = {"nonrefusal": _claims("partly (one sign)", "not supported"), "harm": _claims("a", "b")}
     rows = claim_changes(old, new)
     assert [(r["outcome"], r["before"], r["after"], r["changed"]) for r in rows] == [
         ("nonrefusal", "supported", "partly (one sign)", True),
-        ("nonrefusal", "not supported", "not supported", False)]
+        ("nonrefusal", "not supported", "not supported", False),
+        ("harm", "a", "a", False), ("harm", "b", "b", False)]
     assert rows[0]["claim"] == "1. claim 1 and more"  # a run's own k is not part of the name
     text = "\n".join(change_lines([("old", "new", rows)]))
-    assert "1 of 2 claim verdicts changed" in text
+    assert "1 of 4 claim verdicts changed" in text
     assert text.count("**changed**") == 2  # the legend and the one changed row
+
+
+def test_an_outcome_only_one_run_measures_keeps_its_rows_as_changes():
+    rows = claim_changes({"nonrefusal": _claims("a")}, {"nonrefusal": _claims("a"),
+                                                        "harm": _claims("supported")})
+    assert [(r["outcome"], r["before"], r["after"], r["changed"]) for r in rows] == [
+        ("nonrefusal", "a", "a", False), ("harm", "not measured", "supported", True)]
+    rows = claim_changes({"nonrefusal": _claims("a"), "harm": _claims("b")},
+                         {"nonrefusal": _claims("a")})
+    assert rows[-1]["outcome"] == "harm" and rows[-1]["after"] == "not measured"
 
 
 def test_claim_lists_of_different_lengths_are_an_error():
