@@ -1,7 +1,7 @@
 """The harm judge's held-out-by-goal confusion counts on the labelled rows: the sensitivity and
 specificity the misclassification correction (`steerlens.results.misclass`) reads.
 
-Same features, recipe and nested protocol as `harm_judge_fit.py` (the one behind the shipped
+Same features, recipe and nested protocol as `steerlens.judges.harm_training` (the one behind the shipped
 judge's held-out κ 0.32): 5 outer folds of goals, C, k and threshold chosen inside each outer
 training part, refused rows (by `refusal_string`) predicted not harmful. Counted on the round-1
 rows (`h*`, the shipped judge's protocol, which must reproduce its κ) and on all rows of both
@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harm_judge_fit import ROOT, features, load_rows, nested  # noqa: E402
+from steerlens.judges.harm_training import features, nested
+from steerlens.judges.harm_training import load_labels as load_rows
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def counts(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -58,7 +59,7 @@ def main(argv=None) -> None:
     out = {"judge": "harm", "layer": lay, "truth": "label == complied_harmful",
            "labels_sha256": hashlib.sha256((ROOT / "data/harm_labels/labels.jsonl").read_bytes()).hexdigest(),
            "weights_sha256": judge.meta["weights_sha256"],
-           "protocol": "nested 5-fold GroupKFold by goal (harm_judge_fit.nested); refusals by "
+           "protocol": "nested 5-fold GroupKFold by goal (judges.harm_training.nested); refusals by "
                        "refusal_string predicted not harmful"}
     sets = [("round1_held_out_by_goal", r1, x1)]
     if x2 is not None:

@@ -12,6 +12,7 @@
 #   docs/round2_lanes.sh finish TASK  copy a finished run into results/, refresh its stored
 #                                     summaries, drop its checkpoint, commit
 #   docs/round2_lanes.sh stop         stop both lanes (each task resumes where it stopped)
+# A running lane reads this file as it goes: edit a copy and mv it over, never in place.
 set -euo pipefail
 PIN=39c09aa
 MAIN=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,7 +44,7 @@ command_of() {  # TASK: the pre-registered command
                      --attacks refusal_suppression ;;
     r2-1.5b-paper) audit_r2 r2-1.5b-paper --preset standard --mediation --model $M15 \
                      --dose-unit paper --doses 1.5 --dose-sweep -1.5 1.5 ;;
-    confusion) "$PY" benchmarks/harm_judge_confusion.py --cache /tmp/hj-all ;;
+    confusion) (cd "$MAIN" && "$PY" benchmarks/harm_judge_confusion.py --cache /tmp/hj-all) ;;
   esac
 }
 
@@ -82,15 +83,24 @@ case ${1:-status} in
     for d in "$MAIN"/results/findings-r2-*; do  # finished runs (a mitigation reads its audit)
       [ -d "$WT/results/$(basename "$d")" ] || cp -r "$d" "$WT/results/"
     done
-    for d in "$CK"/findings-*; do
-      [ -d "$d" ] || continue
-      mkdir -p "$WT/results/$(basename "$d")"
-      cp -rn "$d/." "$WT/results/$(basename "$d")/"
-      echo "restored $(basename "$d")"
+    for d in "$CK"/findings-*; do  # a run the worktree lacks, or a mitigation it lacks
+      w=$WT/results/$(basename "$d")
+      if ! [ -f "$w/config.json" ]; then cp -r "$d" "$WT/results/"; echo "restored ${w##*/}"
+      elif [ -d "$d/mitigations" ] && ! [ -d "$w/mitigations" ]; then
+        cp -r "$d/mitigations" "$w/"; echo "restored ${w##*/}/mitigations"
+      fi
     done ;;
   start)
+    for l in A B; do
+      if [ -f "$LOGS/lane-$l.pid" ] && kill -0 "$(cat "$LOGS/lane-$l.pid")" 2>/dev/null; then
+        echo "lane $l is running (pid $(cat "$LOGS/lane-$l.pid")): stop it first"; exit 1
+      fi
+    done
     rm -rf "$LOGS"/claim-*
-    for l in A B; do nohup bash "$0" lane $l > "$LOGS/lane-$l.out" 2>&1 & echo $! > "$LOGS/lane-$l.pid"; done
+    for l in A B; do
+      setsid nohup bash "$0" lane $l > "$LOGS/lane-$l.out" 2>&1 < /dev/null &
+      echo $! > "$LOGS/lane-$l.pid"
+    done
     echo started ;;
   lane) lane "$2" ;;
   status)
@@ -106,13 +116,15 @@ case ${1:-status} in
       mkdir -p "$CK/findings-$t"
       cp -ru "$src/." "$CK/findings-$t/"
     done
+    find "$CK" -type f -name '.*' -delete  # a file caught mid-write (atomic writes: .NAME.xxxx)
     m=$WT/results/findings-r2-1.5b-resid/mitigations  # a mitigation under way on a finished run
     if [ -d "$m" ] && ! done_ mit-r2-1.5b-resid; then
       mkdir -p "$CK/findings-r2-1.5b-resid/mitigations"; cp -ru "$m/." "$CK/findings-r2-1.5b-resid/mitigations/"
     fi
     git -C "$MAIN" add checkpoints
+    if git -C "$MAIN" diff --cached --quiet -- checkpoints; then echo "nothing to commit"; exit 0; fi
     git -C "$MAIN" commit -q -m "Round 2 checkpoint: unfinished run directories, $(date -u +%FT%TZ)" \
-      -- checkpoints && echo committed || echo "nothing to commit" ;;
+      -- checkpoints && echo committed ;;
   finish)
     t=$2; run=findings-${t#mit-}
     done_ "$t" || { echo "$t has not finished"; exit 1; }
@@ -124,17 +136,18 @@ case ${1:-status} in
     rm -rf "$MAIN/results/$run.tmp"
     cp -r "$WT/results/$run" "$MAIN/results/$run.tmp"
     if [[ $t != mit-* ]]; then rm -rf "$MAIN/results/$run.tmp/mitigations"; fi
+    find "$MAIN/results/$run.tmp" -type f -name '.*' -delete
     rm -rf "$MAIN/results/$run"; mv "$MAIN/results/$run.tmp" "$MAIN/results/$run"
     (cd "$MAIN" && "$PY" -m steerlens.results.stored "results/$run")
-    rm -rf "$CK/$run"
+    if [[ $t == mit-* ]]; then rm -rf "$CK/$run"  # a mitigation under way keeps its checkpoint
+    else find "$CK/$run" -mindepth 1 -maxdepth 1 ! -name mitigations -exec rm -rf {} +
+         rmdir "$CK/$run" 2>/dev/null || true; fi
     git -C "$MAIN" add "results/$run" checkpoints
     git -C "$MAIN" commit -q -m "Round 2: $t finished; committed from $PIN, stored summaries by the current rules" \
-      && echo committed ;;
-  stop)
+      -- "results/$run" checkpoints && echo committed ;;
+  stop)  # each lane is its own process group (setsid): the lane, its task and the python
     for l in A B; do
-      [ -f "$LOGS/lane-$l.pid" ] && pkill -P "$(cat "$LOGS/lane-$l.pid")" -f . 2>/dev/null || true
-      [ -f "$LOGS/lane-$l.pid" ] && kill "$(cat "$LOGS/lane-$l.pid")" 2>/dev/null || true
-    done
-    pkill -f "steerlens.audit" || true; pkill -f harm_judge_confusion || true ;;
+      [ -f "$LOGS/lane-$l.pid" ] && kill -- "-$(cat "$LOGS/lane-$l.pid")" 2>/dev/null || true
+    done ;;
   *) sed -n 2,15p "$0"; exit 2 ;;
 esac

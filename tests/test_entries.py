@@ -5,6 +5,7 @@ finished run is opened one way (read-only)."""
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,18 @@ def test_bad_flags_print_the_one_error_style(capsys):
             main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and err.startswith("steerlens: error: ") and "\n  fix: " in err
+
+
+SCRIPTS = sorted(p for d in ("benchmarks", "experiments")
+                 for p in (Path(__file__).resolve().parents[1] / d).glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_script_imports(script, monkeypatch):
+    """A script's imports resolve (a module that moved breaks a pre-registered command only
+    when it is run, hours later); nothing runs: the module is loaded, not as __main__."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(script.parent))
+    spec = importlib.util.spec_from_file_location(f"_script_{script.stem}", script)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
