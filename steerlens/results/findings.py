@@ -130,10 +130,11 @@ def claim_templates(s: dict, o: str) -> dict:
 
 
 def claim_overlap(s: dict, o: str) -> dict:
-    """3. Verdict: 'supported' if, with the vector as the unit, the outcome's shift correlates
-    with the cosine or the refusal-projection shift with a permutation q < 0.05 and the
-    expected sign (r < 0); else 'not testable at this power' when the smallest attainable
-    permutation p is above 0.05, 'not supported' otherwise."""
+    """3. Verdict: 'correlation supported' if, with the vector as the unit, the outcome's shift
+    correlates with the cosine or the refusal-projection shift with a permutation q < 0.05 and
+    the expected sign (r < 0); 'not testable at this power' when the smallest attainable
+    permutation p is above 0.05; 'not shown' otherwise (non-significance is not absence). A
+    correlation across vectors, never 'explains': the cause is the mediation's (an intervention)."""
     regs = s.get("regressions" if o == "nonrefusal" else "regressions_harm", {})
     parts, ok, sizes = [], False, set()
     for key, reg in regs.items():
@@ -148,10 +149,12 @@ def claim_overlap(s: dict, o: str) -> dict:
         parts.append(f"with {n} vectors the smallest attainable permutation p is {_g(floor)}"
                      if math.isfinite(floor) else f"{n} vectors: the test needs at least 3")
     testable = any(math.isfinite(f) and f < ALPHA for f in floors)
-    return {"claim": "3. Overlap with the refusal direction explains the shift (the vector is the unit)",
+    return {"claim": "3. The shift goes with the vector's overlap with the refusal direction (the "
+                     "vector is the unit; a correlation, not a cause)",
             "paper": "shifts come from overlap with the refusal direction",
             "measured": "; ".join(parts) or "fewer than 3 vectors", "verdict":
-                "supported" if ok else "not supported" if testable else "not testable at this power"}
+                "correlation supported" if ok else "not shown" if testable
+                else "not testable at this power"}
 
 
 def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], list[str]]:

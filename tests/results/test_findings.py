@@ -224,3 +224,22 @@ def test_claim6_never_reads_not_distinguishable_as_as_much():
     assert claim_null(s, "nonrefusal")["verdict"] == "0 of 2 vector-specific"
     s["vectors"][0] = vec(V.LOWERS["nonrefusal"])
     assert claim_null(s, "nonrefusal")["verdict"] == "1 of 2 vector-specific"
+
+
+def _overlap_summary(n: int, r: float, q: float) -> dict:
+    t = {"r": r, "p_value": q, "q_value": q, "n": n}
+    return {"regressions": {"none@1": {"cosine": t, "projection_shift": t,
+                                       "vectors": [f"v{i}" for i in range(n)]}}}
+
+
+def test_claim_3_is_a_correlation_and_non_significance_is_not_absence():
+    """Claim 3 never says 'explains' (a correlation, not an intervention) and never reads a
+    non-significant correlation as 'not supported'."""
+    from steerlens.results.findings import claim_overlap
+
+    assert "explains" not in claim_overlap(_overlap_summary(8, -0.9, 0.01), "nonrefusal")["claim"]
+    assert claim_overlap(_overlap_summary(8, -0.9, 0.01), "nonrefusal")["verdict"] == "correlation supported"
+    assert claim_overlap(_overlap_summary(8, -0.2, 0.6), "nonrefusal")["verdict"] == "not shown"
+    assert claim_overlap(_overlap_summary(8, +0.9, 0.01), "nonrefusal")["verdict"] == "not shown"
+    few = claim_overlap(_overlap_summary(3, -0.99, 0.17), "nonrefusal")
+    assert few["verdict"] == "not testable at this power"
