@@ -188,6 +188,12 @@ def test_claim2_reads_non_significance_as_absence_only_where_the_interval_bounds
     two["templates"]["harm"]["aim"] = {**two["templates"]["harm"]["refusal_suppression"], "ci": [-0.02, 0.12]}
     c = claim_templates(two, "harm")  # one template's interval reaches the MDE: not absence
     assert c["verdict"] == "inconclusive" and "every template's interval does not exclude" in c["measured"]
+    c = claim_templates(_template_summary(0.04, [-0.001, 0.08], 0.04), "harm")
+    assert c["verdict"] == "supported"
+    assert "t interval includes 0 where the sign-flip test rejects" in c["measured"]
+    c = claim_templates(_template_summary(0.05, [0.001, 0.10], 0.06), "harm")
+    assert c["verdict"] == "inconclusive" and "excludes 0 where the sign-flip test does not" in c["measured"]
+    assert "edge" not in claim_templates(bounded, "harm")["measured"]
     old = _template_summary(0.007, [-0.05, 0.06], 0.92)
     del old["templates"]["harm"]["refusal_suppression"]["ci"]  # a summary from before the interval
     c = claim_templates(old, "harm")
