@@ -19,10 +19,12 @@ MAIN=$(cd "$(dirname "$0")/.." && pwd)
 WT=${WT:-$MAIN/../wt-r2}
 LOGS=${LOGS:-$MAIN/../logs}
 CK=$MAIN/checkpoints/round2
+REUSE=${STEERLENS_REUSE_DIR:-$HOME/.cache/steerlens/reuse}  # the reuse store (content-addressed)
+CKR=$MAIN/checkpoints/reuse
 PY=${PY:-$MAIN/.venv/bin/python}
 TASKS="r2-1.5b-resid r2-0.5b-paper mit-r2-1.5b-resid r2-1.5b-paper confusion"
 M15=qwen2.5-coder-1.5b-instruct
-mkdir -p "$LOGS" "$CK"
+mkdir -p "$LOGS" "$CK" "$CKR"
 
 audit_r2() {  # NAME ARGS...: as in docs/findings_commands.sh
   local out="results/findings-$1"; shift
@@ -83,6 +85,13 @@ case ${1:-status} in
     for d in "$MAIN"/results/findings-r2-*; do  # finished runs (a mitigation reads its audit)
       [ -d "$WT/results/$(basename "$d")" ] || cp -r "$d" "$WT/results/"
     done
+    if [ -d "$CKR" ]; then  # the reuse store's entries (a later run reuses an earlier run's cells)
+      mkdir -p "$REUSE"
+      for e in "$CKR"/*/*; do
+        [ -d "$e" ] || continue
+        r=$REUSE/${e#"$CKR"/}; [ -d "$r" ] || { mkdir -p "$(dirname "$r")"; cp -r "$e" "$r"; }
+      done
+    fi
     for d in "$CK"/findings-*; do  # a run the worktree lacks, or a mitigation it lacks
       w=$WT/results/$(basename "$d")
       if ! [ -f "$w/config.json" ]; then cp -r "$d" "$WT/results/"; echo "restored ${w##*/}"
@@ -116,7 +125,9 @@ case ${1:-status} in
       mkdir -p "$CK/findings-$t"
       cp -ru "$src/." "$CK/findings-$t/"
     done
-    find "$CK" -type f -name '.*' -delete  # a file caught mid-write (atomic writes: .NAME.xxxx)
+    if [ -d "$REUSE" ]; then mkdir -p "$CKR"; cp -ru "$REUSE/." "$CKR/"; fi
+    # a file or entry caught mid-write (atomic writes: .NAME.xxxx, published entries: .KEY.xxxx/)
+    find "$CK" "$CKR" -mindepth 1 -name '.*' -prune -exec rm -rf {} +
     m=$WT/results/findings-r2-1.5b-resid/mitigations  # a mitigation under way on a finished run
     if [ -d "$m" ] && ! done_ mit-r2-1.5b-resid; then
       mkdir -p "$CK/findings-r2-1.5b-resid/mitigations"; cp -ru "$m/." "$CK/findings-r2-1.5b-resid/mitigations/"
