@@ -216,6 +216,13 @@ def distinct_clamps(k: int) -> tuple[str, ...]:
     return CLAMPS if k > 1 else ("clamp1",)
 
 
+def fixes_to_decode(mitigations: tuple[str, ...], k: int) -> list[str]:
+    """The chosen fixes less a k = 1 clampk beside clamp1: the same hold, decoded once
+    (`results.mitigations.one_row_duplicates` reads it as clamp1's)."""
+    return [m for m in mitigations
+            if not (m == "clampk" and "clamp1" in mitigations and "clampk" not in distinct_clamps(k))]
+
+
 def clamp_settings(model, cfg: AuditConfig, ref: Refusal, sub, vectors, scale: float,
                    layers: list[int]) -> list[Setting]:
     """clamp1 and (when the subspace has more than one row) clampk of every CAA vector's +v
@@ -294,7 +301,7 @@ def mitigation_settings(store: RunStore, model, cfg: AuditConfig, mcfg: Mitigate
         for name, sv in vectors.vectors.items():
             tag, v = f"{name}@{d:g}", dosed(sv.at(ref.layer), d, scale)
             out.append(vector_setting(c.frame, name, d, Kind.PLUS, v))
-            for m in mcfg.mitigations:
+            for m in fixes_to_decode(mcfg.mitigations, sub.evidence["k"]):
                 if m == "learned" and not has_behaviour(sv):
                     continue  # no behaviour items to keep the effect on (a --vector file)
                 out.append(fix_setting(c.frame, name, d, m, v, c.steering(m, name, sv, tag, v)))

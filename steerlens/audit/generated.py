@@ -144,14 +144,15 @@ def generated_stage(store: RunStore, model, cfg, ref, sub, vectors, scale: float
 
 
 def mitigation_generated(run: Path, mitigations: RunStore, cfg, vectors, fixes: tuple[str, ...],
-                         layers: list[int]) -> dict | None:
+                         layers: list[int], k: int | None = None) -> dict | None:
     """`audit.mitigate`'s copy (RUN/mitigations/mediation_generated.json) from its clamp cells,
-    when it ran both clamps or either (None: no clamp among the fixes)."""
+    when it ran both clamps or either (None: no clamp among the fixes); with `k` = 1 the
+    record says the subspace's share is the direction's (no clampk cell is decoded)."""
     if not set(CLAMPS) & set(fixes):
         return None
     tags = [f"{n}@{d:g}" for d in cfg.doses for n in vectors.vectors]
     rec = generated_mediation(run_cells(run, run / MEDIATION_DIR, mitigations.root), tags,
-                              cfg.attacks, layers, cfg.seed)
+                              cfg.attacks, layers, cfg.seed, k=k)
     mitigations.write_json(MEDIATION_GENERATED_FILE, rec)
     return rec
 

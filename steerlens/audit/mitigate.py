@@ -295,7 +295,8 @@ def run_mitigate(run: str | Path, mcfg: MitigateConfig, into: str = MITIGATIONS_
     if audited.exists(HARM_LABELS):
         harm_stage(store, model)
     mitigation_generated(audited.root, store, cfg, vectors, mcfg.mitigations,
-                         clamp_layers(mcfg.clamp_layers, done.refusal.layer, model.cfg.n_layers))
+                         clamp_layers(mcfg.clamp_layers, done.refusal.layer, model.cfg.n_layers),
+                         k=done.subspace.evidence["k"])
     if "gate" in mcfg.mitigations:
         store.cached_json(GATE_FILE, lambda: gate_rates(model, cfg, condition(store, model, cfg,
                                                                               done.refusal)))

@@ -220,6 +220,28 @@ def _fix_record(cells, costs, attacks, vector, tag, fix, margin, cal=None) -> di
     return rec
 
 
+ONE_ROW_TWINS = {"perpk": "perp1", "clampk": "clamp1"}  # the k-D fix: its 1-D twin
+
+
+def one_row_duplicates(fixes: list[str], cells: dict, k: int | None) -> dict[str, str]:
+    """With a one-row refusal subspace (k = 1) ⊥k is ⊥1 and clampk is clamp1: each k-D fix run
+    beside its twin is the same hypothesis, tested once under the 1-D name (as the audit's own
+    summary does for ⊥k). Returns {k-D fix: twin} for those whose cells are the twin's (or
+    were not decoded, as `mitigate` skips a k = 1 clampk)."""
+    if k != 1:
+        return {}
+    out = {}
+    for fk, f1 in ONE_ROW_TWINS.items():
+        if fk not in fixes or f1 not in fixes:
+            continue
+        pairs = [(c, cells.get((a, n[: -len(FIX_SUFFIX[fk])] + FIX_SUFFIX[f1])))
+                 for (a, n), c in cells.items() if n.endswith(FIX_SUFFIX[fk])]
+        if all(t is not None and c.get("completions") is not None
+               and c["completions"] == t.get("completions") for c, t in pairs):
+            out[fk] = f1
+    return out
+
+
 def summarize_mitigations(run: str | Path, into: str = MITIGATIONS_DIR) -> dict:
     """Every (vector, dose) with its raw cells and each fix's record (of `RUN/into`)."""
     run = Path(run)
@@ -230,7 +252,8 @@ def summarize_mitigations(run: str | Path, into: str = MITIGATIONS_DIR) -> dict:
     cal = harm_calibration(summary, judged_by)
     costs = read_json(m / COSTS_FILE) if (m / COSTS_FILE).exists() else {}
     mcfg = read_json(m / CONFIG_FILE)
-    fixes = mcfg["mitigations"]
+    same = one_row_duplicates(mcfg["mitigations"], cells, (summary.get("subspace") or {}).get("k"))
+    fixes = [f for f in mcfg["mitigations"] if f not in same]
     attacks = sorted(mcfg.get("attacks") or {a for a, _ in cells if a != "benign"})
     primary = {(f["vector"], f["dose"], f["attack"]): f.get("verdicts", {}) for f in summary["vectors"]}
     out = []
@@ -254,7 +277,7 @@ def summarize_mitigations(run: str | Path, into: str = MITIGATIONS_DIR) -> dict:
     named = {} if into == MITIGATIONS_DIR else {"into": into}
     return {"run": str(run), **named, "margin": margin, "harm_calibration": cal,
             "margin_harm_corrected": _corrected_margin(margin, cal), "alpha": ALPHA, "keep_bar": KEEP_BAR,
-            "attacks": attacks, "fixes": fixes, "vectors": out, "gate": gate, **clamp,
+            "attacks": attacks, "fixes": fixes, "same_as": same, "vectors": out, "gate": gate, **clamp,
             "n_tests_bh": adjust(out)}
 
 
@@ -385,6 +408,10 @@ def format_mitigations(s: dict) -> str:
                                    for o, m in _margins(s).items())
              + ") and changes the raw cell toward baseline without crossing it; keeps the steering = "
              f"behaviour-kept interval above {s['keep_bar']}.", ""]
+    if s.get("same_as"):
+        lines += ["The refusal subspace has one row (k = 1): " + "; ".join(
+            f"{fk} is {f1}" for fk, f1 in s["same_as"].items()) + ", each tested once under its "
+            "1-D name.", ""]
     if any("harm" in by for v in s["vectors"] for f in v["fixes"] for by in f["outcomes"].values()):
         lines += [_harm_note(s), ""]
     for a in s["attacks"]:

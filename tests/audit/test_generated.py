@@ -71,8 +71,8 @@ def test_generated_mediation_in_the_audit_and_its_cells_shared_with_mitigate(
     """`--resume --mediation-generated`: the clamp cells of every +v under every attack in
     RUN/mediation/cells (layers from the steering layer on), mediation_generated.json, the
     answer's line per outcome; then `mitigate --mitigations clamp1 clampk` takes those cells
-    as they are (same bytes), adds the benign ones, and tables the clamps with their decode
-    cost and the generated shares."""
+    as they are (same bytes), adds the benign ones (clampk, on this k = 1 run clamp1's hold, is
+    not decoded again), and tables the clamp with its decode cost and the generated shares."""
     from conftest import audit_args
 
     from steerlens.audit.mitigate import main as mitigate
@@ -102,18 +102,19 @@ def test_generated_mediation_in_the_audit_and_its_cells_shared_with_mitigate(
     name = "none__sycophancy@2+v_clamp1.json"
     assert (m / "cells" / name).read_bytes() == (cells / name).read_bytes()
     assert not (cells / "none__sycophancy@2+v_clampk.json").exists()
-    for fix in ("clamp1", "clampk"):  # mitigate decodes the clampk it is asked for
-        assert (m / "cells" / f"none__sycophancy@2+v_{fix}.json").exists()
-        assert (m / "cells" / f"benign__sycophancy@2+v_{fix}.json").exists()
+    # k = 1: clampk beside clamp1 is the same hold, decoded once and tested once as clamp1's
+    assert (m / "cells" / name).exists() and (m / "cells" / "benign__sycophancy@2+v_clamp1.json").exists()
+    assert not list((m / "cells").glob("*_clampk.json"))
     s = json.loads((m / "mitigations.json").read_text())
     fixes = {f["fix"]: f for f in s["vectors"][0]["fixes"]}
-    assert set(fixes) == {"clamp1", "clampk"}
+    assert set(fixes) == {"clamp1"} and s["same_as"] == {"clampk": "clamp1"}
     assert fixes["clamp1"]["false_refusal"] is not None and "behaviour_kept" in fixes["clamp1"]
     dec = s["decode_seconds"]["sycophancy"]
-    assert dec["n_goals"] == 2 and dec["rows_per_step"] == {"+v": 1, "+v_clamp1": 2, "+v_clampk": 2}
-    assert dec["+v_clamp1"] > 0 and set(dec["ratio_to_plus"]) == {"+v_clamp1", "+v_clampk"}
+    assert dec["n_goals"] == 2 and dec["rows_per_step"] == {"+v": 1, "+v_clamp1": 2}
+    assert dec["+v_clamp1"] > 0 and set(dec["ratio_to_plus"]) == {"+v_clamp1"}
     beh = json.loads((m / "costs.json").read_text())["behaviour"]["sycophancy"]
-    assert {"sycophancy@2+v_clamp1", "sycophancy@2+v_clampk"} <= set(beh)
+    assert "sycophancy@2+v_clamp1" in beh and "sycophancy@2+v_clampk" not in beh
+    assert s["mediation_generated"]["subspace_k"] == 1
     mine = s["mediation_generated"]["attacks"]["none"]["sycophancy@2+v"]
     assert {o: mine[o]["direction"] for o in mine} == \
         {o: v["direction"] for o, v in gen["attacks"]["none"]["sycophancy@2+v"].items()}
@@ -188,3 +189,14 @@ def test_committed_generated_records_are_what_their_cells_give_now():
     assert len(paths) >= 2
     for run, p in paths:
         assert differences(read_json(p), _as_stored(recompute_record(run, p))) == [], p
+
+
+def test_mitigate_decodes_a_k1_clampk_beside_clamp1_once():
+    """`mitigate --mitigations clamp1 clampk` on a k = 1 run decodes clamp1 only (clampk would be
+    the same cell twice; the summary reads it as clamp1's); alone, or with k > 1, clampk stays."""
+    from steerlens.audit.fixes import fixes_to_decode
+
+    both = ("perp1", "clamp1", "clampk")
+    assert fixes_to_decode(both, 1) == ["perp1", "clamp1"]
+    assert fixes_to_decode(both, 6) == list(both)
+    assert fixes_to_decode(("clampk",), 1) == ["clampk"]

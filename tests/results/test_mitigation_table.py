@@ -61,7 +61,7 @@ def test_table_has_judged_and_corrected_harm_columns(table15):
     labels, j = _harm_labels(RUN_15), _youden()
     base = labels["baseline"]
     rows = _rows(md)
-    assert len(rows) == 6  # raw + 5 fixes
+    assert len(rows) == 5  # raw + 5 fixes, ⊥k being ⊥1 (k = 1)
     for (tag, fix), cells in rows.items():
         setting = f"{tag}+v" if fix == "raw +v" else tag + FIX_SUFFIX[fix]
         fixed = labels[setting]
@@ -139,3 +139,39 @@ def test_a_fix_is_read_only_where_the_raw_shift_could_be_the_vectors():
         nr, h = r["fixes"][0]["outcomes"]["none"]["nonrefusal"], r["fixes"][0]["outcomes"]["none"]["harm"]
         assert nr["read"] is read and h["read"] is False
         assert V.read_fix_verdict(nr) == ("does not restore" if read else f"not read (raw +v: {primary})")
+
+
+def _cells_of(run: Path) -> dict:
+    from steerlens.results.mitigations import _cells
+
+    return _cells(run)[0]
+
+
+def test_a_one_row_subspace_tests_the_k_fix_once(table15):
+    """k = 1 (the 1.5B): ⊥k is ⊥1, so it is one hypothesis, tested once under ⊥1's name: no
+    ⊥k row, no ⊥k test in the Benjamini-Hochberg family (20 -> 16 tests), and the table says
+    so; the verdicts are the ones of that smaller family."""
+    from steerlens.results.mitigations import one_row_duplicates
+
+    m, md = table15
+    assert m["same_as"] == {"perpk": "perp1"} and "perpk" not in m["fixes"]
+    fixes = [f["fix"] for v in m["vectors"] for f in v["fixes"]]
+    assert fixes == ["perp1", "compensate", "gate", "learned"]
+    n_outcomes = len(m["vectors"][0]["fixes"][0]["outcomes"]["refusal_suppression"])
+    assert m["n_tests_bh"] == len(fixes) * n_outcomes * 2  # vs raw and vs baseline, once each
+    assert "(k = 1): perpk is perp1" in md
+    cells = _cells_of(RUN_15)
+    fixes_all = ["perp1", "perpk", "compensate"]
+    assert one_row_duplicates(fixes_all, cells, 6) == {}  # k > 1: two hypotheses
+    assert one_row_duplicates(["perpk", "compensate"], cells, 1) == {}  # no twin to be
+    key = next(k for k in cells if k[1].endswith("_perpk"))
+    cells[key] = {**cells[key], "completions": [*cells[key]["completions"][1:], "other"]}
+    assert one_row_duplicates(fixes_all, cells, 1) == {}  # cells that differ are not a twin's
+
+
+def test_a_k_run_keeps_both_fixes():
+    """k = 6 (the 0.5B): ⊥1 and ⊥k are different fixes; both are rows and both are tested."""
+    from steerlens.results.mitigations import summarize_mitigations
+
+    m = summarize_mitigations(ROOT / "results" / "findings-0.5b-resid")
+    assert m["same_as"] == {} and {"perp1", "perpk"} <= set(m["fixes"])
