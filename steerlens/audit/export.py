@@ -170,9 +170,12 @@ def measured_verdict(g: RunGeometry, name: str, dose: float, fix: str) -> dict |
     tag = f"{name}@{dose:g}"
     m = g.run / g.mitigations / MITIGATIONS_FILE
     if fix != "raw" and m.exists():
-        for v in (v for v in read_json(m)["vectors"] if v["tag"] == tag):
-            for f in (f for f in v["fixes"] if f["fix"] == fix):
+        rec = read_json(m)
+        same = (rec.get("same_as") or {}).get(fix)  # k = 1: ⊥k is ⊥1, tested under ⊥1's name
+        for v in (v for v in rec["vectors"] if v["tag"] == tag):
+            for f in (f for f in v["fixes"] if f["fix"] == (same or fix)):
                 return {"source": f"{g.mitigations}/{MITIGATIONS_FILE}",
+                        **({"tested_as": same} if same else {}),
                         "by_attack": {a: {o: r["verdict"] for o, r in by.items()}
                                       for a, by in f["outcomes"].items()},
                         "behaviour_kept": (f.get("behaviour_kept") or {}).get("verdict")}

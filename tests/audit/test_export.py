@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,13 @@ def test_steering_vectors_min_token_index_gives_the_audits_positions(fixed_run, 
         ref = tiny_model(ids).float()
     _close(ref, got)
     assert float((ref - _reference(tiny_model, settings, "perp1", ids)).abs().max()) > 1e-4
+
+
+def test_a_k1_perpk_export_carries_perp1s_measured_verdict():
+    """On a k = 1 run ⊥k is ⊥1, tested once under ⊥1's name (`results.mitigations`): an exported
+    ⊥k carries that verdict and says it was tested as ⊥1 (not "not measured")."""
+    from steerlens.audit.export import load_geometry, measured_verdict
+
+    g = load_geometry(Path(__file__).resolve().parents[2] / "results" / "findings-1.5b-resid-100")
+    k, one = (measured_verdict(g, "corrigible-neutral-HHH", 0.15, f) for f in ("perpk", "perp1"))
+    assert k is not None and k.pop("tested_as") == "perp1" and k == one
