@@ -13,6 +13,23 @@ import re
 from steerlens.results import verdicts as V
 
 NOT_MEASURED = "not measured"  # the outcome is not in that run
+TALLY = re.compile(r"(\d+) (.+)")  # one part of a per-row tally: "6 does not restore"
+
+
+def verdict_kinds(verdict: str) -> frozenset[str] | None:
+    """The verdicts a per-row tally names ("3 partly restores, 3 does not restore" ->
+    {partly restores, does not restore}); None when the verdict is not a tally."""
+    parts = [TALLY.fullmatch(p.strip()) for p in verdict.split(", ")]
+    return frozenset(m.group(2) for m in parts) if all(parts) else None
+
+
+def compare(before: str, after: str) -> str:
+    """"changed" (another verdict), "rows" (a tally of the same verdicts over other rows,
+    e.g. fewer fixes read) or "" (the same)."""
+    if before == after:
+        return ""
+    kb, ka = verdict_kinds(before), verdict_kinds(after)
+    return "rows" if kb is not None and kb == ka else "changed"
 
 
 def claim_changes(old: dict[str, list[dict]], new: dict[str, list[dict]]) -> list[dict]:
@@ -27,11 +44,11 @@ def claim_changes(old: dict[str, list[dict]], new: dict[str, list[dict]]) -> lis
         if before is not None and after is not None and len(before) != len(after):
             raise ValueError(f"{o}: {len(before)} claims before, {len(after)} now")
         for b, a in zip(before or [None] * len(after), after or [None] * len(before)):
-            named = b or a
+            named, how = b or a, compare(b["verdict"], a["verdict"]) if b and a else "changed"
             rows.append({"outcome": o, "claim": re.sub(r" \(k = \w+\)", "", named["claim"]),
                          "before": b["verdict"] if b else NOT_MEASURED,
                          "after": a["verdict"] if a else NOT_MEASURED,
-                         "changed": b is None or a is None or b["verdict"] != a["verdict"]})
+                         "changed": how == "changed", "rows_only": how == "rows"})
     return rows
 
 
@@ -43,13 +60,19 @@ def change_lines(pairs: list[tuple[str, str, list[dict]]]) -> list[str]:
     out = ["## What changed against the previous round", "",
            "Each claim's verdict on the previous round's run and on the run that replaces it, both "
            "computed by the current rules from the saved runs (so a change is the data's, not the "
-           "rules'). **changed** marks a different verdict.", ""]
+           "rules'). **changed** marks a different verdict; *same verdicts, other rows* marks a "
+           "per-row tally (claims 4-5: one verdict per fixed row that is read) with the same "
+           "verdicts over other rows (e.g. fewer rows read, the raw shift no longer a verdict).", ""]
     for old, new, rows in pairs:
-        n = sum(r["changed"] for r in rows)
-        out += [f"`{old}` → `{new}`: {n} of {len(rows)} claim verdicts changed.", "",
+        n, k = sum(r["changed"] for r in rows), sum(r.get("rows_only", False) for r in rows)
+        out += [f"`{old}` → `{new}`: {n} of {len(rows)} claim verdicts changed"
+                + (f", {k} the same verdicts over other rows" if k else "") + ".", "",
                 "| claim | outcome | previous round | this round | |", "|---|---|---|---|---|"]
         out += [f"| {r['claim']} | {V.OUTCOME_NAMES[r['outcome']]} | "
-                f"{r['before']} | {r['after']} | {'**changed**' if r['changed'] else ''} |"
-                for r in rows]
+                f"{r['before']} | {r['after']} | {_mark(r)} |" for r in rows]
         out.append("")
     return out
+
+
+def _mark(row: dict) -> str:
+    return "**changed**" if row["changed"] else "*same verdicts, other rows*" if row.get("rows_only") else ""

@@ -25,6 +25,27 @@ def test_claim_changes_pairs_claims_in_order_and_marks_changes():
     assert text.count("**changed**") == 2  # the legend and the one changed row
 
 
+def test_a_tally_of_the_same_verdicts_over_other_rows_is_not_a_changed_verdict():
+    """Claims 4-5 tally one verdict per fixed row read: "6 does not restore" -> "2 does not
+    restore" (fewer rows read) is the same verdict over other rows, not a change; another
+    verdict among the rows is; a tally against a plain verdict is."""
+    from steerlens.results.rounds import compare, verdict_kinds
+
+    assert verdict_kinds("3 partly restores, 3 does not restore") == {"partly restores", "does not restore"}
+    assert verdict_kinds("not tested (no significant shift)") is None
+    assert compare("6 does not restore", "2 does not restore") == "rows"
+    assert compare("2 does not restore, 1 inconclusive", "1 inconclusive, 1 does not restore") == "rows"
+    assert compare("3 partly restores, 3 does not restore", "2 does not restore") == "changed"
+    assert compare("1 inconclusive", "not tested (no significant shift)") == "changed"
+    assert compare("supported", "supported") == ""
+    rows = claim_changes({"harm": _claims("6 does not restore", "a")},
+                         {"harm": _claims("2 does not restore", "b")})
+    assert [(r["changed"], r["rows_only"]) for r in rows] == [(False, True), (True, False)]
+    text = "\n".join(change_lines([("old", "new", rows)]))
+    assert "1 of 2 claim verdicts changed, 1 the same verdicts over other rows" in text
+    assert "| 6 does not restore | 2 does not restore | *same verdicts, other rows* |" in text
+
+
 def test_an_outcome_only_one_run_measures_keeps_its_rows_as_changes():
     rows = claim_changes({"nonrefusal": _claims("a")}, {"nonrefusal": _claims("a"),
                                                         "harm": _claims("supported")})
