@@ -139,9 +139,11 @@ case ${1:-status} in
   finish)
     t=$2; run=findings-${t#mit-}
     done_ "$t" || { echo "$t has not finished"; exit 1; }
-    if [ "$t" = confusion ]; then
-      f=steerlens/judges/weights/harm_confusion.json; cp "$WT/$f" "$MAIN/$f"
-      git -C "$MAIN" commit -q -m "Round 2: the harm judge's all-rows calibration, from $PIN" -- "$f" checkpoints
+    if [ "$t" = confusion ]; then  # it runs from MAIN (command_of): its file is MAIN's already
+      f=steerlens/judges/weights/harm_confusion.json
+      git -C "$MAIN" add "$f" checkpoints
+      if git -C "$MAIN" diff --cached --quiet -- "$f" checkpoints; then echo "nothing to commit"; exit 0; fi
+      git -C "$MAIN" commit -q -m "Round 2: the harm judge's all-rows calibration (run from main)" -- "$f" checkpoints
       echo committed; exit 0
     fi
     rm -rf "$MAIN/results/$run.tmp"
