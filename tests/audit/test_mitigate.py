@@ -40,7 +40,9 @@ def test_mitigate_writes_fixed_cells_costs_and_verdicts(mitigated):
     s = json.loads((m / "mitigations.json").read_text())
     assert {v["vector"] for v in s["vectors"]} == {"sycophancy", "refusal"}
     fixes = {f["fix"]: f for f in s["vectors"][0]["fixes"]}
-    assert set(fixes) == {"perp1", "perpk", "compensate", "gate", "learned"}  # the clamps: named
+    # the clamps: named; the tiny run's subspace has one row, so ⊥k is ⊥1, tested once as ⊥1
+    assert set(fixes) == {"perp1", "compensate", "gate", "learned"} and s["same_as"] == {"perpk": "perp1"}
+    assert s["fixes"] == ["perp1", "compensate", "gate", "learned"]
     for f in fixes.values():
         assert set(f["outcomes"]) == {"none", "refusal_suppression"}
         assert "nonrefusal" in f["outcomes"]["none"] and f["false_refusal"] is not None
