@@ -173,7 +173,17 @@ def share_text(s: dict | None) -> str:
     lo, hi = s["share_ci"]
     if lo is None or hi is None:  # every bootstrap resample undefined (0/0)
         return f"{100 * s['share']:.0f}% (no interval: every resample's share is undefined)"
-    return f"{100 * s['share']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+    return f"{100 * s['share']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]" + _outside(lo, hi)
+
+
+def _outside(lo: float, hi: float) -> str:
+    """What a share whose whole interval lies outside 0-100 % means: a ratio, not a part of
+    the effect (over 100 %: the held effect has the other sign; below 0: it is larger)."""
+    if lo > 1:
+        return " (over 100%: with the component held the effect reverses sign)"
+    if hi < 0:
+        return " (below 0: with the component held the effect grows)"
+    return ""
 
 
 def mediation_lines(summary: dict) -> list[str]:

@@ -59,3 +59,16 @@ def test_template_facts_give_the_total_and_each_direction_with_the_interval():
     assert f["template.refusal_suppression.harm.all"] == want
     assert f["template.refusal_suppression.harm.raises"].startswith("+5.0 [-1.0, +11.0]")
     assert "template.refusal_suppression.harm.lowers" not in f
+
+
+def test_a_share_outside_0_to_100_says_what_it_means():
+    """A mediated share is a ratio: with its whole interval over 100 % the held effect has the
+    other sign, below 0 it is larger than the effect; the text says so. Within 0-100 %, or with
+    an interval that reaches into it, it reads plainly."""
+    from steerlens.results.text import share_text
+
+    assert share_text({"share": 0.36, "share_ci": [0.34, 0.38]}) == "36% [34, 38]"
+    assert share_text({"share": 1.08, "share_ci": [0.77, 1.75]}) == "108% [77, 175]"
+    assert share_text({"share": 1.5, "share_ci": [1.2, 1.9]}).endswith("the effect reverses sign)")
+    assert share_text({"share": -0.95, "share_ci": [-1.36, -0.73]}) == (
+        "-95% [-136, -73] (below 0: with the component held the effect grows)")
