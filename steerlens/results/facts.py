@@ -11,7 +11,7 @@ import re
 
 from steerlens.errors import SteerlensError
 from steerlens.results.summary import NULL_KINDS
-from steerlens.results.text import points, share_text
+from steerlens.results.text import null_share_text, points, share_text
 from steerlens.results.verdicts import read_fix_verdict
 from steerlens.schema import DELTA_KEYS
 
@@ -60,22 +60,73 @@ def summary_facts(s: dict) -> dict[str, str]:
             for d, x in {"all": t, **t.get("by_direction", {})}.items():
                 out[f"template.{a}.{o}.{d}"] = _template_text(x)
     med = s.get("mediation") or {}
-    return {**out, **first_token_facts(med), **generated_facts(med.get("generated") or {})}
+    return {**out, **evidence_facts(s), **instrument_facts(s), **first_token_facts(med),
+            **generated_facts(med.get("generated") or {})}
+
+
+def evidence_facts(s: dict) -> dict[str, str]:
+    """Per outcome, attack and vector: the verdict (`verdict.O.ATTACK.VECTOR`) and how many of
+    its generated nulls shift that outcome at least as far (`nulls.O.ATTACK.VECTOR`)."""
+    out = {}
+    for f in s["vectors"]:
+        at = f"{f['attack']}.{f['vector']}"
+        for o, v in (f.get("verdicts") or {}).items():
+            out[f"verdict.{o}.{at}"] = v
+        for o, ev in (f.get("evidence") or {}).items():
+            n = ev.get("null") or {}
+            if "count" in n:
+                out[f"nulls.{o}.{at}"] = (f"{n['count']} of {n['n_null']} generated nulls at least as "
+                                          f"extreme (permutation p {_p(n['p_value'])})")
+    return out
+
+
+def instrument_facts(s: dict) -> dict[str, str]:
+    """The instrument checks: the refusal direction on JBB (`validation.NAME`: non-refusal
+    unsteered → with it ablated or added), its layer, k, and each vector's own behaviour at every
+    dose (`behaviour.VECTOR.DOSE`: p(matching) unsteered → steered;
+    `behaviour_polarity.VECTOR.DOSE.POLE`: the shift on the items of one answer polarity)."""
+    out = {}
+    for name, r in (s.get("validation") or {}).items():
+        out[f"validation.{name}"] = (f"non-refusal {r['non_refusal'] - r['delta_non_refusal']:.2f} "
+                                     f"→ {r['non_refusal']:.2f}")
+    if (r := s.get("refusal") or {}).get("layer") is not None:
+        out["refusal.layer"] = str(r["layer"])
+        out["refusal.fallback"] = "the fallback rule" if r.get("fallback") else "Arditi's filters"
+    if (k := (s.get("subspace") or {}).get("k")) is not None:
+        out["subspace.k"] = str(k)
+    for v, d in ((s.get("dose") or {}).get("vectors") or {}).items():
+        eff = d.get("effect") or {}
+        base = (eff.get("unsteered") or {}).get("mean")
+        for dose, e in eff.items():
+            if dose == "unsteered" or base is None:
+                continue
+            out[f"behaviour.{v}.{dose}"] = f"p(matching) {base:.2f} → {e['mean']:.2f}"
+            for pole, x in (e.get("by_polarity") or {}).items():
+                top = f", {x['n_top_up']} topped up" if x.get("n_top_up") else ""
+                out[f"behaviour_polarity.{v}.{dose}.{pole}"] = (
+                    f"{x['shift']:+.2f} on {x['n_items']} items{top}")
+    return out
 
 
 def first_token_facts(med: dict) -> dict[str, str]:
     """mediation.json, every layer from the steering layer on: per setting (+v and null), attack
     and basis `mediation.SETTING.ATTACK.BASIS` = "x% [lo, hi]", and the effect it is a share of
-    (`mediation_effect.SETTING.ATTACK`, log-odds with its t-interval)."""
+    (`mediation_effect.SETTING.ATTACK`, log-odds with its t-interval); each band of layers alone
+    (`mediation_at.BAND.SETTING.ATTACK.BASIS`); the generated nulls' shares through each basis
+    (`mediation_nulls.ATTACK.BASIS`: defined count, median, range)."""
     if not med.get("attacks"):
         return {}
     every = max(med["bands"], key=lambda b: len(med["bands"][b]))
     out = {"mediation_band": every}
     for a, per in med["attacks"].items():
+        for b in med.get("bases") or ["direction"]:
+            out[f"mediation_nulls.{a}.{b}"] = null_share_text(per, every, b)
         for name, rec in per.items():
             for b, by in rec["shares"].items():
                 if every in by:
                     out[f"mediation.{name}.{a}.{b}"] = share_text(by[every])
+                for band, x in by.items():  # each band of layers on its own
+                    out[f"mediation_at.{band}.{name}.{a}.{b}"] = share_text(x)
             d = rec["shares"].get("direction", {}).get(every)
             if d:
                 lo, hi = d["effect_ci"]

@@ -414,14 +414,14 @@ def _glance(loaded: list) -> list[str]:
     return out
 
 
-def _against(pairs: list[tuple[str, str]], loaded: list) -> list[str]:
+def _against(pairs: list[tuple[str, str]], loaded: list, olds: dict | None = None) -> list[str]:
     """The claims each new run changed against the previous round's run it replaces."""
     from steerlens.results.rounds import change_lines, claim_changes
 
-    mine = {Path(run).resolve(): claims for run, _, _, claims in loaded}
+    mine, olds = {Path(run).resolve(): claims for run, _, _, claims in loaded}, olds or {}
     out = []
     for old, new in pairs:
-        before = _claims(summarize(load_run_data(old)))
+        before = _claims(olds[old]) if old in olds else _claims(summarize(load_run_data(old)))
         after = mine.get(Path(new).resolve()) or _claims(summarize(load_run_data(new)))
         out.append((old, new, claim_changes(before, after)))
     return change_lines(out)
@@ -435,6 +435,11 @@ def render(runs: list[str], discussion: str | None = None, library: str | None =
         s = summarize(data)
         loaded.append((Path(run), s, data.config, _claims(s)))
         facts[Path(run).name] = run_facts(Path(run), s)
+    olds = {}  # a previous round's run may be cited too, by its directory's name
+    for old, _ in against or []:
+        if Path(old).name not in facts:
+            olds[old] = summarize(load_run_data(old))
+            facts[Path(old).name] = run_facts(Path(old), olds[old])
     cmd = (" ".join(runs) + (f" --library {library}" if library else "")
            + "".join(f" --against {a} {b}" for a, b in against or [])
            + (f" --discussion {discussion}" if discussion else ""))
@@ -451,7 +456,7 @@ def render(runs: list[str], discussion: str | None = None, library: str | None =
         out += run_section(run, s, config, cl)
     if library:
         out += library_lines(Path(library))
-    out += _against(against or [], loaded)
+    out += _against(against or [], loaded, olds)
     if discussion:
         out += [fill(Path(discussion).read_text().rstrip(), facts), ""]
     return "\n".join(out)

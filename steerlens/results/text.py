@@ -208,7 +208,7 @@ def mediation_lines(summary: dict) -> list[str]:
             head.append(f"  {name} under {attack}: mediated through the refusal direction "
                         f"(first-token refusal score): {share_text(sh['direction'].get(every))}"
                         + (f" (subspace: {share_text(sub)})" if sub is not None else ""))
-        head.append(f"  its generated nulls under {attack}: {_null_shares(per, every)}")
+        head.append(f"  its generated nulls under {attack}: {null_share_text(per, every)}")
     return head + lines
 
 
@@ -237,9 +237,10 @@ def generated_lines(gen: dict) -> list[str]:
     return lines
 
 
-def _null_shares(per: dict, band: str) -> str:
-    """How the nulls' own shares (through the direction) fall: defined count, median, range."""
-    got = [r["shares"]["direction"][band] for r in per.values() if r.get("kind") != "+v"]
+def null_share_text(per: dict, band: str, basis: str = "direction") -> str:
+    """How the nulls' own shares (through `basis`) fall: defined count, median, range."""
+    got = [r["shares"][basis][band] for r in per.values()
+           if r.get("kind") != "+v" and band in r["shares"].get(basis, {})]
     vals = sorted(s["share"] for s in got if s.get("share") is not None)
     if not vals:
         return f"share defined for 0 of {len(got)}"

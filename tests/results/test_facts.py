@@ -72,3 +72,47 @@ def test_a_share_outside_0_to_100_says_what_it_means():
     assert share_text({"share": 1.5, "share_ci": [1.2, 1.9]}).endswith("the effect reverses sign)")
     assert share_text({"share": -0.95, "share_ci": [-1.36, -0.73]}) == (
         "-95% [-136, -73] (below 0: with the component held the effect grows)")
+
+
+def test_first_token_facts_give_each_band_and_the_nulls_shares():
+    from steerlens.results.facts import first_token_facts
+
+    med = {**synthetic_mediation(["sycophancy"], ["none"]), "bases": {"direction": {}, "polarity": {}}}
+    f = first_token_facts(med)
+    assert f["mediation_at.2.sycophancy@2+v.none.polarity"] == "80% [50, 100]"  # band "2": third key
+    assert f["mediation_at.3.sycophancy@2+v.none.direction"].startswith("undefined")
+    # one generated null: its share through the polarity basis over every layer (band "1-3")
+    assert f["mediation_nulls.none.polarity"] == "share defined for 1 of 1; median 30% (range 30 to 30)"
+
+
+def _summary_with_evidence() -> dict:
+    ev = {"null": {"count": 1, "n_null": 20, "p_value": 2 / 21, "min_p": 1 / 21}}
+    effect = {"unsteered": {"mean": 0.43}, "+0.15": {
+        "mean": 0.50, "by_polarity": {"yes": {"shift": 0.06, "n_items": 17, "n_top_up": 0},
+                                      "no": {"shift": -0.02, "n_items": 8, "n_top_up": 6}}}}
+    return {"design": {"outcomes": []}, "rows": [],
+            "vectors": [{"vector": "v", "attack": "none", "verdicts": {"nonrefusal": "no detectable shift"},
+                         "evidence": {"nonrefusal": ev, "harm": {"null_percentile": 50.0}}}],
+            "validation": {"refusal_ablated": {"non_refusal": 1.0, "delta_non_refusal": 0.8}},
+            "refusal": {"layer": 18, "fallback": False}, "subspace": {"k": 1},
+            "dose": {"vectors": {"v": {"effect": effect}}}}
+
+
+def test_evidence_facts_give_each_cells_verdict_and_its_nulls():
+    from steerlens.results.facts import summary_facts
+
+    f = summary_facts(_summary_with_evidence())
+    assert f["verdict.nonrefusal.none.v"] == "no detectable shift"
+    assert f["nulls.nonrefusal.none.v"] == "1 of 20 generated nulls at least as extreme (permutation p 0.095)"
+    assert "nulls.harm.none.v" not in f  # no null count stored: nothing to cite
+
+
+def test_instrument_facts_give_the_jbb_check_and_each_vectors_own_behaviour():
+    from steerlens.results.facts import summary_facts
+
+    f = summary_facts(_summary_with_evidence())
+    assert f["validation.refusal_ablated"] == "non-refusal 0.20 → 1.00"
+    assert (f["refusal.layer"], f["refusal.fallback"], f["subspace.k"]) == ("18", "Arditi's filters", "1")
+    assert f["behaviour.v.+0.15"] == "p(matching) 0.43 → 0.50"
+    assert f["behaviour_polarity.v.+0.15.yes"] == "+0.06 on 17 items"
+    assert f["behaviour_polarity.v.+0.15.no"] == "-0.02 on 8 items, 6 topped up"

@@ -1,5 +1,7 @@
 """Round comparison: each claim's verdict on the previous run beside the new one's."""
 
+import re
+
 import pytest
 
 from steerlens.results.findings import main
@@ -82,3 +84,17 @@ def test_against_a_run_not_on_the_page_is_an_error(finished_run, tmp_path):
     (other / "config.json").write_text((finished_run / "config.json").read_text())
     assert main([str(finished_run), "--against", str(finished_run), str(other),
                  "--out", str(tmp_path / "f.md")]) == 2
+
+
+def test_the_discussion_may_cite_the_previous_rounds_run(finished_run, tmp_path):
+    """A number of the run a new one replaces is filled from that run, by its directory's name."""
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(finished_run, old)
+    disc = tmp_path / "d.md"
+    disc.write_text("Before: {{old-run:mde.nonrefusal}} points.")
+    out = tmp_path / "f.md"
+    assert main([str(finished_run), "--against", str(old), str(finished_run),
+                 "--discussion", str(disc), "--out", str(out)]) == 0
+    assert re.search(r"Before: \d+ points\.", out.read_text())
