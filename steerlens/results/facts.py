@@ -102,7 +102,8 @@ def instrument_facts(s: dict) -> dict[str, str]:
                 continue
             out[f"behaviour.{v}.{dose}"] = f"p(matching) {base:.2f} → {e['mean']:.2f}"
             for pole, x in (e.get("by_polarity") or {}).items():
-                top = f", {x['n_top_up']} topped up" if x.get("n_top_up") else ""
+                top = (f" ({x['n_top_up']} of them from outside the extraction set)"
+                       if x.get("n_top_up") else "")
                 out[f"behaviour_polarity.{v}.{dose}.{pole}"] = (
                     f"{x['shift']:+.2f} on {x['n_items']} items{top}")
     return out

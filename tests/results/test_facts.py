@@ -115,4 +115,5 @@ def test_instrument_facts_give_the_jbb_check_and_each_vectors_own_behaviour():
     assert (f["refusal.layer"], f["refusal.fallback"], f["subspace.k"]) == ("18", "Arditi's filters", "1")
     assert f["behaviour.v.+0.15"] == "p(matching) 0.43 → 0.50"
     assert f["behaviour_polarity.v.+0.15.yes"] == "+0.06 on 17 items"
-    assert f["behaviour_polarity.v.+0.15.no"] == "-0.02 on 8 items, 6 topped up"
+    assert f["behaviour_polarity.v.+0.15.no"] == (
+        "-0.02 on 8 items (6 of them from outside the extraction set)")
