@@ -167,14 +167,15 @@ def claim_overlap(s: dict, o: str) -> dict:
                 else "not testable at this power"}
 
 
-def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], list[str]]:
-    """Per vector whose shift is significant on the outcome: the fix's verdict and numbers."""
-    lines, outcomes = [], []
+def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], dict[str, str]]:
+    """Per vector whose shift is significant on the outcome: the fix's verdict and numbers,
+    and each row's verdict by "vector/attack"."""
+    lines, outcomes = [], {}
     for f in _generated(s["vectors"], o):
         t = f["mitigation"].get(key, {}).get(o)
         if not t or f["verdicts"][o] in V.NOT_READ:
             continue  # read only where the primary shift could be the vector's (rule 2)
-        outcomes.append(t["verdict"])
+        outcomes[f"{f['vector']}/{f['attack']}"] = t["verdict"]
         lines.append(f"{f['vector']}/{f['attack']}: raw {points(_o(f['plus'], o)[DELTA_KEYS[o]])} → "
                      f"{points(t[DELTA_KEYS[o]])} pts (raw vs fixed q={_g(t.get('q_value'))}; fixed ≡ "
                      f"baseline within ±{round(100 * t['equivalence_margin'])}: TOST p={_g(t['p_tost'])}): "
@@ -198,7 +199,8 @@ def claim_orthogonal(s: dict, o: str) -> dict:
     lines, outcomes = _mitigation(s, "perp1", o)
     return {"claim": "4. 1-D orthogonalisation only partly restores safety",
             "paper": "removing the refusal-direction component only partly restores safety",
-            "measured": "; ".join(lines) or "no significant shift", "verdict": _fix_verdict(outcomes)}
+            "measured": "; ".join(lines) or "no significant shift",
+            "verdict": _fix_verdict(list(outcomes.values())), "rows": outcomes}
 
 
 def claim_subspace(s: dict, o: str) -> dict:
@@ -212,7 +214,8 @@ def claim_subspace(s: dict, o: str) -> dict:
     return {"claim": f"5. k-D (k = {k}) subspace orthogonalisation restores safety",
             "paper": "open: one refusal direction is the paper's stated limitation",
             "measured": "; ".join(lines + abl) or "no significant shift",
-            "verdict": "same as claim 4 (k = 1)" if k == 1 else _fix_verdict(outcomes)}
+            "verdict": "same as claim 4 (k = 1)" if k == 1 else _fix_verdict(list(outcomes.values())),
+            "rows": {} if k == 1 else outcomes}
 
 
 def claim_null(s: dict, o: str) -> dict:

@@ -48,6 +48,27 @@ def test_a_tally_of_the_same_verdicts_over_other_rows_is_not_a_changed_verdict()
     assert "| 6 does not restore | 2 does not restore | *same verdicts, other rows* |" in text
 
 
+def test_a_row_read_in_both_runs_with_another_verdict_is_a_change_the_tally_hides():
+    """"2 does not restore, 1 inconclusive" -> "1 inconclusive, 1 does not restore" names the
+    same verdicts, but the one row both runs read went from "does not restore" to
+    "inconclusive" (on the 0.5B: the same labels, another BH family): a change, named."""
+    before = {"claim": "4. claim", "verdict": "2 does not restore, 1 inconclusive",
+              "rows": {"refusal/none": "does not restore", "refusal/t": "does not restore",
+                       "s/none": "inconclusive"}}
+    after = {"claim": "4. claim", "verdict": "1 inconclusive, 1 does not restore",
+             "rows": {"refusal/none": "inconclusive", "refusal/t": "does not restore"}}
+    row, = claim_changes({"harm": [before]}, {"harm": [after]})
+    assert row["changed"] and not row["rows_only"]
+    assert row["moved"] == ["refusal/none: does not restore → inconclusive"]
+    assert "**changed** (a row read in both: refusal/none: does not restore → inconclusive)" in "\n".join(
+        change_lines([("old", "new", [row])]))
+    after["rows"]["refusal/none"] = "does not restore"  # the rows both read agree: only fewer rows
+    after["verdict"] = "2 does not restore"
+    before["verdict"], before["rows"] = "3 does not restore", {**before["rows"], "s/none": "does not restore"}
+    row, = claim_changes({"harm": [before]}, {"harm": [after]})
+    assert row["rows_only"] and not row["changed"]
+
+
 def test_an_outcome_only_one_run_measures_keeps_its_rows_as_changes():
     rows = claim_changes({"nonrefusal": _claims("a")}, {"nonrefusal": _claims("a"),
                                                         "harm": _claims("supported")})
