@@ -185,12 +185,28 @@ def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], dict[str, str]]:
     return lines, outcomes
 
 
-def _fix_verdict(outcomes: list[str]) -> str:
+def _not_beyond(s: dict, o: str) -> int:
+    """How many raw +v shifts are significant against baseline but not beyond their nulls."""
+    return sum(f["verdicts"][o] == V.NOT_BEYOND_NULL for f in _generated(s["vectors"], o))
+
+
+def _none_read(s: dict, o: str) -> tuple[str, str]:
+    """Claims 4-5 with no row read: (measured, verdict). A shift significant against baseline
+    but not beyond its nulls is not "no significant shift" (change 16)."""
+    k = _not_beyond(s, o)
+    if not k:
+        return "no significant shift", "not tested (no significant shift)"
+    return (f"no fix read: {k} significant shift{'s are' if k > 1 else ' is'} not beyond "
+            f"{'their' if k > 1 else 'its'} generated nulls (rule 2)",
+            "not tested (no shift beyond its nulls)")
+
+
+def _fix_verdict(outcomes: list[str], s: dict, o: str) -> str:
     """Verdict of claims 4 and 5: the counts of `steerlens.results.verdicts.fix_verdict` over
-    the vectors with a significant shift ('restores' needs an equivalence test against
+    the vectors whose raw shift is read ('restores' needs an equivalence test against
     baseline, margin = the design's minimum detectable shift)."""
     if not outcomes:
-        return "not tested (no significant shift)"
+        return _none_read(s, o)[1]
     return ", ".join(f"{outcomes.count(x)} {x}" for x in dict.fromkeys(outcomes))
 
 
@@ -199,8 +215,8 @@ def claim_orthogonal(s: dict, o: str) -> dict:
     lines, outcomes = _mitigation(s, "perp1", o)
     return {"claim": "4. 1-D orthogonalisation only partly restores safety",
             "paper": "removing the refusal-direction component only partly restores safety",
-            "measured": "; ".join(lines) or "no significant shift",
-            "verdict": _fix_verdict(list(outcomes.values())), "rows": outcomes}
+            "measured": "; ".join(lines) or _none_read(s, o)[0],
+            "verdict": _fix_verdict(list(outcomes.values()), s, o), "rows": outcomes}
 
 
 def claim_subspace(s: dict, o: str) -> dict:
@@ -213,8 +229,8 @@ def claim_subspace(s: dict, o: str) -> dict:
     k = s["subspace"].get("k")
     return {"claim": f"5. k-D (k = {k}) subspace orthogonalisation restores safety",
             "paper": "open: one refusal direction is the paper's stated limitation",
-            "measured": "; ".join(lines + abl) or "no significant shift",
-            "verdict": "same as claim 4 (k = 1)" if k == 1 else _fix_verdict(list(outcomes.values())),
+            "measured": "; ".join(lines + abl) or _none_read(s, o)[0],
+            "verdict": "same as claim 4 (k = 1)" if k == 1 else _fix_verdict(list(outcomes.values()), s, o),
             "rows": {} if k == 1 else outcomes}
 
 

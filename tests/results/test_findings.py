@@ -163,8 +163,12 @@ def test_claims_4_5_skip_shifts_the_nulls_match():
         return {"vectors": [{"vector": "v", "attack": "none", "verdicts": {"nonrefusal": verdict},
                              "plus": row, "mitigation": {"perp1": fix}}]}
 
-    not_tested = "not tested (no significant shift)"
-    assert claim_orthogonal(s(V.NOT_BEYOND_NULL), "nonrefusal")["verdict"] == not_tested
+    # change 16: a significant shift that the nulls match is not "no significant shift"
+    c = claim_orthogonal(s(V.NOT_BEYOND_NULL), "nonrefusal")
+    assert c["verdict"] == "not tested (no shift beyond its nulls)"
+    assert "1 significant shift is not beyond its generated nulls" in c["measured"]
+    c = claim_orthogonal(s(V.NO_SHIFT), "nonrefusal")
+    assert (c["verdict"], c["measured"]) == ("not tested (no significant shift)", "no significant shift")
     assert claim_orthogonal(s(V.RAISES["nonrefusal"]), "nonrefusal")["verdict"] == "1 does not restore"
 
 
