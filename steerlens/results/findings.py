@@ -168,8 +168,9 @@ def claim_overlap(s: dict, o: str) -> dict:
 
 
 def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], dict[str, str]]:
-    """Per vector whose shift is significant on the outcome: the fix's verdict and numbers,
-    and each row's verdict by "vector/attack"."""
+    """Per vector whose raw shift is read on the outcome (not in `V.NOT_READ`, rule 2) and
+    has the fix's cells: the fix's verdict and numbers, and each row's verdict by
+    "vector/attack"."""
     lines, outcomes = [], {}
     for f in _generated(s["vectors"], o):
         t = f["mitigation"].get(key, {}).get(o)
@@ -185,15 +186,16 @@ def _mitigation(s: dict, key: str, o: str) -> tuple[list[str], dict[str, str]]:
     return lines, outcomes
 
 
-def _not_beyond(s: dict, o: str) -> int:
-    """How many raw +v shifts are significant against baseline but not beyond their nulls."""
-    return sum(f["verdicts"][o] == V.NOT_BEYOND_NULL for f in _generated(s["vectors"], o))
-
-
 def _none_read(s: dict, o: str) -> tuple[str, str]:
-    """Claims 4-5 with no row read: (measured, verdict). A shift significant against baseline
-    but not beyond its nulls is not "no significant shift" (change 16)."""
-    k = _not_beyond(s, o)
+    """Claims 4-5 with no row read: (measured, verdict), saying why (change 16): a shift
+    significant against baseline but not beyond its nulls is not "no significant shift", and
+    a read shift whose fix was not run is neither."""
+    verdicts = [f["verdicts"][o] for f in _generated(s["vectors"], o)]
+    read = sum(v not in V.NOT_READ for v in verdicts)
+    k = verdicts.count(V.NOT_BEYOND_NULL)
+    if read:
+        return (f"{read} shift{'s' if read > 1 else ''} read, but no fix cells",
+                "not tested (no fix cells)")
     if not k:
         return "no significant shift", "not tested (no significant shift)"
     return (f"no fix read: {k} significant shift{'s are' if k > 1 else ' is'} not beyond "

@@ -152,7 +152,7 @@ def test_claims_4_5_skip_shifts_the_nulls_match():
     """A vector whose shift is significant but not beyond its generated nulls has no fix read
     under claims 4-5 (its shift is not the vector's); one beyond them does."""
     from steerlens.results import verdicts as V
-    from steerlens.results.findings import claim_orthogonal
+    from steerlens.results.findings import claim_orthogonal, claim_subspace
 
     fix = {"nonrefusal": {"delta_non_refusal": 0.1, "q_value": 0.5, "equivalence_margin": 0.09,
                           "p_tost": 0.6, "verdict": "does not restore"}}
@@ -169,6 +169,15 @@ def test_claims_4_5_skip_shifts_the_nulls_match():
     assert "1 significant shift is not beyond its generated nulls" in c["measured"]
     c = claim_orthogonal(s(V.NO_SHIFT), "nonrefusal")
     assert (c["verdict"], c["measured"]) == ("not tested (no significant shift)", "no significant shift")
+    two = {"vectors": s(V.NOT_BEYOND_NULL)["vectors"] * 2}
+    assert "2 significant shifts are not beyond their generated nulls" in claim_orthogonal(
+        two, "nonrefusal")["measured"]
+    harm = {"vectors": [{**s(V.NO_SHIFT)["vectors"][0], "verdicts": {"harm": V.NOT_BEYOND_NULL}}]}
+    assert claim_orthogonal(harm, "harm")["verdict"] == "not tested (no shift beyond its nulls)"
+    k2 = {**two, "subspace": {"k": 2}}  # ⊥k on a k > 1 run: its own rows, the same reason
+    assert claim_subspace(k2, "nonrefusal")["verdict"] == "not tested (no shift beyond its nulls)"
+    unfixed = {"vectors": [{**s(V.RAISES["nonrefusal"])["vectors"][0], "mitigation": {}}]}
+    assert claim_orthogonal(unfixed, "nonrefusal")["verdict"] == "not tested (no fix cells)"
     assert claim_orthogonal(s(V.RAISES["nonrefusal"]), "nonrefusal")["verdict"] == "1 does not restore"
 
 
