@@ -22,7 +22,6 @@ CK=$MAIN/checkpoints/round2
 REUSE=${STEERLENS_REUSE_DIR:-$HOME/.cache/steerlens/reuse}  # the reuse store (content-addressed)
 CKR=$MAIN/checkpoints/reuse
 PY=${PY:-$MAIN/.venv/bin/python}
-THREADS=${THREADS:-1}  # per lane; 2 when one task is left on a 2-core machine (`THREADS=2 ... start`)
 TASKS="r2-1.5b-resid r2-0.5b-paper mit-r2-1.5b-resid r2-1.5b-paper confusion"
 M15=qwen2.5-coder-1.5b-instruct
 mkdir -p "$LOGS" "$CK" "$CKR"
@@ -69,7 +68,7 @@ lane() {  # NAME: take tasks until none is left; a failed task stops the lane
   while t=$(next_task); do
     echo "$(date -u +%FT%TZ) lane $1 starts $t" >> "$LOGS/lanes.log"
     set +e
-    (cd "$WT" && export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS && command_of "$t") \
+    (cd "$WT" && export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 && command_of "$t") \
       >> "$LOGS/$t.log" 2>&1
     rc=$?
     set -e
