@@ -79,12 +79,12 @@ def _null_cells_significant(run: Path) -> tuple[int, int]:
 
 
 def test_discussion_numbers_come_from_the_runs():
-    """The hand-written discussion cites the null cells that shift non-refusal themselves as the
+    """Round 1's hand-written discussion cites the null cells that shift non-refusal as the
     project's own test counts them (it once said 6 and 3 of 12 where the runs give more)."""
     from steerlens.results.facts import fill
     from steerlens.results.findings import run_facts
 
-    text = (ROOT / "docs" / "findings_discussion.md").read_text()
+    text = (ROOT / "docs" / "findings_discussion_round1.md").read_text()
     names = set(re.findall(r"\{\{([^{}:]+):", text))
     facts = {n: run_facts(ROOT / "results" / n, summarize(load_run_data(ROOT / "results" / n)))
              for n in names}

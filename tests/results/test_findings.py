@@ -44,6 +44,19 @@ def test_fix_verdict_rule():
     assert fix_verdict(0.5, True, 0.5, *toward) == "inconclusive"  # equivalence alone is not a restore
 
 
+def test_title_is_the_heading_and_part_of_the_command(finished_run, tmp_path):
+    """A past round's page says so in its heading, and its command regenerates it exactly."""
+    title = "Findings, round 1: kept as it was read"
+    out = tmp_path / "old.md"
+    assert main([str(finished_run), "--title", title, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith(f"# {title}\n")
+    args = shlex.split(re.search(r"`steerlens findings ([^`]+)`", text).group(1))
+    assert args[args.index("--title") + 1] == title
+    again = tmp_path / "again.md"
+    assert main(args + ["--out", str(again)]) == 0 and again.read_text() == text
+
+
 def test_bad_run_is_an_error(tmp_path):
     assert main([str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2
 
@@ -64,7 +77,8 @@ def test_committed_findings_match_committed_runs(doc, tmp_path, monkeypatch):
     m = re.search(r"`steerlens findings ([^`]+)`", text)
     assert m, f"{doc.name} does not name the command that generated it"
     args = shlex.split(m.group(1))
-    for a in dict.fromkeys(a for a in args if not a.startswith("--")):  # a run may be named twice
+    paths = [a for a, before in zip(args, [None, *args]) if not a.startswith("--") and before != "--title"]
+    for a in dict.fromkeys(paths):  # a run may be named twice
         src = ROOT / a
         assert src.exists(), f"{a} is named in {doc.name} but not committed"
         dst = tmp_path / a
@@ -100,15 +114,17 @@ def test_findings_commands_reproduce_the_committed_configs():
     from steerlens.rundir import read_json
 
     root = Path(__file__).resolve().parents[2]
-    # the pre-registered round 2 has no committed runs yet (tests/test_findings_budget.py)
-    script = (root / "docs" / "findings_commands.sh").read_text().split(
-        "# Round 2 (pre-registered, not yet run)")[0].replace("\\\n", " ")
-    commands = [words for words in (shlex.split(line.split("#")[0]) for line in script.splitlines()
-                                    if not line.lstrip().startswith("#"))
+    round1, round2 = (root / "docs" / "findings_commands.sh").read_text().replace(
+        "\\\n", " ").split("# Round 2 (pre-registered")
+    commands = [words[words.index("steerlens.audit") + 1:]
+                for words in (shlex.split(line.split("#")[0]) for line in round1.splitlines()
+                              if not line.lstrip().startswith("#"))
                 if "steerlens.audit" in words]
-    assert commands, "no audit command in docs/findings_commands.sh"
-    for words in commands:
-        args = words[words.index("steerlens.audit") + 1:]
+    # round 2 runs each through `audit_r2 NAME ARGS` (its --out is results/findings-NAME)
+    r2 = re.findall(r"^audit_r2 (\S+) (.+?)$", round2, re.M)
+    commands += [shlex.split(a) + ["--out", f"results/findings-{name}"] for name, a in r2]
+    assert commands and len(r2) == 4, "audit commands missing in docs/findings_commands.sh"
+    for args in commands:
         cfg, opts = config_from_args(build_parser().parse_args(args))
         committed = read_json(root / opts.out / "config.json")
         assert cfg.hash == committed["hash"], f"{opts.out}: {' '.join(args)}"

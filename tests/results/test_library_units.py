@@ -186,10 +186,11 @@ def test_docs_say_what_the_committed_library_shows(committed):
     'about as much' comes with the equivalence test."""
     n_goals = json.loads((STUDY / "caa" / "config.json").read_text())["config"]["n_goals"]
     docs = {p: (ROOT / p).read_text()
-            for p in ("README.md", "docs/library.md", "docs/findings_discussion.md")}
+            for p in ("README.md", "docs/library.md", "docs/findings_discussion_round1.md")}
     lib = {"README.md": docs["README.md"].split("## Why, across many vectors")[1].split("\n## ")[0],
            "docs/library.md": docs["docs/library.md"].split("## Results")[1],
-           "docs/findings_discussion.md": _paragraph(docs["docs/findings_discussion.md"], "vector-library")}
+           "docs/findings_discussion_round1.md": _paragraph(
+               docs["docs/findings_discussion_round1.md"], "vector-library")}
     caa_p = committed["outcomes"]["nonrefusal"]["caa_only"]["cosine_given_projection"]["p_value"]
     for name, text in lib.items():
         text = "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))  # one line per paragraph
