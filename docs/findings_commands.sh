@@ -123,7 +123,7 @@ steerlens findings results/findings-0.5b-resid results/findings-0.5b-paper \
 #     --behaviours corrigible-neutral-HHH refusal --out results/followup-1.5b-null20 --no-report
 
 # =============================================================================================
-# Round 2 (pre-registered; run 2026-12-06 to FINAL-DATE, run log in docs/findings_round2.md)
+# Round 2 (pre-registered; run 2026-12-06 to 2026-12-07, run log in docs/findings_round2.md)
 # Committed before any of it ran. Design, the verdicts it lets be reached and the analysis
 # rules: docs/findings_round2.md. It replaces F1 and F2 above (never run). Budget (tokens and
 # wall time per run, from each AuditConfig): python benchmarks/findings_budget.py
